@@ -1,0 +1,350 @@
+"""Export an :class:`EarlyExitModel` to a verified, self-describing bundle of per-exit ONNX segments.
+
+Each (segment i + head i) becomes one ONNX file with a dynamic batch axis and outputs
+``hidden`` and ``exit`` (the last: ``exit`` only); the unsplit model is exported too,
+as the one-graph baseline. Every file passes ``onnx.checker`` (full check), then the
+chain of ONNX segments runs in onnxruntime against PyTorch at batch 1 and an odd batch;
+the export fails, leaving nothing behind, if any exit differs by more than the tolerance.
+The bundle is written into a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import edge_runtime
+from converters.model import EarlyExitModel, FullModel, SegmentWithExit
+from edge_runtime.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, sha256_file, validate_manifest
+from edge_runtime.errors import ConfigError, ExportError
+from edge_runtime.policies import create_policy
+
+DEFAULT_OPSET = 17
+
+
+def count_flops(module: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass for ONE sample (matmul/conv/attention; 2 per multiply-add).
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode``; element-wise ops are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(example[:1])
+    return int(counter.get_total_flops())
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    input_name: str,
+    output_names: Sequence[str],
+    opset: int = DEFAULT_OPSET,
+) -> None:
+    """Export ``module`` to ONNX with a dynamic batch axis on every input and output, then
+    run ``onnx.checker`` with ``full_check=True`` (shape inference included).
+
+    Raises:
+        ExportError: the exporter or the checker failed; names the file.
+    """
+    import onnx
+
+    dynamic = {name: {0: "batch"} for name in [input_name, *output_names]}
+    # torch's fused "fast path" for nn.TransformerEncoderLayer/MultiheadAttention has no ONNX export
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=list(output_names),
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the exporter and checker raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{path.name}: ONNX export/check failed: {first}") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def file_entry(path: Path, root: Path, *, fmt: str = "onnx", precision: str = "fp32",
+               batch_size: int | None = None) -> dict[str, Any]:
+    """A manifest ``file`` record (relative path, sha256, size) for a file inside ``root``."""
+    return {
+        "format": fmt,
+        "path": path.relative_to(root).as_posix(),
+        "sha256": sha256_file(path),
+        "batch_size": batch_size,
+        "precision": precision,
+        "bytes": path.stat().st_size,
+    }
+
+
+def onnx_op_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each op type the graph has (structure check material)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _tensor(name: str, t: torch.Tensor) -> dict[str, Any]:
+    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": "float32"}
+
+
+def _verify_inputs(example: torch.Tensor, batch_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn((b, *example.shape[1:]), generator=g, dtype=example.dtype) for b in batch_sizes]
+
+
+def verify_bundle_dir(
+    model: EarlyExitModel,
+    root: Path,
+    manifest: dict[str, Any],
+    inputs: Sequence[torch.Tensor],
+    *,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+) -> tuple[list[float], float | None]:
+    """Run the bundle's segment chain (and one-graph model) on ``inputs`` and compare every
+    exit output with PyTorch. Returns (max abs diff per exit, full-model max abs diff).
+    """
+    bundle = edge_runtime.Bundle(root=root, manifest=manifest)
+    be = edge_runtime.create_backend(backend, threads=1)
+    rt = edge_runtime.Runtime(bundle, be, precision=precision)
+    diffs = [0.0] * model.num_exits
+    full_diff: float | None = 0.0 if rt.has_full_model else None
+    with torch.no_grad():
+        for x in inputs:
+            ref = [o.numpy() for o in model(x)]
+            got = rt.exit_outputs(x.numpy())
+            for i, (r, g) in enumerate(zip(ref, got)):
+                diffs[i] = max(diffs[i], float(np.max(np.abs(r - g))))
+            if rt.has_full_model:
+                full = rt.run_full(x.numpy()).outputs
+                full_diff = max(full_diff or 0.0, float(np.max(np.abs(ref[-1] - full))))
+    return diffs, full_diff
+
+
+def export_bundle(
+    model: EarlyExitModel,
+    example_input: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    name: str,
+    policy: str = "entropy",
+    policy_kwargs: dict[str, Any] | None = None,
+    thresholds: float | Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    tolerance: float = 1e-4,
+    verify_batch_sizes: Sequence[int] = (1, 3),
+    verify_inputs: torch.Tensor | None = None,
+    include_full_model: bool = True,
+    sections: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Export, check and verify ``model`` into a bundle directory, atomically.
+
+    Args:
+        model: the early-exit model (put in eval mode here).
+        example_input: one input batch, shape (B, *sample_shape), float32.
+        out_dir: the bundle directory to create.
+        name: the model name recorded in the manifest.
+        policy: exit policy name; ``policy_kwargs`` and ``thresholds`` go with it.
+        labels: class labels (default "0".."C-1").
+        preprocessing: what to apply to raw inputs (scale, mean, std), recorded for the device.
+        tolerance: max abs difference allowed between PyTorch and ONNX per exit.
+        verify_batch_sizes: random-input batch sizes to verify on (keep one odd).
+        verify_inputs: real inputs to verify on as well (e.g. calibration samples).
+        include_full_model: also export the unsplit model as one graph (the baseline).
+        sections: extra manifest sections (``calibration``, ``data``, ``recipe``, ``extra``).
+        overwrite: replace an existing bundle directory (only after the new one verified).
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        ExportError: export, check or verification failed; no bundle is left behind.
+        ConfigError: bad arguments (policy, thresholds, labels, existing output).
+
+    Example:
+        >>> from converters.zoo import create_model
+        >>> m = create_model("tiny_cnn")
+        >>> export_bundle(m, torch.randn(1, 1, 16, 16), "out/tiny", name="tiny")   # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
+    if example_input.dtype != torch.float32:
+        raise ConfigError(f"example_input must be float32, got {example_input.dtype}")
+    model = model.eval()
+    with torch.no_grad():
+        example_outputs = model(example_input[:1])
+    num_classes = int(example_outputs[-1].shape[-1])
+    labels = [str(c) for c in (labels if labels is not None else range(num_classes))]
+    if len(labels) != num_classes:
+        raise ConfigError(f"labels: {len(labels)} given for a model with {num_classes} outputs")
+    policy_kwargs = dict(policy_kwargs or {})
+    pol = create_policy(policy, model.num_exits, thresholds, **policy_kwargs)  # validates early
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = _write_segments(model, example_input, tmp, opset, include_full_model)
+        manifest.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "name": name,
+                "labels": labels,
+                "policy": {"name": policy, "kwargs": pol.config(), "thresholds": pol.thresholds},
+            }
+        )
+        manifest["input"] = {
+            "name": "input",
+            "shape": [None, *example_input.shape[1:]],
+            "dtype": "float32",
+            "layout": "NCHW" if example_input.dim() == 4 else "N...",
+        }
+        if preprocessing:
+            manifest["input"]["preprocessing"] = dict(preprocessing)
+        manifest["created"] = {
+            "tool_version": edge_runtime.__version__,
+            "torch_version": torch.__version__,
+            "onnx_opset": opset,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for key, value in (sections or {}).items():
+            manifest[key] = value
+        inputs = _verify_inputs(example_input, verify_batch_sizes, seed)
+        if verify_inputs is not None:
+            inputs.append(verify_inputs.to(torch.float32))
+        manifest["verification"] = {"tolerance": tolerance, "batch_sizes": list(verify_batch_sizes),
+                                     "exits": [], "passed": False}
+        diffs, full_diff = verify_bundle_dir(model, tmp, manifest, inputs)
+        manifest["verification"] = {
+            "tolerance": tolerance,
+            "batch_sizes": sorted({int(x.shape[0]) for x in inputs}),
+            "exits": [{"index": i, "max_abs_diff": d, "format": "onnx", "precision": "fp32"}
+                      for i, d in enumerate(diffs)],
+            "passed": True,
+        }
+        if full_diff is not None:
+            manifest["verification"]["full_model_max_abs_diff"] = full_diff
+        worst = max(diffs + ([full_diff] if full_diff is not None else []))
+        if worst > tolerance:
+            detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
+            raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
+        validate_manifest(manifest, path=tmp / MANIFEST_NAME)
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        _move_into_place(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_segments(model: EarlyExitModel, example: torch.Tensor, root: Path, opset: int,
+                    include_full_model: bool) -> dict[str, Any]:
+    (root / "segments").mkdir()
+    segments, exits = [], []
+    h = example
+    cumulative = 0
+    with torch.no_grad():
+        for i, (segment, head) in enumerate(zip(model.segments, model.heads)):
+            last = i == model.num_exits - 1
+            wrapper = SegmentWithExit(segment, head, last).eval()
+            input_name = "input" if i == 0 else "hidden_in"
+            out_names = ["exit"] if last else ["hidden", "exit"]
+            path = root / "segments" / f"segment_{i}.onnx"
+            export_onnx(wrapper, h, path, input_name=input_name, output_names=out_names, opset=opset)
+            h_next = segment(h)
+            exit_out = head(h_next)
+            backbone_flops = count_flops(segment, h)
+            head_flops = count_flops(head, h_next)
+            cumulative += backbone_flops + head_flops
+            outputs = [_tensor("exit", exit_out)] if last else [_tensor("hidden", h_next), _tensor("exit", exit_out)]
+            segments.append({
+                "index": i,
+                "files": [file_entry(path, root)],
+                "inputs": [_tensor(input_name, h)],
+                "outputs": outputs,
+                "flops": backbone_flops + head_flops,
+                "backbone_flops": backbone_flops,
+                "head_flops": head_flops,
+                "params": count_params(segment) + count_params(head),
+                "op_counts": onnx_op_counts(path),
+            })
+            # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
+            exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",
+                          "cumulative_flops": cumulative})
+            h = h_next
+    manifest: dict[str, Any] = {"segments": segments, "exits": exits}
+    if include_full_model:
+        full = FullModel(model).eval()
+        path = root / "full_model.onnx"
+        export_onnx(full, example, path, input_name="input", output_names=["exit"], opset=opset)
+        manifest["full_model"] = {
+            "files": [file_entry(path, root)],
+            "flops": count_flops(full, example),
+            "params": count_params(full),
+            "output": "exit",
+        }
+    return manifest
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temp file in the same directory and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"{out}: output directory appeared while exporting; not replacing it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,162 @@
+"""The model contract: ``EarlyExitModel(segments, heads)``, and helpers that build one from common backbones.
+
+Segment i maps h_{i-1} to h_i; head i maps h_i to exit output i; the last head is
+the model's own classifier. Splitting the model at segment boundaries gives
+exactly what the unsplit model gives.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from edge_runtime.errors import ConfigError
+
+
+class EarlyExitModel(nn.Module):
+    """A backbone cut into segments, with one exit head after each segment.
+
+    Args:
+        segments: segment i maps h_{i-1} (x for i = 0) to h_i.
+        heads: head i maps h_i to exit output i (logits); the last is the model's classifier.
+        head_types: registered head-type name per head (recorded in the manifest).
+        input_shape: one sample's input shape (no batch axis), used for export.
+
+    Example:
+        >>> m = EarlyExitModel([nn.Flatten(), nn.Linear(4, 4)], [nn.Linear(4, 2), nn.Linear(4, 2)],
+        ...                    input_shape=(2, 2))
+        >>> [o.shape for o in m(torch.zeros(3, 2, 2))]
+        [torch.Size([3, 2]), torch.Size([3, 2])]
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[nn.Module],
+        heads: Sequence[nn.Module],
+        *,
+        head_types: Sequence[str] | None = None,
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(segments) != len(heads):
+            raise ConfigError(f"EarlyExitModel needs one head per segment: {len(segments)} segments, {len(heads)} heads")
+        if not segments:
+            raise ConfigError("EarlyExitModel needs at least one segment")
+        self.segments = nn.ModuleList(segments)
+        self.heads = nn.ModuleList(heads)
+        if head_types is None:
+            head_types = [getattr(h, "head_type", type(h).__name__) for h in heads]
+        if len(head_types) != len(heads):
+            raise ConfigError(f"head_types has {len(head_types)} names for {len(heads)} heads")
+        self.head_types = list(head_types)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.segments)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """All exit outputs, in order (the last is the final classifier's)."""
+        outputs = []
+        h = x
+        for segment, head in zip(self.segments, self.heads):
+            h = segment(h)
+            outputs.append(head(h))
+        return outputs
+
+    def forward_with_hidden(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """All exit outputs and all hidden states h_0..h_{n-1} (for feature losses)."""
+        outputs, hidden = [], []
+        h = x
+        for segment, head in zip(self.segments, self.heads):
+            h = segment(h)
+            hidden.append(h)
+            outputs.append(head(h))
+        return outputs, hidden
+
+
+class SegmentWithExit(nn.Module):
+    """Segment i plus head i as one module: returns (hidden, exit), or exit alone for the last."""
+
+    def __init__(self, segment: nn.Module, head: nn.Module, last: bool) -> None:
+        super().__init__()
+        self.segment = segment
+        self.head = head
+        self.last = last
+
+    def forward(self, h: torch.Tensor):  # type: ignore[override]
+        h = self.segment(h)
+        out = self.head(h)
+        if self.last:
+            return out
+        return h, out
+
+
+class FullModel(nn.Module):
+    """The unsplit model as one graph: input -> final exit output only."""
+
+    def __init__(self, model: EarlyExitModel) -> None:
+        super().__init__()
+        self.segments = model.segments
+        self.head = model.heads[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for segment in self.segments:
+            x = segment(x)
+        return self.head(x)
+
+
+def _group(blocks: Sequence[nn.Module], exits_after: Sequence[int]) -> list[nn.Sequential]:
+    n = len(blocks)
+    cuts = sorted(set(int(e) for e in exits_after))
+    if any(c < 0 or c >= n - 1 for c in cuts):
+        raise ConfigError(f"exits_after must name blocks 0..{n - 2} (the last block ends in the final head), got {cuts}")
+    bounds = [0] + [c + 1 for c in cuts] + [n]
+    return [nn.Sequential(*blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def from_sequential_cnn(
+    blocks: Sequence[nn.Module],
+    exits_after: Sequence[int],
+    make_head: Callable[[int], nn.Module],
+    final_head: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    head_types: Sequence[str] | None = None,
+) -> EarlyExitModel:
+    """Cut a sequential CNN into segments after the given blocks, with a head after each cut.
+
+    Args:
+        blocks: the backbone's blocks in order.
+        exits_after: block indices after which an early exit is attached.
+        make_head: builds the early head for the exit after block ``i``.
+        final_head: the model's own classifier (after the last block).
+        input_shape: one sample's input shape.
+    """
+    segments = _group(blocks, exits_after)
+    cuts = sorted(set(int(e) for e in exits_after))
+    heads = [make_head(c) for c in cuts] + [final_head]
+    return EarlyExitModel(segments, heads, head_types=head_types, input_shape=input_shape)
+
+
+def from_transformer_encoder(
+    embed: nn.Module,
+    blocks: Sequence[nn.Module],
+    exits_after: Sequence[int],
+    make_head: Callable[[int], nn.Module],
+    final_head: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    head_types: Sequence[str] | None = None,
+) -> EarlyExitModel:
+    """Group a transformer encoder's blocks into segments; the embedding joins the first segment.
+
+    Hidden states between segments are the token sequences (B, tokens, dim).
+    """
+    segments = _group(blocks, exits_after)
+    segments[0] = nn.Sequential(embed, *segments[0])
+    cuts = sorted(set(int(e) for e in exits_after))
+    heads = [make_head(c) for c in cuts] + [final_head]
+    return EarlyExitModel(segments, heads, head_types=head_types, input_shape=input_shape)

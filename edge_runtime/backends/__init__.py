@@ -1,0 +1,11 @@
+"""Inference backends, found by name and imported on first use.
+
+A device without onnxruntime can still use LiteRT and the reverse: nothing here
+imports a backend library until :func:`create_backend` asks for it.
+"""
+
+from edge_runtime.backends.base import BACKENDS, Backend, Session, create_backend
+
+BACKENDS.register_lazy("onnxruntime", "edge_runtime.backends.onnxruntime_backend:OnnxRuntimeBackend")
+
+__all__ = ["BACKENDS", "Backend", "Session", "create_backend"]

@@ -1,0 +1,57 @@
+"""The ``edge-runtime`` command: a thin argparse layer over library functions.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function;
+add a module name to :data:`COMMAND_MODULES` to add a subcommand. Project errors
+become one-line messages and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from edge_runtime.errors import EdgeRuntimeError
+
+COMMAND_MODULES = [
+    "edge_runtime.cli.convert",
+    "edge_runtime.cli.run",
+    "edge_runtime.cli.inspect",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    from edge_runtime import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime",
+        description="Convert PyTorch models into early-exit bundles and run them on edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-runtime`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeRuntimeError as exc:
+        print(f"edge-runtime {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edge-runtime {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

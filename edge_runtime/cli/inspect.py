@@ -1,0 +1,76 @@
+"""``edge-runtime inspect BUNDLE``: a readable table of segments, FLOPs, params, thresholds and verification."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edge_runtime.bundle import read_bundle
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="show a bundle's segments, costs, policy and verification",
+                       description="Validate a bundle (schema and hashes) and print what it holds.")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=run)
+
+
+def _fmt_int(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def format_bundle(manifest: dict) -> str:
+    """The human-readable summary printed by ``inspect``."""
+    m = manifest
+    lines = [f"bundle {m['name']!r} (format v{m['format_version']}), input {m['input']['name']} "
+             f"{m['input']['shape']} {m['input']['dtype']}, {len(m['labels'])} classes"]
+    pol = m["policy"]
+    thr = pol["thresholds"]
+    lines.append(f"policy: {pol['name']} {pol['kwargs'] or ''} thresholds {['%.4g' % t for t in thr] if thr else '-'}")
+    ver = {e["index"]: e["max_abs_diff"] for e in m["verification"]["exits"]}
+    full = m.get("full_model")
+    total = full["flops"] if full else sum(s["flops"] for s in m["segments"])
+    lines.append("")
+    header = f"{'seg':>3}  {'head':<16} {'FLOPs':>9} {'params':>8} {'cum FLOPs':>9} {'% full':>6} {'threshold':>9} {'max|diff|':>9}"
+    extra_cols = "test_accuracy" in m["exits"][0]
+    if extra_cols:
+        header += f" {'test acc':>8}"
+    lines.append(header)
+    for seg, ex in zip(m["segments"], m["exits"]):
+        i = seg["index"]
+        t = f"{thr[i]:.4g}" if i < len(thr) else "final"
+        cum = ex.get("cumulative_flops", 0)
+        row = (f"{i:>3}  {ex['head_type']:<16} {_fmt_int(seg['flops']):>9} {_fmt_int(seg['params']):>8} "
+               f"{_fmt_int(cum):>9} {100 * cum / max(total, 1):>5.1f}% {t:>9} {ver.get(i, float('nan')):>9.2e}")
+        if extra_cols:
+            row += f" {100 * ex.get('test_accuracy', float('nan')):>7.2f}%"
+        lines.append(row)
+    v = m["verification"]
+    lines.append("")
+    lines.append(f"verification: {'passed' if v['passed'] else 'FAILED'} at tolerance {v['tolerance']:g}, "
+                 f"batch sizes {v['batch_sizes']}"
+                 + (f"; one-graph full model max|diff| {v['full_model_max_abs_diff']:.2e}"
+                    if "full_model_max_abs_diff" in v else ""))
+    if full:
+        lines.append(f"full model (one graph): {_fmt_int(full['flops'])} FLOPs, {_fmt_int(full['params'])} params")
+    cal = m.get("calibration", {})
+    chosen = cal.get("chosen")
+    if chosen:
+        lines.append("calibrated operating point: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items() if k != "thresholds"))
+    if "cbnet" in m:
+        lines.append(f"cbnet: {', '.join(sorted(m['cbnet'].get('parts', {})))}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = read_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(bundle.manifest, indent=2))
+    else:
+        print(format_bundle(bundle.manifest))
+    return 0

@@ -1,0 +1,79 @@
+"""``edge-runtime run BUNDLE --input X.npy``: run a batch and print each sample's answer and exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a bundle on a .npy batch",
+                       description="Run the bundle's segments in sequence, leaving early per sample.")
+    p.add_argument("bundle", help="bundle directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help=".npy file holding one batch (N, ...) of model-ready inputs")
+    src.add_argument("--random", type=int, metavar="N", help="run N random standard-normal inputs (a smoke test)")
+    p.add_argument("--policy", help="exit policy name (default: the bundle's)")
+    p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
+    p.add_argument("--mode", default="early_exit", help="early_exit (default), full, or cbnet where present")
+    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    p.add_argument("--threads", type=int, help="backend threads")
+    p.add_argument("--preprocess", action="store_true", help="apply the manifest's preprocessing to raw inputs first")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=run)
+
+
+def parse_thresholds(text: str | None) -> float | list[float] | None:
+    """'0.5' -> 0.5; '0.5,0.2' -> [0.5, 0.2]."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--thresholds: expected numbers separated by commas, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def load_npy(path: str) -> np.ndarray:
+    """Load a .npy file without pickles; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: input file not found")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable .npy array ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime import load_bundle
+
+    rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads)
+    if args.random is not None:
+        if args.random < 1:
+            raise InputError(f"--random: expected a positive sample count, got {args.random}")
+        shape = [args.random] + [d or 1 for d in rt.input_spec["shape"][1:]]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    else:
+        x = load_npy(args.input)
+    if args.preprocess:
+        x = rt.preprocess(x)
+    result = rt.infer(x, policy=args.policy, thresholds=parse_thresholds(args.thresholds), mode=args.mode)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{'sample':>6}  {'prediction':>10}  {'label':>10}  {'exit':>4}  {'latency ms':>10}")
+    for i in range(len(result)):
+        pred = int(result.predictions[i])
+        print(f"{i:>6}  {pred:>10}  {rt.labels[pred]:>10}  {int(result.exit_index[i]):>4}  "
+              f"{result.sample_latency_s[i] * 1e3:>10.3f}")
+    counts = np.bincount(result.exit_index, minlength=rt.num_exits)
+    print(f"batch of {len(result)} in {result.latency_s * 1e3:.3f} ms; samples per exit: {counts.tolist()}")
+    if result.energy_j is not None:
+        print(f"energy {result.energy_j:.6f} J ({result.energy_source})")
+    return 0

@@ -1,0 +1,123 @@
+"""The exit-policy interface and the policy registry.
+
+A policy decides, per sample and locally, whether a sample leaves at the exit that
+just ran, from that exit's output and the policy's own per-sample state. The
+executor shrinks the batch after each decision, so policies never see a sample
+that has already left. Adding a policy (PALBERT's Q-exit, an uncertainty rule) is
+a new module with a ``@POLICIES.register`` class, not an edit of the executor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.registry import Registry
+
+POLICIES: Registry[type["ExitPolicy"]] = Registry("exit policy")
+
+State = dict[str, np.ndarray]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class ExitPolicy(ABC):
+    """Decides which samples leave at an exit.
+
+    Subclasses implement :meth:`decide`. Per-sample state lives in a dict of arrays
+    whose first axis is the (shrinking) batch; the executor keeps only the rows of
+    samples that stay, so a policy can keep running counters per sample.
+
+    Args:
+        num_exits: how many exits the model has (the last always answers).
+        thresholds: one per non-final exit, or one number for all of them.
+    """
+
+    #: whether the policy takes per-exit thresholds
+    uses_thresholds: bool = True
+
+    def __init__(self, num_exits: int, thresholds: float | Sequence[float] | None = None, **kwargs: Any) -> None:
+        if kwargs:
+            raise ConfigError(f"policy {type(self).__name__} got unknown argument(s): {', '.join(sorted(kwargs))}")
+        if num_exits < 1:
+            raise ConfigError(f"num_exits must be >= 1, got {num_exits}")
+        self.num_exits = int(num_exits)
+        self.thresholds = self._normalise_thresholds(thresholds)
+
+    def _normalise_thresholds(self, thresholds: float | Sequence[float] | None) -> list[float]:
+        n = self.num_exits - 1
+        if not self.uses_thresholds:
+            return []
+        if thresholds is None:
+            thresholds = self.default_threshold()
+        if isinstance(thresholds, (int, float)):
+            return [float(thresholds)] * n
+        values = [float(t) for t in thresholds]
+        if len(values) == self.num_exits and n >= 0:
+            values = values[:n]  # a value for the final exit is accepted and ignored
+        if len(values) != n:
+            raise ConfigError(
+                f"thresholds: expected {n} value(s) (one per non-final exit) or one number, got {len(values)}"
+            )
+        if any(not np.isfinite(v) for v in values):
+            raise ConfigError(f"thresholds must be finite numbers, got {values}")
+        return values
+
+    def default_threshold(self) -> float:
+        """Threshold used when none is given."""
+        raise ConfigError(f"policy {type(self).__name__} needs thresholds")
+
+    def start(self, batch_size: int) -> State:
+        """Fresh per-sample state for a batch of ``batch_size`` samples."""
+        return {}
+
+    @abstractmethod
+    def decide(self, exit_index: int, output: np.ndarray, state: State) -> np.ndarray:
+        """Return a boolean mask (one per row of ``output``): True where the sample leaves now.
+
+        ``exit_index`` is never the last exit: the executor answers every remaining
+        sample there. ``state`` may be updated in place.
+        """
+
+    def config(self) -> dict[str, Any]:
+        """The policy's own keyword arguments (without thresholds), for the manifest."""
+        return {}
+
+
+class ScorePolicy(ExitPolicy):
+    """A policy that thresholds one score per sample: leave when ``score <= threshold``
+    (``lower_is_confident``) or ``score >= threshold``.
+
+    The score is exposed so calibration can sweep thresholds without re-running.
+    """
+
+    lower_is_confident: bool = True
+
+    @abstractmethod
+    def score(self, output: np.ndarray) -> np.ndarray:
+        """One confidence score per sample from an exit output."""
+
+    def decide(self, exit_index: int, output: np.ndarray, state: State) -> np.ndarray:
+        s = self.score(output)
+        t = self.thresholds[exit_index]
+        return s <= t if self.lower_is_confident else s >= t
+
+
+def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None, **kwargs: Any) -> ExitPolicy:
+    """Build a registered exit policy by name.
+
+    Example:
+        >>> p = create_policy("confidence", num_exits=3, thresholds=0.9)
+        >>> p.thresholds
+        [0.9, 0.9]
+    """
+    cls = POLICIES.get(name)
+    return cls(num_exits, thresholds, **kwargs)

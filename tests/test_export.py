@@ -1,0 +1,124 @@
+"""Export equivalence for every registered model builder, graph structure, and failed-export cleanup."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edge_runtime
+from converters import MODELS, create_model, export_bundle
+from edge_runtime.errors import ConfigError, ExportError
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for name in MODELS.names():
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        example = torch.randn(1, *model.input_shape)
+        out[name] = (model, export_bundle(model, example, root / name, name=name, policy="never"))
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_exit_matches_torch_at_batch_1_and_odd_batch(exported, name):
+    model, path = exported[name]
+    rt = edge_runtime.load_bundle(path, threads=1)
+    for batch in (1, 5):
+        x = torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            ref = [o.numpy() for o in model(x)]
+        got = rt.exit_outputs(x.numpy())
+        assert len(got) == len(ref) == model.num_exits
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
+    recorded = rt.manifest["verification"]
+    assert recorded["passed"] and len(recorded["exits"]) == model.num_exits
+    assert all(e["max_abs_diff"] <= recorded["tolerance"] for e in recorded["exits"])
+    assert 1 in recorded["batch_sizes"] and any(b % 2 == 1 and b > 1 for b in recorded["batch_sizes"])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_segment_graph_structure(exported, name):
+    model, path = exported[name]
+    manifest = edge_runtime.read_bundle(path).manifest
+    n = model.num_exits
+    for i, seg in enumerate(manifest["segments"]):
+        g = onnx.load(str(path / seg["files"][0]["path"])).graph
+        assert [o.name for o in g.output] == (["exit"] if i == n - 1 else ["hidden", "exit"])
+        assert [x.name for x in g.input] == ["input" if i == 0 else "hidden_in"]
+        # dynamic batch axis on the input
+        assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        assert seg["op_counts"] == {k: v for k, v in seg["op_counts"].items() if v > 0}
+        assert sum(seg["op_counts"].values()) == len(g.node)
+        assert seg["flops"] > 0 and seg["params"] > 0
+    full = manifest["full_model"]
+    assert full["flops"] <= sum(s["flops"] for s in manifest["segments"])
+
+
+def test_full_model_flops_equal_backbone_plus_final_head(exported):
+    _, path = exported["tiny_cnn"]
+    m = edge_runtime.read_bundle(path).manifest
+    backbone = sum(s["backbone_flops"] for s in m["segments"])
+    assert m["full_model"]["flops"] == backbone + m["segments"][-1]["head_flops"]
+    cum = [e["cumulative_flops"] for e in m["exits"]]
+    assert cum == sorted(cum) and cum[-1] == sum(s["flops"] for s in m["segments"])
+
+
+class _Noisy(torch.nn.Module):
+    """A head whose eval output differs between calls: verification must catch it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, h):
+        return self.inner(h) + torch.rand(1) * 10
+
+
+def test_failed_verification_leaves_nothing_behind(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn")
+    model.heads[1] = _Noisy(model.heads[1])
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError, match="verification failed"):
+        export_bundle(model, torch.randn(1, 1, 16, 16), out, name="bad")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    model = create_model("tiny_cnn")
+    out = tmp_path / "b"
+    export_bundle(model, torch.randn(1, 1, 16, 16), out, name="x")
+    with pytest.raises(ConfigError, match="exists"):
+        export_bundle(model, torch.randn(1, 1, 16, 16), out, name="x")
+    export_bundle(model, torch.randn(1, 1, 16, 16), out, name="y", overwrite=True)
+    assert edge_runtime.read_bundle(out).name == "y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_labels_must_match_classes(tmp_path):
+    with pytest.raises(ConfigError, match="labels"):
+        export_bundle(create_model("tiny_cnn"), torch.randn(1, 1, 16, 16), tmp_path / "b", name="x", labels=["a"])
+
+
+def test_transformer_encoder_helper_accepts_torch_encoder_layers(tmp_path):
+    """The helper works on any block list, e.g. torch's own TransformerEncoderLayer."""
+    from converters import from_transformer_encoder
+    from converters.heads import create_head
+    from converters.vit import PatchEmbed
+
+    torch.manual_seed(0)
+    blocks = [torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True) for _ in range(3)]
+    model = from_transformer_encoder(
+        PatchEmbed(1, 8, 4, 16), blocks, [0, 1],
+        lambda i: create_head("cls_linear", dim=16, num_classes=3),
+        create_head("cls_linear", dim=16, num_classes=3), input_shape=(1, 8, 8),
+    )
+    path = export_bundle(model, torch.randn(1, 1, 8, 8), tmp_path / "enc", name="enc", policy="never")
+    assert edge_runtime.load_bundle(path).num_exits == 3
