@@ -212,8 +212,7 @@ def read_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         raise BundleError(f"not valid JSON: {exc}", path=manifest_path) from None
     validate_manifest(manifest, path=manifest_path)
     bundle = Bundle(root=root, manifest=manifest)
-    for field, _ in bundle.all_files():  # path checks even without hashing
-        pass
+    bundle.all_files()  # resolves every path: raises if one points outside the bundle
     if verify_hashes:
         bundle.verify_files()
     return bundle
