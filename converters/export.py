@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -172,6 +172,7 @@ def export_bundle(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     seed: int = 0,
+    extra_parts: Sequence[Callable[[Path, dict[str, Any]], None]] = (),
 ) -> Path:
     """Export, check and verify ``model`` into a bundle directory, atomically.
 
@@ -189,6 +190,11 @@ def export_bundle(
         include_full_model: also export the unsplit model as one graph (the baseline).
         sections: extra manifest sections (``calibration``, ``data``, ``recipe``, ``extra``).
         overwrite: replace an existing bundle directory (only after the new one verified).
+        extra_parts: exporters of extra graphs (e.g. CBNet's ``converters.cbnet.cbnet_exporter``), each
+            called as ``hook(bundle_tmp_dir, manifest)`` after the segments verified and before the
+            manifest is validated and written: it writes its files inside the directory, adds its own
+            manifest section (files via :func:`file_entry`) and raises ExportError if its own
+            verification fails (then nothing is left behind).
 
     Returns:
         The bundle directory.
@@ -265,6 +271,8 @@ def export_bundle(
         if worst > tolerance:
             detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
             raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
+        for hook in extra_parts:
+            hook(tmp, manifest)
         validate_manifest(manifest, path=tmp / MANIFEST_NAME)
         write_json_atomic(tmp / MANIFEST_NAME, manifest)
         _move_into_place(tmp, out, overwrite)
