@@ -261,8 +261,17 @@ class Runtime:
         meter.finish_window(window, result)
         return result
 
-    def run_early_exit(self, x: np.ndarray, policy: ExitPolicy) -> InferenceResult:
-        """The shrinking-batch executor (no input checks; use :meth:`infer`)."""
+    def run_early_exit(self, x: np.ndarray, policy: ExitPolicy,
+                       on_exit: Callable[[np.ndarray, int, np.ndarray, float], None] | None = None) -> InferenceResult:
+        """The shrinking-batch executor (no input checks; use :meth:`infer`).
+
+        Args:
+            x: model-ready input batch.
+            policy: the exit policy deciding per sample after each segment.
+            on_exit: optional ``on_exit(indices, exit_index, outputs, t)`` called as soon as samples
+                leave: their row indices in ``x``, the exit they left at, their answering outputs and
+                the seconds since the call started (the daemon answers each request from here).
+        """
         n = x.shape[0]
         num = len(self.segments)
         predictions = np.empty(n, dtype=np.int64)
@@ -297,6 +306,8 @@ class Runtime:
             seg_latency[i] = t1 - t0
             if leave.any():
                 sample_latency[alive[leave]] = t1 - start
+                if on_exit is not None:
+                    on_exit(alive[leave], i, exit_out[leave], t1 - start)
             if leave.all():
                 break
             if leave.any():
