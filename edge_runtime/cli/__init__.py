@@ -15,9 +15,12 @@ from typing import Sequence
 from edge_runtime.errors import EdgeRuntimeError
 
 COMMAND_MODULES = [
+    "edge_runtime.cli.bench",
     "edge_runtime.cli.convert",
     "edge_runtime.cli.run",
     "edge_runtime.cli.inspect",
+    "edge_runtime.cli.serve",
+    "edge_runtime.cli.service",
 ]
 
 

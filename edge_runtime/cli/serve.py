@@ -1,0 +1,67 @@
+"""``edge-runtime serve BUNDLE...``: the inference daemon (KServe v2-style HTTP API, micro-batching, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from edge_runtime.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve bundles over HTTP (the device daemon)",
+                       description="Serve one or more bundles with a KServe v2 / Triton-style HTTP API: "
+                                   "micro-batched early exit, Prometheus /metrics, hot reload on SIGHUP or "
+                                   "POST /v2/repository/models/NAME/load, systemd notify, graceful drain on SIGTERM.")
+    p.add_argument("bundles", nargs="+", metavar="[NAME=]BUNDLE",
+                   help="bundle directory, optionally named (default name: the manifest's 'name')")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="most samples per micro-batch; 1 turns micro-batching off (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="longest a request waits for others to join its micro-batch (default 2 ms)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="most samples waiting per model before requests get 503 + Retry-After (default 256)")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds; 504 after it")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MiB; 413 above it")
+    p.add_argument("--token-file", help="file holding the bearer token (default: EDGE_RUNTIME_TOKEN; none = no auth)")
+    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    p.add_argument("--threads", type=int, help="backend threads per model")
+    p.add_argument("--drain", type=float, default=20.0,
+                   help="seconds a graceful shutdown (SIGTERM) waits for in-flight requests (default 20)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="log level (default warning)")
+    p.set_defaults(func=run)
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    """['tiny=out/t', 'out/u'] -> {'tiny': Path('out/t'), '<manifest name of u>': Path('out/u')}."""
+    from edge_runtime.bundle import read_bundle
+
+    models: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path = spec
+            name = read_bundle(path, verify_hashes=False).name
+        if not name or "/" in name:
+            raise ConfigError(f"bundle argument {spec!r}: expected NAME=PATH or PATH with a name without '/'")
+        if name in models:
+            raise ConfigError(f"bundle argument {spec!r}: model name {name!r} given twice")
+        models[name] = Path(path)
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.serve import ServeConfig, resolve_token, serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServeConfig(
+        host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        token=resolve_token(args.token_file), backend=args.backend, threads=args.threads, drain_s=args.drain,
+        log_level=args.log_level,
+    )
+    return serve(parse_models(args.bundles), config)

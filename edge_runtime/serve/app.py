@@ -1,0 +1,307 @@
+"""The daemon's HTTP API (FastAPI): KServe v2 / Triton-style health, metadata, inference and repository routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from edge_runtime import __version__
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.serve import codec
+from edge_runtime.serve.batcher import Answer, Closed, Overloaded
+from edge_runtime.serve.config import ServeConfig
+from edge_runtime.serve.metrics import ServeMetrics
+from edge_runtime.serve.repository import LoadedModel, ModelRepository
+
+_JSON_TYPES = ("application/json", "")
+_NPY_TYPES = ("application/octet-stream", "application/x-npy")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None = None
+    expected: str | None = None
+
+
+class SampleOut(BaseModel):
+    prediction: int
+    label: str | None
+    exit_index: int
+    output: list[float]
+    latency_s: float
+    energy_j: float | None
+    energy_source: str | None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None
+    outputs: list[dict[str, Any]]
+    samples: list[SampleOut]
+    parameters: dict[str, Any]
+
+
+_INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {
+            "type": "object", "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                    "type": "object", "required": ["shape", "datatype", "data"],
+                    "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                                   "datatype": {"type": "string", "enum": sorted(codec.V2_TO_NUMPY)},
+                                   "data": {"type": "array"}}}},
+                "parameters": {"type": "object", "properties": {
+                    "mode": {"type": "string"}, "policy": {"type": "string"},
+                    "thresholds": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]}}},
+            }}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                "description": "a .npy array (N, ...) in the model's dtype; "
+                                                               "overrides as query parameters"}},
+    },
+}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+
+
+def _error(status: int, message: str, *, field: str | None = None, expected: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field, "expected": expected}, status_code=status, headers=headers)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise codec.RequestError(413, f"request body larger than {limit} bytes", field="body",
+                                     expected=f"<= {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: codec.Overrides) -> dict[str, Any]:
+    labels = model.runtime.labels
+    preds = answer.outputs.argmax(axis=-1)
+    samples = []
+    for i in range(preds.shape[0]):
+        samples.append({
+            "prediction": int(preds[i]), "label": labels[int(preds[i])] if labels else None,
+            "exit_index": int(answer.exit_index[i]), "output": answer.outputs[i].tolist(),
+            "latency_s": float(answer.latency_s[i]),
+            "energy_j": None if answer.energy_j is None else float(answer.energy_j[i]),
+            "energy_source": answer.energy_source if answer.energy_j is not None else None,
+        })
+    n = len(samples)
+    return {
+        "model_name": model.name, "model_version": model.version, "id": req_id,
+        "outputs": [
+            {"name": "output", "shape": list(answer.outputs.shape), "datatype": "FP32",
+             "data": answer.outputs.reshape(-1).tolist()},
+            {"name": "prediction", "shape": [n], "datatype": "INT64", "data": preds.tolist()},
+            {"name": "exit_index", "shape": [n], "datatype": "INT64", "data": answer.exit_index.tolist()},
+        ],
+        "samples": samples,
+        "parameters": {"mode": ov.mode, "policy": ov.policy, "thresholds": ov.thresholds,
+                       "batch_size": answer.batch_size, "queue_s": answer.queue_s},
+    }
+
+
+def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics) -> FastAPI:
+    """The ASGI app over a loaded :class:`ModelRepository`.
+
+    Example:
+        >>> app = create_app(repo, ServeConfig(), metrics)          # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8080)           # doctest: +SKIP
+    """
+    app = FastAPI(title="edge-runtime", version=__version__,
+                  description="Early-exit inference daemon (KServe v2 / Triton-style API).")
+    app.state.draining = False
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"], responses={503: {"model": ErrorBody}})
+    async def ready() -> Response:
+        if app.state.draining:
+            return _error(503, "draining: the daemon is shutting down")
+        if not repo.ready:
+            return _error(503, "not every model is loaded")
+        return _json({"ready": True})
+
+    @app.get("/v2", tags=["metadata"])
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "edge-runtime", "version": __version__, "extensions": ["model_repository", "early_exit"]}
+
+    @app.get("/v2/models/{name}", tags=["metadata"], responses={404: {"model": ErrorBody}})
+    async def model_metadata(name: str) -> Response:
+        try:
+            m = repo.get(name)
+        except KeyError:
+            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+        return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation})
+
+    @app.get("/v2/models/{name}/ready", tags=["health"], responses={404: {"model": ErrorBody}})
+    async def model_ready(name: str) -> Response:
+        try:
+            m = repo.get(name)
+        except KeyError:
+            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+        return _json({"name": name, "ready": m.batcher.alive and not app.state.draining})
+
+    @app.post("/v2/models/{name}/infer", tags=["inference"], response_model=None,
+              responses={200: {"model": InferResponse}, **_ERRORS}, openapi_extra={"requestBody": _INFER_BODY})
+    async def infer(name: str, request: Request) -> Response:
+        try:
+            model = repo.get(name)
+        except KeyError:
+            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+        status = "200"
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            params: dict[str, Any] = dict(request.query_params)
+            for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
+                rt = model.runtime
+                if ctype in _NPY_TYPES:
+                    x, req_id = codec.decode_npy(body, rt, config.max_queue), None
+                    prefix = "query."
+                elif ctype in _JSON_TYPES:
+                    x, body_params, req_id = codec.decode_json(body, rt, config.max_queue)
+                    prefix = "parameters." if body_params else "query."
+                    params = {**params, **body_params}
+                else:
+                    raise codec.RequestError(415, f"unsupported content type {ctype!r}", field="Content-Type",
+                                             expected="application/json or application/octet-stream (.npy)")
+                ov = codec.parse_overrides(params, prefix)
+                policy = codec.make_policy(rt, ov, prefix)
+                try:
+                    req = model.batcher.submit(x, key=ov.key, mode=ov.mode, policy=policy)
+                    break
+                except Closed:
+                    if attempt or app.state.draining:
+                        raise
+                    model = repo.get(name)
+            try:
+                answer: Answer = await asyncio.wait_for(req.future, config.timeout_s)
+            except (asyncio.TimeoutError, TimeoutError):
+                model.batcher.cancel(req)
+                status = "504"
+                return _error(504, f"no answer within {config.timeout_s} s", field=None,
+                              expected="retry later or raise --timeout")
+            metrics.infer_latency.labels(name).observe(float(answer.latency_s.max()))
+            return _json(_answer_body(model, answer, req_id, ov))
+        except codec.RequestError as exc:
+            status = str(exc.status)
+            return JSONResponse(exc.body(), status_code=exc.status)
+        except Overloaded as exc:
+            status = "503"
+            return _error(503, f"overloaded: {exc}", expected="retry after the Retry-After delay",
+                          headers={"Retry-After": str(config.retry_after_s)})
+        except Closed as exc:
+            status = "503"
+            return _error(503, str(exc), headers={"Retry-After": str(config.retry_after_s)})
+        except EdgeRuntimeError as exc:
+            status = "500"
+            return _error(500, f"inference failed: {exc}")
+        finally:
+            metrics.infer_requests.labels(name, status).inc()
+            metrics.queue.labels(name).set(model.batcher.queued_samples)
+
+    @app.post("/v2/repository/models/{name}/load", tags=["repository"], responses={404: {"model": ErrorBody},
+                                                                                   422: {"model": ErrorBody}})
+    async def load(name: str) -> Response:
+        if name not in repo.names():
+            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+        try:
+            m = await asyncio.to_thread(repo.load, name)
+        except EdgeRuntimeError as exc:
+            old = repo.get(name)
+            return JSONResponse({"error": f"load failed; still serving version {old.version}: {exc}",
+                                 "field": getattr(exc, "field", None), "expected": "a bundle that passes verification",
+                                 "serving": old.version}, status_code=422)
+        return _json({"name": name, "version": m.version, "generation": m.generation, "path": str(m.path)})
+
+    @app.post("/v2/repository/index", tags=["repository"])
+    async def index() -> list[dict[str, Any]]:
+        out = []
+        for name in repo.names():
+            try:
+                m = repo.get(name)
+                out.append({"name": name, "version": m.version, "state": "READY", "generation": m.generation,
+                            "reason": repo.last_error[name] or ""})
+            except KeyError:
+                out.append({"name": name, "version": None, "state": "UNAVAILABLE",
+                            "reason": repo.last_error[name] or ""})
+        return out
+
+    @app.get("/metrics", tags=["metrics"])
+    async def prometheus() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    app.add_middleware(_Guard, config=config, metrics=metrics)
+    return app
+
+
+class _Guard:
+    """Pure-ASGI outer layer: bearer-token auth, Content-Length limit, per-route request metrics."""
+
+    _OPEN = ("/v2/health/",)
+
+    def __init__(self, app: Any, *, config: ServeConfig, metrics: ServeMetrics) -> None:
+        self.app, self.config, self.metrics = app, config, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        seen = {"status": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+
+        headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        if self.config.token is not None and not path.startswith(self._OPEN):
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not self.config.token_matches(token.strip()):
+                response = _error(401, "missing or wrong bearer token", field="Authorization",
+                                  expected="Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send_wrapper)
+                self._count(scope, seen["status"], start)
+                return
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.config.max_body_bytes):
+            response = _error(413, f"request body larger than {self.config.max_body_bytes} bytes", field="body",
+                              expected=f"<= {self.config.max_body_bytes} bytes")
+            await response(scope, receive, send_wrapper)
+            self._count(scope, seen["status"], start)
+            return
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._count(scope, seen["status"], start)
+
+    def _count(self, scope: dict, status: int, start: float) -> None:
+        route = scope.get("route")
+        label = getattr(route, "path", None) or "unmatched"
+        self.metrics.http_requests.labels(label, str(status)).inc()
+        self.metrics.http_latency.labels(label).observe(time.perf_counter() - start)

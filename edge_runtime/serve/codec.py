@@ -1,0 +1,214 @@
+"""Request decoding and checking for the daemon (KServe v2 JSON and raw .npy), with errors that
+name the bad field and the expected shape/dtype."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, EdgeRuntimeError, InputError
+from edge_runtime.policies import ExitPolicy
+from edge_runtime.registry import UnknownNameError
+from edge_runtime.runtime import Runtime
+
+#: KServe v2 datatypes <-> numpy
+V2_TO_NUMPY = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT8": "int8", "UINT8": "uint8",
+               "INT16": "int16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+NUMPY_TO_V2 = {v: k for k, v in V2_TO_NUMPY.items()}
+
+
+class RequestError(EdgeRuntimeError):
+    """A bad request: HTTP ``status`` (400 unreadable, 422 readable but wrong), the ``field`` and
+    what was ``expected``."""
+
+    def __init__(self, status: int, message: str, *, field: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field, self.expected = status, field, expected
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field, "expected": self.expected}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Per-request settings: mode, policy name, thresholds (None = the bundle's)."""
+
+    mode: str = "early_exit"
+    policy: str | None = None
+    thresholds: tuple[float, ...] | float | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Requests with equal keys may share a micro-batch."""
+        return (self.mode, self.policy, self.thresholds)
+
+
+def expected_shape(rt: Runtime) -> str:
+    return "[N, " + ", ".join(str(d) for d in rt.input_spec["shape"][1:]) + "]"
+
+
+def expected_dtype(rt: Runtime) -> str:
+    dtype = rt.input_spec["dtype"]
+    return f"{NUMPY_TO_V2.get(dtype, dtype)} ({dtype})"
+
+
+def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
+    """Read ``mode``, ``policy`` and ``thresholds`` from a mapping (JSON ``parameters`` or query)."""
+    unknown = sorted(set(params) - {"mode", "policy", "thresholds"})
+    if unknown:
+        raise RequestError(422, f"unknown parameter(s): {', '.join(unknown)}", field=f"{field_prefix}{unknown[0]}",
+                           expected="one of mode, policy, thresholds")
+    mode = params.get("mode") or "early_exit"
+    policy = params.get("policy")
+    for key, value in (("mode", mode), ("policy", policy)):
+        if value is not None and not isinstance(value, str):
+            raise RequestError(422, f"{key} must be a string, got {type(value).__name__}",
+                               field=f"{field_prefix}{key}", expected="string")
+    raw = params.get("thresholds")
+    thresholds: tuple[float, ...] | float | None
+    if raw is None:
+        thresholds = None
+    else:
+        try:
+            if isinstance(raw, str):
+                vals = [float(v) for v in raw.split(",") if v.strip()]
+            elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                vals = [float(raw)]
+            elif isinstance(raw, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+                vals = [float(v) for v in raw]
+            else:
+                raise ValueError
+            if not vals or not all(math.isfinite(v) for v in vals):
+                raise ValueError
+        except ValueError:
+            raise RequestError(422, f"thresholds must be finite numbers, got {raw!r}", field=f"{field_prefix}thresholds",
+                               expected="a number or a list with one number per non-final exit") from None
+        thresholds = vals[0] if len(vals) == 1 else tuple(vals)
+    return Overrides(mode=mode, policy=policy, thresholds=thresholds)
+
+
+def make_policy(rt: Runtime, ov: Overrides, field_prefix: str) -> ExitPolicy:
+    """The policy for these overrides on this model; 422 naming the field when it cannot be built."""
+    if ov.mode not in rt.modes():
+        raise RequestError(422, f"unknown mode {ov.mode!r}", field=f"{field_prefix}mode",
+                           expected="one of " + ", ".join(rt.modes()))
+    if ov.policy is None and ov.thresholds is None:
+        return rt.default_policy
+    thr = list(ov.thresholds) if isinstance(ov.thresholds, tuple) else ov.thresholds
+    try:
+        return rt.make_policy(ov.policy, thr)
+    except UnknownNameError as exc:
+        raise RequestError(422, str(exc), field=f"{field_prefix}policy", expected="a registered policy") from None
+    except ConfigError as exc:
+        field = "thresholds" if "threshold" in str(exc) else "policy"
+        raise RequestError(422, str(exc), field=f"{field_prefix}{field}",
+                           expected=f"{rt.num_exits - 1} threshold(s), one per non-final exit") from None
+
+
+def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.ndarray:
+    """Shape/dtype/finiteness checks against the bundle's input spec, as 422s naming ``field``."""
+    if x.dtype.name != rt.input_spec["dtype"]:
+        raise RequestError(422, f"dtype is {NUMPY_TO_V2.get(x.dtype.name, x.dtype.name)} ({x.dtype.name})",
+                           field=field, expected=expected_dtype(rt))
+    if x.ndim >= 1 and x.shape[0] > max_samples:
+        raise RequestError(422, f"batch of {x.shape[0]} samples is larger than this server accepts",
+                           field=field, expected=f"N <= {max_samples}")
+    try:
+        return rt.check_input(x)
+    except InputError as exc:
+        raise RequestError(422, str(exc), field=field, expected=f"shape {expected_shape(rt)}, dtype "
+                           f"{expected_dtype(rt)}, finite values") from None
+
+
+def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
+    """A raw ``.npy`` body (no pickles)."""
+    expected = f".npy of shape {expected_shape(rt)}, dtype {expected_dtype(rt)}"
+    if not body.startswith(b"\x93NUMPY"):
+        raise RequestError(400, "body is not a .npy file (no \\x93NUMPY magic)", field="body", expected=expected)
+    try:
+        x = np.load(io.BytesIO(body), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/EOFError/... for garbage
+        raise RequestError(400, f"body is not a readable .npy array ({type(exc).__name__}: {exc})".splitlines()[0],
+                           field="body", expected=expected) from None
+    if not isinstance(x, np.ndarray) or x.dtype.hasobject:
+        raise RequestError(400, "body is not a numeric .npy array", field="body", expected="numeric .npy")
+    return check_array(rt, x, "body", max_samples)
+
+
+def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """A KServe v2 JSON body: returns (input batch, parameters, request id)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc})", field="body",
+                           expected='{"inputs": [{"name", "shape", "datatype", "data"}]}') from None
+    if not isinstance(doc, dict):
+        raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body",
+                           expected="object with 'inputs'")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestError(422, "missing or malformed 'inputs'", field="inputs",
+                           expected=f"a list with exactly one tensor named {rt.input_spec['name']!r}")
+    t = inputs[0]
+    for key in ("shape", "datatype", "data"):
+        if key not in t:
+            raise RequestError(422, f"input tensor has no {key!r}", field=f"inputs[0].{key}",
+                               expected={"shape": expected_shape(rt), "datatype": expected_dtype(rt),
+                                         "data": "numbers (flat, row-major, or nested)"}[key])
+    name = t.get("name", rt.input_spec["name"])
+    if name != rt.input_spec["name"]:
+        raise RequestError(422, f"unknown input {name!r}", field="inputs[0].name", expected=repr(rt.input_spec["name"]))
+    shape = t["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise RequestError(422, f"shape must be a list of non-negative integers, got {shape!r}",
+                           field="inputs[0].shape", expected=expected_shape(rt))
+    dtype = V2_TO_NUMPY.get(t["datatype"]) if isinstance(t["datatype"], str) else None
+    if dtype != rt.input_spec["dtype"]:
+        raise RequestError(422, f"datatype {t['datatype']!r} does not match the model", field="inputs[0].datatype",
+                           expected=expected_dtype(rt))
+    if shape and shape[0] > max_samples:
+        raise RequestError(422, f"batch of {shape[0]} samples is larger than this server accepts",
+                           field="inputs[0].shape", expected=f"N <= {max_samples}")
+    try:
+        flat = np.asarray(t["data"], dtype=np.float64 if dtype.startswith("float") else np.int64).reshape(-1)
+    except (ValueError, TypeError):
+        raise RequestError(422, "data must be numbers (a flat or nested list)", field="inputs[0].data",
+                           expected=f"{int(np.prod(shape))} numbers") from None
+    if flat.size != int(np.prod(shape)):
+        raise RequestError(422, f"data has {flat.size} values but shape {shape} needs {int(np.prod(shape))}",
+                           field="inputs[0].data", expected=f"{int(np.prod(shape))} numbers")
+    if not np.isfinite(flat).all():
+        raise RequestError(422, "data contains NaN or Inf", field="inputs[0].data", expected="finite numbers")
+    x = check_array(rt, flat.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise RequestError(422, "parameters must be an object", field="parameters",
+                           expected="{mode, policy, thresholds}")
+    req_id = doc.get("id")
+    return x, params, None if req_id is None else str(req_id)
+
+
+def metadata(rt: Runtime, version: str) -> dict[str, Any]:
+    """KServe v2 model metadata plus the early-exit specifics (exits, policy, thresholds, modes)."""
+    spec = rt.input_spec
+    pol = rt.default_policy
+    return {
+        "name": rt.name, "versions": [version], "platform": f"edge-runtime/{rt.backend.name}",
+        "inputs": [{"name": spec["name"], "datatype": NUMPY_TO_V2.get(spec["dtype"], spec["dtype"]),
+                    "shape": [-1 if d is None else d for d in spec["shape"]]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, len(rt.labels)]},
+                    {"name": "prediction", "datatype": "INT64", "shape": [-1]},
+                    {"name": "exit_index", "datatype": "INT64", "shape": [-1]}],
+        "labels": rt.labels,
+        "exits": [{"index": i, "segment": e["segment"], "head_type": e.get("head_type"),
+                   "cumulative_flops": e.get("cumulative_flops")} for i, e in enumerate(rt.manifest["exits"])],
+        "policy": {"name": rt.manifest["policy"]["name"], "kwargs": rt.manifest["policy"]["kwargs"],
+                   "thresholds": list(pol.thresholds)},
+        "modes": rt.modes(),
+        "preprocessing": spec.get("preprocessing", {}),
+    }
