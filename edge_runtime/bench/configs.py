@@ -1,0 +1,215 @@
+"""What a benchmark measures: one :class:`BenchConfig` per row of the report.
+
+Each kind of row (the one-graph full model, the segmented model with policy ``never``,
+early exit at the calibrated point, the threshold sweep, CBNet, other backend/precision
+variants, PyTorch eager) is a function registered in :data:`CONFIG_KINDS` that looks at
+the bundle and returns its rows (none when the bundle lacks what it needs). The oracle
+bound is derived after measuring (see :mod:`edge_runtime.bench.oracle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_runtime.policies import ScorePolicy
+from edge_runtime.registry import Registry
+
+RunFn = Callable[[np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One measured configuration.
+
+    Attributes:
+        name: unique row id (``full``, ``never``, ``early_exit``, ``sweep_03``, ``cbnet``, ...).
+        kind: the registered kind that produced it.
+        label: what the report calls it.
+        run: ``x -> InferenceResult`` (or anything with ``predictions``, ``exit_index``, ``segment_latency_s``,
+            ``energy_j``, ``energy_source`` attributes).
+        backend: backend name; precision: file precision.
+        policy: policy name and thresholds when the row runs the early-exit executor.
+        segmented: whether the row runs the segment chain (its per-segment latency means something).
+        notes: what the report should say about the row.
+    """
+
+    name: str
+    kind: str
+    label: str
+    run: RunFn
+    backend: str
+    precision: str
+    policy: str | None = None
+    thresholds: list[float] | None = None
+    segmented: bool = False
+    notes: str = ""
+
+
+@dataclass
+class BenchContext:
+    """What the config builders see: the runtimes per (backend, precision), data, settings.
+
+    Attributes:
+        runtimes: ``(backend, precision) -> Runtime``; the first entry is the primary variant.
+        x, y: model-ready data and labels.
+        sweep_points: how many threshold-sweep rows to add.
+        exit_outputs: every exit's output on ``x`` from the primary runtime (filled lazily).
+        options: extra builder options (``torch_checkpoint``, ...).
+        notes: notes the builders add for the report.
+    """
+
+    runtimes: dict[tuple[str, str], Any]
+    x: np.ndarray
+    y: np.ndarray
+    sweep_points: int = 8
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    sweep_source: str = "none"
+    _exit_outputs: list[np.ndarray] | None = None
+
+    @property
+    def primary(self) -> Any:
+        return next(iter(self.runtimes.values()))
+
+    @property
+    def primary_key(self) -> tuple[str, str]:
+        return next(iter(self.runtimes))
+
+    def exit_outputs(self, chunk: int = 256) -> list[np.ndarray]:
+        """Every exit's output for every sample (primary runtime), computed once."""
+        if self._exit_outputs is None:
+            parts = [self.primary.exit_outputs(self.x[i:i + chunk]) for i in range(0, len(self.x), chunk)]
+            self._exit_outputs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        return self._exit_outputs
+
+
+#: row kinds: name -> ``builder(ctx) -> list[BenchConfig]``; rows appear in registration order
+CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry("benchmark configuration kind")
+_ORDER: list[str] = []
+
+
+def config_kind(name: str) -> Callable[[Callable[[BenchContext], list[BenchConfig]]], Any]:
+    """Register a row kind (a builder ``ctx -> list[BenchConfig]``); rows follow registration order."""
+
+    def decorator(fn: Callable[[BenchContext], list[BenchConfig]]) -> Callable[[BenchContext], list[BenchConfig]]:
+        CONFIG_KINDS.register(name, fn)
+        _ORDER.append(name)
+        return fn
+
+    return decorator
+
+
+def build_configs(ctx: BenchContext, kinds: list[str] | None = None) -> list[BenchConfig]:
+    """Every row the bundle supports, in registration order (or only ``kinds``)."""
+    out: list[BenchConfig] = []
+    for kind in kinds or _ORDER:
+        out.extend(CONFIG_KINDS.get(kind)(ctx))
+    names = [c.name for c in out]
+    assert len(names) == len(set(names)), f"duplicate benchmark rows: {names}"
+    return out
+
+
+def _suffix(key: tuple[str, str], primary: tuple[str, str]) -> str:
+    return "" if key == primary else f"@{key[0]}/{key[1]}"
+
+
+@config_kind("full")
+def _full(ctx: BenchContext) -> list[BenchConfig]:
+    rows = []
+    for key, rt in ctx.runtimes.items():
+        one_graph = rt.has_full_model
+        note = "" if one_graph else "the bundle has no one-graph file: this row runs every segment (policy never)"
+        rows.append(BenchConfig(
+            name="full" + _suffix(key, ctx.primary_key), kind="full",
+            label="full model (one graph)" if one_graph else "full model (segments, no one-graph file)",
+            run=lambda x, rt=rt: rt.infer(x, mode="full"), backend=key[0], precision=key[1], notes=note))
+    return rows
+
+
+@config_kind("never")
+def _never(ctx: BenchContext) -> list[BenchConfig]:
+    rows = []
+    for key, rt in ctx.runtimes.items():
+        pol = rt.make_policy("never")
+        rows.append(BenchConfig(
+            name="never" + _suffix(key, ctx.primary_key), kind="never", label="segmented, policy never",
+            run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol), backend=key[0], precision=key[1],
+            policy="never", segmented=True, notes="every sample runs every segment: the cost of splitting"))
+    return rows
+
+
+@config_kind("early_exit")
+def _early_exit(ctx: BenchContext) -> list[BenchConfig]:
+    rows = []
+    for key, rt in ctx.runtimes.items():
+        pol = variant_policy(rt, key)
+        rows.append(BenchConfig(
+            name="early_exit" + _suffix(key, ctx.primary_key), kind="early_exit",
+            label="early exit, calibrated point", run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol),
+            backend=key[0], precision=key[1], policy=rt.manifest["policy"]["name"],
+            thresholds=list(getattr(pol, "thresholds", []) or []), segmented=True))
+    return rows
+
+
+def variant_policy(rt: Any, key: tuple[str, str]) -> Any:
+    """The calibrated policy for one backend/precision variant: recalibrated thresholds when the manifest's
+    ``calibration.variants`` records them for it, else the bundle's policy."""
+    variants = (rt.manifest.get("calibration") or {}).get("variants") or {}
+    for name in (f"{key[0]}/{key[1]}", key[1]):
+        entry = variants.get(name) if isinstance(variants, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("thresholds"), list):
+            return rt.make_policy(None, entry["thresholds"])
+    return rt.default_policy
+
+
+@config_kind("sweep")
+def _sweep(ctx: BenchContext) -> list[BenchConfig]:
+    from edge_runtime.bench.sweep import sweep_thresholds
+
+    rt = ctx.primary
+    points, source = sweep_thresholds(rt, ctx)
+    ctx.sweep_source = source
+    rows = []
+    for k, thr in enumerate(points):
+        pol = rt.make_policy(None, thr)
+        rows.append(BenchConfig(
+            name=f"sweep_{k:02d}", kind="sweep", label=f"sweep point {k}",
+            run=lambda x, pol=pol: rt.infer(x, policy=pol), backend=ctx.primary_key[0],
+            precision=ctx.primary_key[1], policy=rt.manifest["policy"]["name"], thresholds=list(pol.thresholds),
+            segmented=True))
+    return rows
+
+
+@config_kind("cbnet")
+def _cbnet(ctx: BenchContext) -> list[BenchConfig]:
+    rows = []
+    for key, rt in ctx.runtimes.items():
+        if "cbnet" not in rt.modes():
+            continue
+        rows.append(BenchConfig(
+            name="cbnet" + _suffix(key, ctx.primary_key), kind="cbnet",
+            label="CBNet (autoencoder + lightweight classifier)", run=lambda x, rt=rt: rt.infer(x, mode="cbnet"),
+            backend=key[0], precision=key[1]))
+    return rows
+
+
+@config_kind("torch_eager")
+def _torch_eager(ctx: BenchContext) -> list[BenchConfig]:
+    """PyTorch eager on the source model: optional, only when asked for and torch + the model are available."""
+    checkpoint = ctx.options.get("torch_checkpoint")
+    if not checkpoint:
+        return []
+    try:
+        from converters.bench_eager import eager_config  # needs torch; never imported otherwise
+    except ImportError as exc:
+        ctx.notes.append(f"PyTorch eager row skipped: {exc}")
+        return []
+    return [eager_config(ctx, checkpoint)]
+
+
+def is_score_policy(policy: Any) -> bool:
+    """Whether thresholds of this policy can be swept from per-exit scores."""
+    return isinstance(policy, ScorePolicy)

@@ -1,0 +1,71 @@
+"""Threshold-sweep points for the benchmark: the manifest's calibration curve, else per-exit score quantiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.policies import ScorePolicy
+
+
+def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
+    """Up to ``ctx.sweep_points`` per-exit threshold vectors and where they came from.
+
+    1. ``calibration.curve`` in the manifest (points with ``thresholds`` for the bundle's policy):
+       ``sweep_points`` points spread evenly over the curve ordered by cost.
+    2. Otherwise, for a score policy (entropy, confidence, ...): at quantile level q (evenly spaced in (0, 1)),
+       exit i's threshold is the q-quantile of exit i's score on the benchmark data (for higher-is-confident
+       scores the (1-q)-quantile), so roughly a fraction q of the samples reaching exit i is confident there.
+       The quantiles only place the grid; every point's accuracy is then measured like any other row.
+    3. A policy without thresholds (never, patience): no sweep.
+    """
+    k = int(ctx.sweep_points)
+    if k <= 0:
+        return [], "disabled (--sweep-points 0)"
+    num = rt.num_exits - 1
+    policy = rt.default_policy
+    if num < 1 or not getattr(policy, "uses_thresholds", False):
+        ctx.notes.append(f"no threshold sweep: policy {rt.manifest['policy']['name']!r} takes no thresholds")
+        return [], "none (policy takes no thresholds)"
+    curve = _curve_points(rt.manifest, num)
+    if curve:
+        return _spread(curve, k), f"manifest calibration curve ({len(curve)} points, {min(k, len(curve))} used)"
+    if not isinstance(policy, ScorePolicy):
+        ctx.notes.append(f"no threshold sweep: policy {type(policy).__name__} has no per-sample score to sweep")
+        return [], "none (policy has no score)"
+    outs = ctx.exit_outputs()
+    scores = [np.asarray(policy.score(o), dtype=np.float64) for o in outs[:-1]]
+    levels = np.linspace(0.0, 1.0, k + 2)[1:-1]
+    points = []
+    for q in levels:
+        qq = q if policy.lower_is_confident else 1.0 - q
+        points.append([float(np.quantile(s, qq)) for s in scores])
+    return points, f"quantile sweep ({k} levels of per-exit {type(policy).__name__} scores on the benchmark data)"
+
+
+def _curve_points(manifest: dict[str, Any], num: int) -> list[list[float]]:
+    cal = manifest.get("calibration") or {}
+    curve = cal.get("curve") or cal.get("points") or []
+    policy_name = manifest["policy"]["name"]
+    rows = []
+    for p in curve if isinstance(curve, list) else []:
+        if not isinstance(p, dict) or p.get("policy", policy_name) != policy_name:
+            continue
+        thr = p.get("thresholds")
+        if isinstance(thr, (int, float)) and not isinstance(thr, bool):
+            thr = [float(thr)] * num
+        if isinstance(thr, list) and len(thr) >= num and all(isinstance(t, (int, float)) for t in thr):
+            cost = next((p[c] for c in ("cost", "expected_flops", "mean_flops", "flops_fraction",
+                                        "expected_latency_ms") if isinstance(p.get(c), (int, float))), None)
+            rows.append((cost, [float(t) for t in thr[:num]]))
+    if any(c is not None for c, _ in rows):
+        rows.sort(key=lambda r: (r[0] is None, r[0] if r[0] is not None else 0.0))
+    return [thr for _, thr in rows]
+
+
+def _spread(points: list[list[float]], k: int) -> list[list[float]]:
+    if len(points) <= k:
+        return points
+    idx = np.unique(np.round(np.linspace(0, len(points) - 1, k)).astype(int))
+    return [points[i] for i in idx]
