@@ -44,6 +44,25 @@ def count_flops(module: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+#: torch ops by the cost kind device profiles rate them with (see edge_runtime.predict)
+_FLOP_KINDS = {"convolution": "conv", "_convolution": "conv", "mm": "matmul", "addmm": "matmul", "bmm": "matmul",
+               "baddbmm": "matmul"}
+
+
+def count_flops_by_kind(module: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """FLOPs of one sample split by op kind (``conv``, ``matmul``; attention counts as matmul)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(example[:1])
+    out: dict[str, int] = {}
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        name = str(op).split(".")[-1]
+        kind = _FLOP_KINDS.get(name, "matmul")
+        out[kind] = out.get(kind, 0) + int(flops)
+    return out
+
+
 def count_params(module: nn.Module) -> int:
     """Number of parameters (buffers excluded)."""
     return int(sum(p.numel() for p in module.parameters()))
@@ -173,6 +192,11 @@ def export_bundle(
     overwrite: bool = False,
     seed: int = 0,
     extra_parts: Sequence[Callable[[Path, dict[str, Any]], None]] = (),
+    backends: Sequence[str] = ("onnx",),
+    tflite_batch_sizes: Sequence[int] = (1,),
+    quantize: Sequence[str] = (),
+    calibration_inputs: Any = None,
+    calibration_labels: Any = None,
 ) -> Path:
     """Export, check and verify ``model`` into a bundle directory, atomically.
 
@@ -194,7 +218,14 @@ def export_bundle(
             called as ``hook(bundle_tmp_dir, manifest)`` after the segments verified and before the
             manifest is validated and written: it writes its files inside the directory, adds its own
             manifest section (files via :func:`file_entry`) and raises ExportError if its own
-            verification fails (then nothing is left behind).
+            verification fails (then nothing is left behind). A hook with a ``graphs(manifest)``
+            method (a list of :class:`converters.tflite.Graph`) gets TFLite/quantized files too.
+        backends: file formats to write: ``("onnx",)`` (default) or ``("onnx", "tflite")``.
+        tflite_batch_sizes: one ``.tflite`` file per graph and batch size (TFLite has no dynamic batch).
+        quantize: ``format/precision`` variants to add, e.g. ``("onnx/int8", "tflite/int8")``
+            (see :mod:`converters.quantize`); each is verified and gets re-calibrated thresholds.
+        calibration_inputs: the recipe's calibration split (model inputs, an array), for static int8
+            and for re-calibrating each variant's thresholds; ``calibration_labels`` optionally.
 
     Returns:
         The bundle directory.
@@ -222,6 +253,15 @@ def export_bundle(
         raise ConfigError(f"labels: {len(labels)} given for a model with {num_classes} outputs")
     policy_kwargs = dict(policy_kwargs or {})
     pol = create_policy(policy, model.num_exits, thresholds, **policy_kwargs)  # validates early
+    from converters.variants import variant_exporters  # TFLite + quantized files (converters/variants.py)
+
+    variant_hooks = variant_exporters(
+        model, example_input, backends=backends, tflite_batch_sizes=tflite_batch_sizes, quantize=quantize,
+        calibration_inputs=calibration_inputs, calibration_labels=calibration_labels, tolerance=tolerance,
+        verify_inputs=_verify_inputs(example_input, verify_batch_sizes, seed)
+        + ([verify_inputs.to(torch.float32)] if verify_inputs is not None else []),
+        extra_parts=extra_parts,
+    )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -271,7 +311,7 @@ def export_bundle(
         if worst > tolerance:
             detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
             raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
-        for hook in extra_parts:
+        for hook in [*extra_parts, *variant_hooks]:
             hook(tmp, manifest)
         validate_manifest(manifest, path=tmp / MANIFEST_NAME)
         write_json_atomic(tmp / MANIFEST_NAME, manifest)
@@ -280,6 +320,10 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
 def _write_segments(model: EarlyExitModel, example: torch.Tensor, root: Path, opset: int,
@@ -312,6 +356,7 @@ def _write_segments(model: EarlyExitModel, example: torch.Tensor, root: Path, op
                 "head_flops": head_flops,
                 "params": count_params(segment) + count_params(head),
                 "op_counts": onnx_op_counts(path),
+                "flops_by_op": _merge(count_flops_by_kind(segment, h), count_flops_by_kind(head, h_next)),
             })
             # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
             exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",
