@@ -33,6 +33,15 @@ def profile_name() -> str | None:
     return os.environ.get("EDGE_RUNTIME_PROFILE") or None
 
 
+def profile_dirs() -> list[Path]:
+    """Extra directories of device-profile YAML files (``EDGE_RUNTIME_PROFILE_PATH``, ``:``-separated).
+
+    Profiles found there are registered before the built-in ones and win on a name clash.
+    """
+    value = os.environ.get("EDGE_RUNTIME_PROFILE_PATH", "")
+    return [Path(p) for p in value.split(os.pathsep) if p]
+
+
 def watchdog_interval_s() -> float | None:
     """systemd's watchdog period (``WATCHDOG_USEC``) in seconds, when it is meant for this process
     (``WATCHDOG_PID`` unset or equal to our pid); None otherwise."""

@@ -20,6 +20,9 @@ COMMAND_MODULES = [
     "edge_runtime.cli.convert",
     "edge_runtime.cli.run",
     "edge_runtime.cli.inspect",
+    "edge_runtime.cli.meter",
+    "edge_runtime.cli.profile",
+    "edge_runtime.cli.predict",
     "edge_runtime.cli.serve",
     "edge_runtime.cli.service",
 ]
