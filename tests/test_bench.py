@@ -219,3 +219,29 @@ def test_registered_dataset_split_is_checked_against_the_manifest(bundles, tmp_p
     manifest["data"]["test_indices_sha256"] = "0" * 64
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     assert load_bench_data("digits:test", edge_runtime.load_bundle(bundle, threads=1)).split_check == "mismatch"
+
+
+def test_optional_pytorch_eager_row(bundles, tmp_path):
+    """--torch-checkpoint adds a PyTorch-eager row; same weights as the bundle, so the same answers."""
+    import torch
+
+    from converters import create_model, load_recipe
+    from converters.convert import seed_everything
+    from edge_runtime.bench import BenchSettings, run_bench
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "converters" / "recipes" / "tiny_cnn.yaml")
+    seed_everything(recipe["seed"])  # what convert does before building the model: the bundle's weights
+    model = create_model(recipe["model"]["name"], **recipe["model"]["kwargs"])
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    import edge_runtime
+
+    x = np.random.default_rng(2).standard_normal((12, 1, 16, 16)).astype(np.float32)
+    y = edge_runtime.load_bundle(bundles["tiny_cnn"], threads=1).run_full(x).predictions  # labels = its answers
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    res = run_bench(bundles["tiny_cnn"], BenchSettings(
+        data=str(tmp_path / "d.npz"), threads=1, batch_sizes=(1, 4), sweep_points=0, warmup=1, min_batches=1,
+        meter="none", torch_checkpoint=str(tmp_path / "model.pt"), progress=False))
+    rows = {r["name"]: r for r in res["configs"]}
+    assert rows["full"]["accuracy"] == 1.0
+    assert rows["torch_eager"]["accuracy"] == 1.0
+    assert rows["torch_eager"]["baseline"] == "full" and rows["torch_eager"]["speedup_vs_full"] > 0

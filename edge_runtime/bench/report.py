@@ -238,7 +238,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = [
         f"{name}: full model {_f(full and full['accuracy'], '.2f', 100)}% at {_lat(full or {}, 'mean')} ms (batch 1)",
         f"{name}: early exit {_f(ee and ee['accuracy'], '.2f', 100)}% at {_lat(ee or {}, 'mean')} ms: "
-        f"{_f(ee and ee['speedup_vs_full'], '.2f')}x faster, drop {_f(ee and ee['accuracy_drop_pts'], '.2f')} pts",
+        f"speed-up {_f(ee and ee['speedup_vs_full'], '.2f')}x, drop {_f(ee and ee['accuracy_drop_pts'], '.2f')} pts",
         f"{name}: batch {big}: early exit {thr(ee)} vs full {thr(full)}",
     ]
     cb, orc = rows.get("cbnet"), rows.get("oracle")

@@ -222,12 +222,14 @@ def _mean(r: dict[str, Any]) -> float | None:
 
 
 def _derive(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
-    """Speed-ups and accuracy drops against the same variant's full model; mean executed FLOPs fraction."""
+    """Speed-ups and accuracy drops against the same variant's full model (else the primary one); mean executed
+    FLOPs fraction."""
     fulls = {(r["backend"], r["precision"]): r for r in rows if r["kind"] == "full"}
+    primary_full = next((r for r in rows if r["name"] == "full"), None)
     full_flops = (manifest.get("full_model") or {}).get("flops")
     cum = [e.get("cumulative_flops") for e in manifest["exits"]]
     for r in rows:
-        base = fulls.get((r["backend"], r["precision"]))
+        base = fulls.get((r["backend"], r["precision"]), primary_full)  # e.g. PyTorch eager vs the primary
         r["baseline"] = base["name"] if base else None
         r["accuracy_drop_pts"] = 100.0 * (base["accuracy"] - r["accuracy"]) if base else None
         bm, rm = (_mean(base) if base else None), _mean(r)
