@@ -145,24 +145,13 @@ def _never(ctx: BenchContext) -> list[BenchConfig]:
 def _early_exit(ctx: BenchContext) -> list[BenchConfig]:
     rows = []
     for key, rt in ctx.runtimes.items():
-        pol = variant_policy(rt, key)
+        pol = rt.default_policy  # the runtime applies thresholds re-calibrated for its variant (policy.variants)
         rows.append(BenchConfig(
             name="early_exit" + _suffix(key, ctx.primary_key), kind="early_exit",
             label="early exit, calibrated point", run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol),
             backend=key[0], precision=key[1], policy=rt.manifest["policy"]["name"],
             thresholds=list(getattr(pol, "thresholds", []) or []), segmented=True))
     return rows
-
-
-def variant_policy(rt: Any, key: tuple[str, str]) -> Any:
-    """The calibrated policy for one backend/precision variant: recalibrated thresholds when the manifest's
-    ``calibration.variants`` records them for it, else the bundle's policy."""
-    variants = (rt.manifest.get("calibration") or {}).get("variants") or {}
-    for name in (f"{key[0]}/{key[1]}", key[1]):
-        entry = variants.get(name) if isinstance(variants, dict) else None
-        if isinstance(entry, dict) and isinstance(entry.get("thresholds"), list):
-            return rt.make_policy(None, entry["thresholds"])
-    return rt.default_policy
 
 
 @config_kind("sweep")

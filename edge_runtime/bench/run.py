@@ -45,7 +45,7 @@ class BenchSettings:
 
     Attributes:
         data: ``NAME:SPLIT`` (e.g. ``digits:test``) or a ``.npz`` with ``x`` and ``y``.
-        backend: primary backend (None: the profile's, else ``onnxruntime``).
+        backend: primary backend (None: the profile's, else ``onnxruntime``); the primary runs fp32 files.
         threads: backend threads (None: the profile's / the backend's default).
         profile: device profile name (energy estimator, defaults).
         meter: energy meter name; None auto-selects; ``none`` turns metering off.
@@ -87,7 +87,7 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
     from edge_runtime.runtime import load_bundle
 
     notes: list[str] = []
-    primary = _load(load_bundle, bundle, settings.backend or "onnxruntime", settings, "fp32")
+    primary = _load(load_bundle, bundle, settings.backend, settings, "fp32")
     runtimes = {(primary.backend.name, primary.precision): primary}
     if settings.variants:
         runtimes.update(_variants(load_bundle, bundle, settings, primary, notes))
@@ -119,7 +119,7 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
             "packages": package_versions(),
             "backend": primary.backend.name,
             "threads": _threads(primary),
-            "profile": settings.profile,
+            "profile": _profile_name(primary, meter_info, settings),
             "meter": meter_info,
             "variants": [f"{b}/{p}" for b, p in runtimes],
             "bundle": {"path": str(bundle), "name": primary.name,
@@ -144,7 +144,7 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
     return results
 
 
-def _load(load_bundle: Any, bundle: Any, backend: str, settings: BenchSettings, precision: str) -> Any:
+def _load(load_bundle: Any, bundle: Any, backend: str | None, settings: BenchSettings, precision: str) -> Any:
     kwargs: dict[str, Any] = {"backend": backend, "threads": settings.threads, "precision": precision}
     if settings.profile and "profile" in inspect.signature(load_bundle).parameters:
         kwargs["profile"] = settings.profile
@@ -197,6 +197,15 @@ def _attach_meter(runtimes: dict[tuple[str, str], Any], settings: BenchSettings,
         rt.meter = meter
     info = meter.describe() if hasattr(meter, "describe") else {"name": type(meter).__name__}
     return meter, {"name": info.get("name"), "source": getattr(meter, "source", None), "details": info}
+
+
+def _profile_name(rt: Any, meter_info: dict[str, Any] | None, settings: BenchSettings) -> str | None:
+    """The profile asked for, else the one the runtime or the energy estimator detected."""
+    prof = getattr(rt, "profile", None)
+    if prof is not None:
+        return getattr(prof, "name", str(prof))
+    detected = ((meter_info or {}).get("details") or {}).get("profile")
+    return settings.profile or (f"{detected} (detected by the estimator)" if detected else None)
 
 
 def _threads(rt: Any) -> int | None:
