@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edge_runtime.errors import BundleError
 
@@ -20,6 +20,8 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "edge-runtime-bundle"
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
+#: file precisions, from the reference to the most compressed (``int8``: static, ``int8_dynamic``: dynamic range)
+PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 
 
 @lru_cache(maxsize=1)
@@ -85,6 +87,13 @@ def _check_cross_fields(m: dict[str, Any], path: Path | str) -> None:
             path=path,
             field="policy.thresholds",
         )
+    for key, variant in m["policy"].get("variants", {}).items():
+        if len(variant["thresholds"]) not in (0, len(exits) - 1):
+            raise BundleError(
+                f"expected {len(exits) - 1} thresholds (one per non-final exit), got {len(variant['thresholds'])}",
+                path=path,
+                field=f"policy.variants.{key}.thresholds",
+            )
     if m["input"]["shape"][0] is not None:
         raise BundleError("the batch axis (first) must be null", path=path, field="input.shape.0")
 
@@ -146,8 +155,13 @@ class Bundle:
             sha256=entry["sha256"],
         )
 
-    def files_for(self, entries: list[dict[str, Any]], field: str, fmt: str, precision: str = "fp32") -> list[BundleFile]:
-        """All files of one list entry matching a format and precision (several batch sizes may match)."""
+    def files_for(self, entries: list[dict[str, Any]], field: str, fmt: str, precision: str = "fp32",
+                  batch_sizes: Sequence[int] | None = None) -> list[BundleFile]:
+        """All files of one list entry matching a format and precision (several batch sizes may match).
+
+        ``batch_sizes`` keeps only the files of those fixed batch sizes (a dynamic-batch file serves any);
+        each requested size must have a file.
+        """
         found = [
             self._file(e, f"{field}.{j}")
             for j, e in enumerate(entries)
@@ -158,14 +172,48 @@ class Bundle:
             raise BundleError(
                 f"no {fmt}/{precision} file; the bundle has {', '.join(have)}", path=self.manifest_path, field=field
             )
+        if batch_sizes is not None and not any(f.batch_size is None for f in found):
+            have_b = sorted(f.batch_size for f in found if f.batch_size is not None)
+            missing = sorted(set(int(b) for b in batch_sizes) - set(have_b))
+            if missing:
+                raise BundleError(
+                    f"no {fmt}/{precision} file for batch size {missing[0]}; it has batch sizes {have_b}",
+                    path=self.manifest_path, field=field,
+                )
+            found = [f for f in found if f.batch_size in set(batch_sizes)]
         return found
 
-    def segment_files(self, fmt: str, precision: str = "fp32") -> list[list[BundleFile]]:
-        """Per segment, the files of one format and precision."""
+    def segment_files(self, fmt: str, precision: str = "fp32",
+                      batch_sizes: Sequence[int] | None = None) -> list[list[BundleFile]]:
+        """Per segment, the files of one format and precision (optionally only some batch sizes)."""
         return [
-            self.files_for(seg["files"], f"segments.{i}.files", fmt, precision)
+            self.files_for(seg["files"], f"segments.{i}.files", fmt, precision, batch_sizes)
             for i, seg in enumerate(self.manifest["segments"])
         ]
+
+    def variants(self) -> list[tuple[str, str, list[int | None]]]:
+        """The (format, precision, batch sizes) variants every segment has a file for.
+
+        A batch size of None means a dynamic-batch file. The bench runs one row per variant.
+
+        Example:
+            >>> read_bundle("out/tiny_cnn").variants()                  # doctest: +SKIP
+            [('onnx', 'fp32', [None]), ('tflite', 'fp32', [1, 2]), ('tflite', 'int8', [1, 2])]
+        """
+        per_segment = []
+        for seg in self.manifest["segments"]:
+            have: dict[tuple[str, str], set[int | None]] = {}
+            for e in seg["files"]:
+                have.setdefault((e["format"], e.get("precision", "fp32")), set()).add(e.get("batch_size"))
+            per_segment.append(have)
+        common = set.intersection(*(set(h) for h in per_segment)) if per_segment else set()
+        order = {p: i for i, p in enumerate(PRECISIONS)}
+        out = []
+        for key in sorted(common, key=lambda k: (k[0] != "onnx", k[0], order.get(k[1], len(order)), k[1])):
+            sizes = set.intersection(*(h[key] for h in per_segment))
+            if sizes:
+                out.append((key[0], key[1], sorted(sizes, key=lambda b: -1 if b is None else b)))
+        return out
 
     def all_files(self) -> list[tuple[str, BundleFile]]:
         """Every model file the manifest references, with the field that references it."""

@@ -108,12 +108,15 @@ class SegmentRunner:
 
     def _run_chunked(self, x: np.ndarray) -> list[np.ndarray]:
         n = x.shape[0]
-        fitting = [s for s in self._fixed if s.batch_size <= n]
-        session = fitting[-1] if fitting else self._fixed[0]
-        b = session.batch_size
         pieces: list[list[np.ndarray]] = []
-        for start in range(0, n, b):
+        start = 0
+        while start < n:  # greedy: the largest file that fits what is left, else the smallest (padded)
+            left = n - start
+            fitting = [s for s in self._fixed if s.batch_size <= left]
+            session = fitting[-1] if fitting else self._fixed[0]
+            b = session.batch_size
             chunk = x[start:start + b]
+            start += b
             real = chunk.shape[0]
             if real < b:  # pad the last chunk; padded rows are dropped below
                 pad = np.zeros((b - real,) + chunk.shape[1:], dtype=chunk.dtype)
@@ -136,10 +139,13 @@ class Runtime:
         >>> res.predictions, res.exit_index                      # doctest: +SKIP
     """
 
-    def __init__(self, bundle: Bundle, backend: Backend, *, precision: str = "fp32") -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, *, precision: str = "fp32",
+                 batch_sizes: Sequence[int] | None = None) -> None:
         self.bundle = bundle
         self.backend = backend
         self.precision = precision
+        #: ``format/precision`` of the files this runtime runs (key of ``policy.variants``)
+        self.variant = f"{backend.file_format}/{precision}"
         m = bundle.manifest
         self.manifest = m
         self.name: str = m["name"]
@@ -151,7 +157,7 @@ class Runtime:
         self.meter: Any = None  # an energy meter (see edge_runtime.meters), attached by the caller
         self.segments = [
             self._runner(files, f"segment {i}")
-            for i, files in enumerate(bundle.segment_files(backend.file_format, precision))
+            for i, files in enumerate(bundle.segment_files(backend.file_format, precision, batch_sizes))
         ]
         self._hidden_pos: list[int] = []
         self._exit_pos: list[int] = []
@@ -169,7 +175,8 @@ class Runtime:
         full = m.get("full_model")
         if full:
             try:
-                files = bundle.files_for(full["files"], "full_model.files", backend.file_format, precision)
+                files = bundle.files_for(full["files"], "full_model.files", backend.file_format, precision,
+                                         batch_sizes)
             except BundleError:
                 files = []
             if files:
@@ -190,7 +197,8 @@ class Runtime:
         if policy is None or policy == spec["name"]:
             name = spec["name"]
             kw = {**spec["kwargs"], **kwargs}
-            thr = thresholds if thresholds is not None else (spec["thresholds"] or None)
+            variant = spec.get("variants", {}).get(self.variant, {})  # re-calibrated for quantized files
+            thr = thresholds if thresholds is not None else (variant.get("thresholds") or spec["thresholds"] or None)
         else:
             name, kw, thr = policy, kwargs, thresholds
         return create_policy(name, self.num_exits, thr, **kw)
@@ -371,15 +379,18 @@ MODES.register("full", lambda rt, x, policy: rt.run_full(x))
 
 
 def load_bundle(path: str | Path, *, backend: str = "onnxruntime", threads: int | None = None,
-                precision: str = "fp32", verify_hashes: bool = True, **backend_options: Any) -> Runtime:
+                precision: str = "fp32", verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
+                **backend_options: Any) -> Runtime:
     """Load and check a bundle, and open one backend session per segment file.
 
     Args:
         path: the bundle directory.
         backend: a registered backend name (``onnxruntime``; ``litert`` where installed).
         threads: backend threads; None reads ``EDGE_RUNTIME_THREADS``, else the backend's default.
-        precision: which precision variant of the files to run (``fp32`` unless quantized).
+        precision: which precision variant of the files to run (``fp32``, ``fp16``, ``int8``,
+            ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used.
         verify_hashes: check every file's sha256 against the manifest (default True).
+        batch_sizes: load only the fixed-batch files of these sizes (each must exist); None loads all.
 
     Raises:
         BundleError: the bundle is missing, malformed, tampered with or unsupported.
@@ -392,7 +403,7 @@ def load_bundle(path: str | Path, *, backend: str = "onnxruntime", threads: int 
     if threads is None:
         threads = _env.default_threads()
     be = create_backend(backend, threads=threads, **backend_options)
-    return Runtime(bundle, be, precision=precision)
+    return Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
 
 
 def simulate_exits(exit_outputs: Sequence[np.ndarray], policy: ExitPolicy) -> np.ndarray:

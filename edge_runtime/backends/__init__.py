@@ -7,5 +7,9 @@ imports a backend library until :func:`create_backend` asks for it.
 from edge_runtime.backends.base import BACKENDS, Backend, Session, create_backend
 
 BACKENDS.register_lazy("onnxruntime", "edge_runtime.backends.onnxruntime_backend:OnnxRuntimeBackend")
+BACKENDS.register_lazy("litert", "edge_runtime.backends.litert_backend:LiteRTBackend")
 
-__all__ = ["BACKENDS", "Backend", "Session", "create_backend"]
+#: the backend that runs each manifest file ``format`` (known without importing any backend library)
+FORMAT_BACKENDS: dict[str, str] = {"onnx": "onnxruntime", "tflite": "litert"}
+
+__all__ = ["BACKENDS", "FORMAT_BACKENDS", "Backend", "Session", "create_backend"]

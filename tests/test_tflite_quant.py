@@ -1,0 +1,232 @@
+"""TFLite segments and quantized variants: per-exit equivalence on both backends, chunking, per-variant
+thresholds, the refused tflite-runtime 2.14 + dynamic-range combination, missing-file errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import edge_runtime
+from edge_runtime.backends import FORMAT_BACKENDS
+from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.runtime import SegmentRunner
+
+ALL_VARIANTS = ("onnx/int8", "onnx/int8_dynamic", "tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
+
+
+def _needs_tflite() -> None:
+    for mod in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"):
+        pytest.importorskip(mod)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    from converters import create_model
+
+    torch.manual_seed(0)
+    return create_model("tiny_cnn", exits_after=[0]).eval()  # 2 segments: keeps the conversions few
+
+
+@pytest.fixture(scope="module")
+def variant_bundle(tmp_path_factory, tiny):
+    """ONNX + TFLite (batch-2 files), every quantized variant, thresholds re-calibrated per variant."""
+    _needs_tflite()
+    import torch
+
+    from converters import export_bundle
+
+    cal = torch.randn(48, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ent = edge_runtime.create_policy("entropy", 2, 1.0).score(tiny(cal)[0].numpy())
+    return export_bundle(
+        tiny, torch.randn(1, 1, 16, 16), tmp_path_factory.mktemp("variants") / "b", name="tiny2",
+        policy="entropy", thresholds=[float(np.median(ent))],  # half the samples leave at exit 0
+        backends=("onnx", "tflite"), tflite_batch_sizes=(2,), quantize=ALL_VARIANTS,
+        calibration_inputs=cal.numpy(),
+    )
+
+
+def _x(batch: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 1, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend,precision,atol", [
+    ("onnxruntime", "fp32", 1e-4), ("litert", "fp32", 1e-4), ("litert", "fp16", 1e-2),
+    ("onnxruntime", "int8", 0.05), ("onnxruntime", "int8_dynamic", 0.05), ("litert", "int8", 0.05),
+    ("litert", "int8_dynamic", 0.05),
+])
+def test_every_exit_matches_torch_on_both_backends(variant_bundle, tiny, backend, precision, atol):
+    import torch
+
+    rt = edge_runtime.load_bundle(variant_bundle, backend=backend, precision=precision, threads=1)
+    x = _x(5, 1)  # odd: the batch-2 TFLite files run it as 2 + 2 + 1 (padded)
+    with torch.no_grad():
+        ref = [o.numpy() for o in tiny(torch.from_numpy(x))]
+    got = rt.exit_outputs(x)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, atol=atol, rtol=0)
+    full = rt.run_full(x).outputs
+    np.testing.assert_allclose(full, ref[-1], atol=atol, rtol=0)
+    recorded = [v for v in rt.manifest["verification"]["variants"]
+                if (v["format"], v["precision"]) == (rt.backend.file_format, precision)]
+    if (backend, precision) != ("onnxruntime", "fp32"):
+        assert len(recorded) == 1 and len(recorded[0]["exits"]) == 2
+        assert recorded[0]["passed"] is (True if precision in ("fp32", "fp16") else None)
+
+
+def test_tflite_files_are_fixed_batch_and_chunked(variant_bundle):
+    rt = edge_runtime.load_bundle(variant_bundle, backend="litert", threads=1)
+    assert [s.batch_size for runner in rt.segments for s in runner._fixed] == [2, 2]
+    x = _x(5, 2)
+    thr = [float(np.median(edge_runtime.create_policy("entropy", 2, 1.0).score(rt.exit_outputs(x)[0])))]
+    batch = rt.infer(x, policy="entropy", thresholds=thr)
+    assert 0 < batch.segment_batch_size[1] < 5
+    for i in range(5):
+        one = rt.infer(x[i:i + 1], policy="entropy", thresholds=thr)
+        assert one.exit_index[0] == batch.exit_index[i]
+        np.testing.assert_allclose(one.outputs[0], batch.outputs[i], atol=1e-5)
+
+
+class _Counting:
+    """A fixed-batch session that records the batch it ran."""
+
+    def __init__(self, b: int, calls: list[int]) -> None:
+        self.batch_size, self.calls = b, calls
+        self.input_names, self.output_names = ["input"], ["exit"]
+
+    def run(self, inputs):
+        x = inputs["input"]
+        assert x.shape[0] == self.batch_size
+        self.calls.append(self.batch_size)
+        return [x.reshape(len(x), -1).sum(axis=1, keepdims=True)]
+
+
+@pytest.mark.parametrize("sizes,n,expected", [((2,), 5, [2, 2, 2]), ((1, 4), 5, [4, 1]), ((4, 8), 3, [4]),
+                                              ((1, 2, 8), 11, [8, 2, 1])])
+def test_chunking_picks_the_best_fitting_file(sizes, n, expected):
+    calls: list[int] = []
+    runner = SegmentRunner([_Counting(b, calls) for b in sizes], "seg")
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    out = runner.run(x)[0]
+    assert calls == expected
+    np.testing.assert_allclose(out[:, 0], x.sum(axis=1))
+
+
+def test_thresholds_are_recalibrated_per_variant(variant_bundle):
+    m = edge_runtime.read_bundle(variant_bundle).manifest
+    variants = m["policy"]["variants"]
+    assert sorted(variants) == sorted(ALL_VARIANTS)
+    for key, rec in variants.items():
+        fmt, precision = key.split("/")
+        backend = FORMAT_BACKENDS[fmt]
+        rt = edge_runtime.load_bundle(variant_bundle, backend=backend, precision=precision)
+        assert rt.default_policy.thresholds == rec["thresholds"]
+        # the variant's calibrated point keeps the fp32 point's exit rates (within one sample of 48)
+        assert np.abs(np.subtract(rec["exit_rates"], rec["reference_exit_rates"])).max() <= 1 / 48 + 1e-9
+    fp32 = edge_runtime.load_bundle(variant_bundle, backend="litert")
+    assert fp32.default_policy.thresholds == m["policy"]["thresholds"]
+
+
+def test_recalibration_restores_exit_rates_when_confidences_shift():
+    from converters.quantize import recalibrate_thresholds
+
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal((200, 10)) * s for s in (2.0, 3.0, 4.0)]
+    shifted = [o * 0.6 for o in ref]  # flatter softmax: higher entropy, lower confidence everywhere
+    for name, thr in (("entropy", [1.2, 1.0]), ("confidence", [0.6, 0.7])):
+        spec = {"name": name, "kwargs": {}, "thresholds": thr}
+        pol = edge_runtime.create_policy(name, 3, thr)
+        stale = np.bincount(edge_runtime.simulate_exits(shifted, pol), minlength=3)
+        rec = recalibrate_thresholds(spec, ref, shifted, labels=np.zeros(200, int))
+        assert rec["thresholds"] != thr
+        want = np.bincount(edge_runtime.simulate_exits(ref, pol), minlength=3)
+        got = np.bincount(edge_runtime.simulate_exits(shifted, edge_runtime.create_policy(name, 3, rec["thresholds"])),
+                          minlength=3)
+        assert np.abs(got - want).max() <= 2 < np.abs(stale - want).max()
+        assert rec["exit_rates"] == (got / 200).round(6).tolist() and "accuracy" in rec
+    assert recalibrate_thresholds({"name": "patience", "kwargs": {}, "thresholds": []}, ref, shifted) is None
+
+
+def test_bundle_lists_its_variants(variant_bundle, cnn_bundle):
+    assert edge_runtime.read_bundle(variant_bundle).variants() == [
+        ("onnx", "fp32", [None]), ("onnx", "int8", [None]), ("onnx", "int8_dynamic", [None]),
+        ("tflite", "fp32", [2]), ("tflite", "fp16", [2]), ("tflite", "int8", [2]), ("tflite", "int8_dynamic", [2]),
+    ]
+    onnx_only = edge_runtime.read_bundle(cnn_bundle)
+    assert onnx_only.variants() == [("onnx", "fp32", [None])]
+    assert "variants" not in onnx_only.manifest["policy"] and "variants" not in onnx_only.manifest["verification"]
+
+
+def test_known_bad_combination_is_refused(variant_bundle):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime.backends.litert_backend import check_runtime_supports, model_quantization
+
+    m = edge_runtime.read_bundle(variant_bundle).manifest
+    kinds = {}
+    for e in m["segments"][0]["files"]:
+        if e["format"] == "tflite":
+            kinds[e["precision"]] = model_quantization(Interpreter(model_path=str(variant_bundle / e["path"])))
+    assert kinds == {"fp32": "float", "fp16": "fp16_weights", "int8": "int8_static", "int8_dynamic": "dynamic_range"}
+    with pytest.raises(BundleError, match="tflite-runtime 2.14.0 computes dynamic-range int8 models wrongly"):
+        check_runtime_supports("tflite-runtime", "2.14.0", numpy_version="1.26.4", quantization=kinds["int8_dynamic"])
+    with pytest.raises(ConfigError, match="needs numpy<2"):
+        check_runtime_supports("tflite-runtime", "2.14.0", numpy_version="2.1.3", quantization=kinds["fp32"])
+    for precision in ("fp32", "fp16", "int8"):  # 2.14 runs the other kinds
+        check_runtime_supports("tflite-runtime", "2.14.0", numpy_version="1.26.4", quantization=kinds[precision])
+    check_runtime_supports("tflite-runtime", "2.16.1", numpy_version="1.26.4", quantization=kinds["int8_dynamic"])
+    check_runtime_supports("ai-edge-litert", "2.14.0", numpy_version="2.1.3", quantization=kinds["int8_dynamic"])
+
+
+def test_missing_tflite_file_or_variant_is_a_clear_error(variant_bundle, cnn_bundle, tmp_path):
+    with pytest.raises(BundleError, match=r"no tflite/int8 file for batch size 4; it has batch sizes \[2\]"):
+        edge_runtime.load_bundle(variant_bundle, backend="litert", precision="int8", batch_sizes=[4])
+    assert edge_runtime.load_bundle(variant_bundle, backend="litert", batch_sizes=[2]).segments
+    with pytest.raises(BundleError, match=r"segments\.0\.files.*no tflite/fp32 file; the bundle has onnx/fp32"):
+        edge_runtime.load_bundle(cnn_bundle, backend="litert")
+    with pytest.raises(BundleError, match="no onnx/fp16 file"):
+        edge_runtime.load_bundle(variant_bundle, precision="fp16")
+    broken = tmp_path / "broken"
+    shutil.copytree(variant_bundle, broken)
+    (broken / "segments" / "segment_1_b2.int8.tflite").unlink()
+    with pytest.raises(BundleError, match=r"segment_1_b2\.int8\.tflite.*file is missing"):
+        edge_runtime.load_bundle(broken, backend="litert", precision="int8")
+
+
+def test_export_option_errors_come_before_any_work(tiny, tmp_path):
+    import torch
+
+    from converters import export_bundle
+
+    x = torch.randn(1, 1, 16, 16)
+    cases = [({"quantize": ("onnx/int4",)}, "unknown variant 'onnx/int4'"),
+             ({"quantize": ("tflite/fp16",)}, "needs backends to include 'tflite'"),
+             ({"backends": ("tflite",)}, "includes 'onnx'"),
+             ({"backends": ("onnx", "tflite"), "tflite_batch_sizes": (0,)}, "tflite_batch_sizes"),
+             ({"quantize": ("onnx/int8",)}, "needs calibration_inputs")]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            export_bundle(tiny, x, tmp_path / "b", name="x", **kwargs)
+        assert not (tmp_path / "b").exists()
+
+
+def test_litert_inference_never_imports_torch(variant_bundle):
+    code = f"""
+        import json, sys
+        import numpy as np
+        import edge_runtime
+        rt = edge_runtime.load_bundle({str(variant_bundle)!r}, backend="litert", precision="int8")
+        rt.infer(np.zeros((3, 1, 16, 16), np.float32)); rt.infer(np.zeros((1, 1, 16, 16), np.float32), mode="full")
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'converters', 'onnx'))))
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
