@@ -16,6 +16,7 @@ from edge_runtime.errors import EdgeRuntimeError
 
 COMMAND_MODULES = [
     "edge_runtime.cli.bench",
+    "edge_runtime.cli.demo",
     "edge_runtime.cli.bench",
     "edge_runtime.cli.convert",
     "edge_runtime.cli.run",
