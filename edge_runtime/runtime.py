@@ -41,7 +41,10 @@ class InferenceResult:
         mode: ``early_exit``, ``full`` or another registered mode.
         energy_j: energy attributed to the call, when a meter is attached.
         energy_source: ``measured:<meter>`` or ``estimated:<profile>`` when energy_j is set.
-        sample_energy_j: energy per sample, when a meter is attached.
+        sample_energy_j: energy per sample, when a meter is attached: each segment's energy is
+            shared by the samples that entered it (they sum to ``energy_j``).
+        segment_energy_j: energy per segment, when a meter is attached (integrated per segment
+            when the meter samples faster than the segments run, else split by segment latency).
     """
 
     predictions: np.ndarray
@@ -56,6 +59,7 @@ class InferenceResult:
     energy_source: str | None = None
     sample_energy_j: np.ndarray | None = None
     labels: list[str] = field(default_factory=list, repr=False)
+    segment_energy_j: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.predictions.shape[0])
@@ -76,7 +80,7 @@ class InferenceResult:
                 rec["energy_j"] = float(self.sample_energy_j[i])
                 rec["energy_source"] = self.energy_source
             samples.append(rec)
-        return {
+        out = {
             "mode": self.mode,
             "latency_s": self.latency_s,
             "segment_latency_s": self.segment_latency_s.tolist(),
@@ -85,6 +89,9 @@ class InferenceResult:
             "energy_source": self.energy_source,
             "samples": samples,
         }
+        if self.segment_energy_j is not None:
+            out["segment_energy_j"] = np.asarray(self.segment_energy_j).tolist()
+        return out
 
 
 class SegmentRunner:
@@ -155,6 +162,7 @@ class Runtime:
         self._dtype = np.dtype(_NP_DTYPES[self.input_spec["dtype"]])
         self._sample_shape = tuple(self.input_spec["shape"][1:])
         self.meter: Any = None  # an energy meter (see edge_runtime.meters), attached by the caller
+        self.profile: Any = None  # the DeviceProfile applied by load_bundle, if any
         self.segments = [
             self._runner(files, f"segment {i}")
             for i, files in enumerate(bundle.segment_files(backend.file_format, precision, batch_sizes))
@@ -365,6 +373,12 @@ class Runtime:
                 h = outs[self._hidden_pos[i]]
         return result
 
+    def close(self) -> None:
+        """Stop the attached meter's sampling thread (if any); the runtime stays usable without energy."""
+        meter, self.meter = self.meter, None
+        if meter is not None and hasattr(meter, "stop"):
+            meter.stop()
+
     @property
     def has_full_model(self) -> bool:
         return self._full is not None
@@ -378,9 +392,9 @@ MODES.register("early_exit", lambda rt, x, policy: rt.run_early_exit(x, policy))
 MODES.register("full", lambda rt, x, policy: rt.run_full(x))
 
 
-def load_bundle(path: str | Path, *, backend: str = "onnxruntime", threads: int | None = None,
+def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
                 precision: str = "fp32", verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
-                **backend_options: Any) -> Runtime:
+                profile: Any = None, meter: Any = None, **backend_options: Any) -> Runtime:
     """Load and check a bundle, and open one backend session per segment file.
 
     Args:
@@ -391,6 +405,13 @@ def load_bundle(path: str | Path, *, backend: str = "onnxruntime", threads: int 
             ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used.
         verify_hashes: check every file's sha256 against the manifest (default True).
         batch_sizes: load only the fixed-batch files of these sizes (each must exist); None loads all.
+        profile: a device profile (object, name, YAML path, or ``"auto"`` to detect); None uses
+            ``EDGE_RUNTIME_PROFILE`` if set. Its preferred backend and threads apply unless
+            ``backend``/``threads`` are given (``EDGE_RUNTIME_THREADS`` also wins over the profile).
+        meter: an energy meter (object, or a spec such as ``"auto"``, ``"estimate"``,
+            ``"powercap"``, ``"ina219:bus=1,shunt_ohms=0.1"``); started and attached as
+            :attr:`Runtime.meter` so every result carries ``energy_j`` and ``energy_source``.
+            Stop it with :meth:`Runtime.close`.
 
     Raises:
         BundleError: the bundle is missing, malformed, tampered with or unsupported.
@@ -400,10 +421,32 @@ def load_bundle(path: str | Path, *, backend: str = "onnxruntime", threads: int 
         >>> rt.infer(np.zeros((2, 1, 16, 16), np.float32)).exit_index   # doctest: +SKIP
     """
     bundle = read_bundle(path, verify_hashes=verify_hashes)
+    prof = _resolve_profile(profile)
     if threads is None:
         threads = _env.default_threads()
+    if threads is None and prof is not None:
+        threads = prof.threads
+    if backend is None:
+        backend = prof.backend if prof is not None else "onnxruntime"
     be = create_backend(backend, threads=threads, **backend_options)
-    return Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
+    rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
+    rt.profile = prof
+    if meter is not None:
+        from edge_runtime.meters import create_meter
+
+        rt.meter = create_meter(meter, profile=prof).start()
+    return rt
+
+
+def _resolve_profile(profile: Any) -> Any:
+    """A DeviceProfile, or None when no profile was asked for (and ``EDGE_RUNTIME_PROFILE`` is unset)."""
+    from edge_runtime import profiles
+
+    if profile is None and _env.profile_name() is None:
+        return None
+    if profile == "auto":
+        return profiles.get_profile(profiles.detect_profile().name)
+    return profiles.resolve_profile(profile)
 
 
 def simulate_exits(exit_outputs: Sequence[np.ndarray], policy: ExitPolicy) -> np.ndarray:
