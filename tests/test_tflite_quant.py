@@ -17,7 +17,8 @@ from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.runtime import SegmentRunner
 
-ALL_VARIANTS = ("onnx/int8", "onnx/int8_dynamic", "tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
+ONNX_VARIANTS = ("onnx/int8", "onnx/int8_dynamic")
+TFLITE_VARIANTS = ("tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
 
 
 def _needs_tflite() -> None:
@@ -35,10 +36,7 @@ def tiny():
     return create_model("tiny_cnn", exits_after=[0]).eval()  # 2 segments: keeps the conversions few
 
 
-@pytest.fixture(scope="module")
-def variant_bundle(tmp_path_factory, tiny):
-    """ONNX + TFLite (batch-2 files), every quantized variant, thresholds re-calibrated per variant."""
-    _needs_tflite()
+def _export(tmp_path_factory, tiny, **kwargs):
     import torch
 
     from converters import export_bundle
@@ -49,9 +47,34 @@ def variant_bundle(tmp_path_factory, tiny):
     return export_bundle(
         tiny, torch.randn(1, 1, 16, 16), tmp_path_factory.mktemp("variants") / "b", name="tiny2",
         policy="entropy", thresholds=[float(np.median(ent))],  # half the samples leave at exit 0
-        backends=("onnx", "tflite"), tflite_batch_sizes=(2,), quantize=ALL_VARIANTS,
-        calibration_inputs=cal.numpy(),
+        calibration_inputs=cal.numpy(), **kwargs,
     )
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory, tiny):
+    """ONNX fp32 + static and dynamic int8 (needs no TFLite package), thresholds re-calibrated per variant."""
+    return _export(tmp_path_factory, tiny, quantize=ONNX_VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def variant_bundle(tmp_path_factory, tiny):
+    """ONNX + TFLite (batch-2 files) with every TFLite quantized variant."""
+    _needs_tflite()
+    return _export(tmp_path_factory, tiny, backends=("onnx", "tflite"), tflite_batch_sizes=(2,),
+                   quantize=TFLITE_VARIANTS)
+
+
+@pytest.fixture()
+def bundle_for(request):
+    """The bundle holding a backend's files (the TFLite one only where its packages are installed)."""
+    return lambda backend: request.getfixturevalue("variant_bundle" if backend == "litert" else "onnx_bundle")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _x(batch: int, seed: int) -> np.ndarray:
@@ -63,10 +86,10 @@ def _x(batch: int, seed: int) -> np.ndarray:
     ("onnxruntime", "int8", 0.05), ("onnxruntime", "int8_dynamic", 0.05), ("litert", "int8", 0.05),
     ("litert", "int8_dynamic", 0.05),
 ])
-def test_every_exit_matches_torch_on_both_backends(variant_bundle, tiny, backend, precision, atol):
+def test_every_exit_matches_torch_on_both_backends(bundle_for, tiny, backend, precision, atol):
     import torch
 
-    rt = edge_runtime.load_bundle(variant_bundle, backend=backend, precision=precision, threads=1)
+    rt = edge_runtime.load_bundle(bundle_for(backend), backend=backend, precision=precision, threads=1)
     x = _x(5, 1)  # odd: the batch-2 TFLite files run it as 2 + 2 + 1 (padded)
     with torch.no_grad():
         ref = [o.numpy() for o in tiny(torch.from_numpy(x))]
@@ -120,18 +143,18 @@ def test_chunking_picks_the_best_fitting_file(sizes, n, expected):
     np.testing.assert_allclose(out[:, 0], x.sum(axis=1))
 
 
-def test_thresholds_are_recalibrated_per_variant(variant_bundle):
-    m = edge_runtime.read_bundle(variant_bundle).manifest
-    variants = m["policy"]["variants"]
-    assert sorted(variants) == sorted(ALL_VARIANTS)
-    for key, rec in variants.items():
+@pytest.mark.parametrize("backend,variants", [("onnxruntime", ONNX_VARIANTS), ("litert", TFLITE_VARIANTS)])
+def test_thresholds_are_recalibrated_per_variant(bundle_for, backend, variants):
+    path = bundle_for(backend)
+    m = edge_runtime.read_bundle(path).manifest
+    assert sorted(m["policy"]["variants"]) == sorted(variants)
+    for key, rec in m["policy"]["variants"].items():
         fmt, precision = key.split("/")
-        backend = FORMAT_BACKENDS[fmt]
-        rt = edge_runtime.load_bundle(variant_bundle, backend=backend, precision=precision)
+        rt = edge_runtime.load_bundle(path, backend=FORMAT_BACKENDS[fmt], precision=precision)
         assert rt.default_policy.thresholds == rec["thresholds"]
         # the variant's calibrated point keeps the fp32 point's exit rates (within one sample of 48)
         assert np.abs(np.subtract(rec["exit_rates"], rec["reference_exit_rates"])).max() <= 1 / 48 + 1e-9
-    fp32 = edge_runtime.load_bundle(variant_bundle, backend="litert")
+    fp32 = edge_runtime.load_bundle(path, backend=backend)
     assert fp32.default_policy.thresholds == m["policy"]["thresholds"]
 
 
@@ -155,11 +178,13 @@ def test_recalibration_restores_exit_rates_when_confidences_shift():
     assert recalibrate_thresholds({"name": "patience", "kwargs": {}, "thresholds": []}, ref, shifted) is None
 
 
-def test_bundle_lists_its_variants(variant_bundle, cnn_bundle):
-    assert edge_runtime.read_bundle(variant_bundle).variants() == [
-        ("onnx", "fp32", [None]), ("onnx", "int8", [None]), ("onnx", "int8_dynamic", [None]),
-        ("tflite", "fp32", [2]), ("tflite", "fp16", [2]), ("tflite", "int8", [2]), ("tflite", "int8_dynamic", [2]),
-    ]
+def test_bundle_lists_its_variants(bundle_for, cnn_bundle):
+    assert edge_runtime.read_bundle(bundle_for("onnxruntime")).variants() == [
+        ("onnx", "fp32", [None]), ("onnx", "int8", [None]), ("onnx", "int8_dynamic", [None])]
+    if all(_importable(m) for m in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")):
+        assert edge_runtime.read_bundle(bundle_for("litert")).variants() == [
+            ("onnx", "fp32", [None]), ("tflite", "fp32", [2]), ("tflite", "fp16", [2]), ("tflite", "int8", [2]),
+            ("tflite", "int8_dynamic", [2])]
     onnx_only = edge_runtime.read_bundle(cnn_bundle)
     assert onnx_only.variants() == [("onnx", "fp32", [None])]
     assert "variants" not in onnx_only.manifest["policy"] and "variants" not in onnx_only.manifest["verification"]
@@ -186,14 +211,19 @@ def test_known_bad_combination_is_refused(variant_bundle):
     check_runtime_supports("ai-edge-litert", "2.14.0", numpy_version="2.1.3", quantization=kinds["int8_dynamic"])
 
 
-def test_missing_tflite_file_or_variant_is_a_clear_error(variant_bundle, cnn_bundle, tmp_path):
+def test_missing_variant_is_a_clear_error(onnx_bundle, cnn_bundle):
+    with pytest.raises(BundleError, match=r"segments\.0\.files.*no onnx/fp16 file; the bundle has onnx/fp32, "
+                                          r"onnx/int8, onnx/int8_dynamic"):
+        edge_runtime.load_bundle(onnx_bundle, precision="fp16")
+    if _importable("ai_edge_litert") or _importable("tflite_runtime"):
+        with pytest.raises(BundleError, match=r"segments\.0\.files.*no tflite/fp32 file; the bundle has onnx/fp32"):
+            edge_runtime.load_bundle(cnn_bundle, backend="litert")
+
+
+def test_missing_tflite_file_is_a_clear_error(variant_bundle, tmp_path):
     with pytest.raises(BundleError, match=r"no tflite/int8 file for batch size 4; it has batch sizes \[2\]"):
         edge_runtime.load_bundle(variant_bundle, backend="litert", precision="int8", batch_sizes=[4])
     assert edge_runtime.load_bundle(variant_bundle, backend="litert", batch_sizes=[2]).segments
-    with pytest.raises(BundleError, match=r"segments\.0\.files.*no tflite/fp32 file; the bundle has onnx/fp32"):
-        edge_runtime.load_bundle(cnn_bundle, backend="litert")
-    with pytest.raises(BundleError, match="no onnx/fp16 file"):
-        edge_runtime.load_bundle(variant_bundle, precision="fp16")
     broken = tmp_path / "broken"
     shutil.copytree(variant_bundle, broken)
     (broken / "segments" / "segment_1_b2.int8.tflite").unlink()
