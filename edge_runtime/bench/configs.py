@@ -137,7 +137,8 @@ def _never(ctx: BenchContext) -> list[BenchConfig]:
         rows.append(BenchConfig(
             name="never" + _suffix(key, ctx.primary_key), kind="never", label="segmented, policy never",
             run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol), backend=key[0], precision=key[1],
-            policy="never", segmented=True, notes="every sample runs every segment: the cost of splitting"))
+            policy="never", segmented=True,
+            notes="every sample runs every segment: the cost of splitting" if key == ctx.primary_key else ""))
     return rows
 
 

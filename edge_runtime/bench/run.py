@@ -107,7 +107,11 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
     rows = [_row(c, measured[c.name]) for c in configs]
     never = next((r for r in rows if r["name"] == "never"), None)
     orow = oracle_row(ctx.exit_outputs(), data.y, never, lambda a: latency_stats(a))
-    rows.append(_oracle(orow, ctx))
+    variant_order = {f"@{b}/{p}": i for i, (b, p) in enumerate(runtimes)}
+    primary_rows = [r for r in rows if "@" not in r["name"]]
+    other = sorted((r for r in rows if "@" in r["name"]),
+                   key=lambda r: variant_order.get("@" + r["name"].split("@", 1)[1], 0))  # stable: kind order kept
+    rows = primary_rows + [_oracle(orow, ctx)] + other
     _derive(rows, primary.manifest)
     manifest_path = Path(bundle) / "manifest.json"
     results: dict[str, Any] = {

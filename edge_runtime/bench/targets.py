@@ -93,3 +93,24 @@ def _cbnet_vs_ee(results: dict[str, Any]) -> dict[str, Any]:
         return _na(goal, "the bundle has no CBNet parts")
     ratio = ee["latency_ms"]["mean"] / cb["latency_ms"]["mean"]
     return _verdict(ratio > 1.0, ratio, goal, f"early exit / CBNet mean latency = {ratio:.2f}x")
+
+
+@target("early_exit_speedup_variants")
+def _variants(results: dict[str, Any]) -> dict[str, Any]:
+    goal = "every other backend x precision: early exit >= 1.8x vs the same variant's one-graph model, " \
+           "accuracy drop <= 1.0 point"
+    rows = [r for r in results["configs"] if r["kind"] == "early_exit" and "@" in r["name"]]
+    if not rows:
+        return _na(goal, "the bundle holds no other backend x precision variant")
+    parts, ok, worst = [], True, None
+    for r in rows:
+        s, drop = r["speedup_vs_full"], r["accuracy_drop_pts"]
+        good = s is not None and drop is not None and s >= 1.8 and drop <= 1.0
+        ok &= good
+        worst = s if worst is None or (s is not None and s < worst) else worst
+        parts.append(f"{r['name'].split('@', 1)[1]} {_fmt(s)}x / {_fmt(drop)} pts")
+    return _verdict(ok, worst, goal, "; ".join(parts))
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
