@@ -175,3 +175,6 @@ class PowerLogMeter(Meter):
         result.energy_j = energy
         result.energy_source = self.source
         result.sample_energy_j = attribute(result, energy)
+        lat = result.segment_latency_s
+        total = float(np.sum(lat)) if lat is not None else 0.0
+        result.segment_energy_j = lat * (energy / total) if total > 0 else None
