@@ -214,7 +214,7 @@ def export_bundle(
         include_full_model: also export the unsplit model as one graph (the baseline).
         sections: extra manifest sections (``calibration``, ``data``, ``recipe``, ``extra``).
         overwrite: replace an existing bundle directory (only after the new one verified).
-        extra_parts: exporters of extra graphs (e.g. CBNet's ``converters.cbnet.cbnet_exporter``), each
+        extra_parts: exporters of extra graphs (e.g. CBNet's ``CBNetResult.exporter(...)``), each
             called as ``hook(bundle_tmp_dir, manifest)`` after the segments verified and before the
             manifest is validated and written: it writes its files inside the directory, adds its own
             manifest section (files via :func:`file_entry`) and raises ExportError if its own

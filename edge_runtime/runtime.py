@@ -45,6 +45,8 @@ class InferenceResult:
             shared by the samples that entered it (they sum to ``energy_j``).
         segment_energy_j: energy per segment, when a meter is attached (integrated per segment
             when the meter samples faster than the segments run, else split by segment latency).
+        part_latency_s: wall time per named part, for modes that run parts rather than
+            segments (``cbnet``: ``autoencoder``, ``classifier``); None otherwise.
     """
 
     predictions: np.ndarray
@@ -59,6 +61,7 @@ class InferenceResult:
     energy_source: str | None = None
     sample_energy_j: np.ndarray | None = None
     labels: list[str] = field(default_factory=list, repr=False)
+    part_latency_s: dict[str, float] | None = None
     segment_energy_j: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -89,6 +92,8 @@ class InferenceResult:
             "energy_source": self.energy_source,
             "samples": samples,
         }
+        if self.part_latency_s is not None:
+            out["part_latency_s"] = dict(self.part_latency_s)
         if self.segment_energy_j is not None:
             out["segment_energy_j"] = np.asarray(self.segment_energy_j).tolist()
         return out
