@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from edge_runtime.policies.base import softmax
 __all__ = [
     "AUTOENCODERS", "EXEMPLAR_METHODS", "CBNetResult", "CBNetSettings", "ConvertingAutoencoder",
     "ExemplarChoice", "LightweightClassifier", "choose_exemplars", "create_autoencoder", "find_easy",
-    "parse_cbnet_section", "train_cbnet",
+    "cbnet_from_recipe", "parse_cbnet_section", "train_cbnet",
 ]
 
 
@@ -96,6 +97,12 @@ def parse_cbnet_section(value: Any, where: str = "cbnet") -> dict[str, Any]:
     """
     spec = expect_mapping(value, where, {"autoencoder": {"name": "dense", "kwargs": {}}, **_DEFAULTS})
     spec["autoencoder"] = named_component(spec["autoencoder"], f"{where}.autoencoder", AUTOENCODERS)
+    accepted = set(inspect.signature(AUTOENCODERS.get(spec["autoencoder"]["name"])).parameters) - {
+        "input_shape", "value_range"}
+    for key in spec["autoencoder"]["kwargs"]:
+        if key not in accepted:
+            raise ConfigError(f"recipe key {where}.autoencoder.kwargs.{key} is not an argument of autoencoder "
+                              f"{spec['autoencoder']['name']!r}; allowed: {', '.join(sorted(accepted))}")
     expect_type(spec["exemplars"], str, f"{where}.exemplars")
     if spec["exemplars"] not in EXEMPLAR_METHODS:
         raise ConfigError(f"recipe key {where}.exemplars: unknown {EXEMPLAR_METHODS.kind} {spec['exemplars']!r}; "
@@ -276,3 +283,33 @@ def _report(model: EarlyExitModel, ae: nn.Module, classifier: nn.Module, finetun
     if finetuned is not None:
         out["cbnet_finetuned_accuracy"] = _accuracy(predict(finetuned, converted), ye_np)
     return out
+
+
+def cbnet_from_recipe(recipe: Any, model: EarlyExitModel, split: Any, preprocess: Callable[[np.ndarray], np.ndarray],
+                      policy: dict[str, Any], example: torch.Tensor, *, verify_inputs: torch.Tensor | None = None,
+                      checkpoint_dir: str | Path | None = None, resume: bool = False,
+                      progress: bool = True) -> CBNetExporter:
+    """``convert``'s CBNet stage: train on the recipe's train split with the (calibrated) policy, report
+    accuracies on the calibration split, and return the hook that exports the parts into the bundle.
+
+    Args:
+        recipe: the validated recipe (its ``cbnet``, ``export`` and ``seed`` sections are read).
+        model: the trained BranchyNet.
+        split: the recipe's :class:`edge_runtime.datasets.SplitData`.
+        preprocess: raw inputs -> model-ready inputs (the bundle's preprocessing).
+        policy: ``{"name", "kwargs", "thresholds"}``, the calibrated policy (the manifest's).
+        example: one model-ready input batch.
+        verify_inputs: real model-ready inputs the exported parts are verified on too.
+    """
+    from edge_runtime.policies import create_policy
+
+    settings = CBNetSettings.from_section(recipe["cbnet"])
+    x, y = split.arrays("train")
+    xc, yc = split.arrays("calibration")
+    pol = create_policy(policy["name"], model.num_exits, policy["thresholds"] or None, **policy["kwargs"])
+    result = train_cbnet(model, torch.from_numpy(preprocess(x)), torch.from_numpy(np.asarray(y)), pol, settings,
+                         x_val=torch.from_numpy(preprocess(xc)), y_val=torch.from_numpy(np.asarray(yc)),
+                         seed=recipe["seed"], progress=progress, checkpoint_dir=checkpoint_dir, resume=resume)
+    exp = recipe["export"]
+    return result.exporter(example, real_inputs=verify_inputs, batch_sizes=exp["verify_batch_sizes"],
+                           opset=exp["opset"], seed=recipe["seed"])

@@ -144,6 +144,14 @@ def _export(value: Any, where: str) -> dict[str, Any]:
     return spec
 
 
+@section("cbnet")
+def _cbnet(value: Any, where: str) -> dict[str, Any]:
+    """CBNet's converting autoencoder + lightweight classifier (issue 8); see :func:`converters.cbnet.parse_cbnet_section`."""
+    from converters.cbnet import parse_cbnet_section
+
+    return parse_cbnet_section(value, where)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A validated recipe: every section resolved with its defaults filled in."""
