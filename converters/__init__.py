@@ -14,6 +14,8 @@ from converters.heads import HEADS, create_head
 from converters.model import EarlyExitModel, from_sequential_cnn, from_transformer_encoder
 from converters.recipe import Recipe, load_recipe, parse_recipe
 from converters.zoo import MODELS, create_model
+from converters import _lgvit_losses, lgvit  # noqa: E402,F401  (registers LGViT heads, models, losses)
+from converters.lgvit import attach_lgvit_heads, load_backbone_weights
 
 __all__ = [
     "convert", "count_flops", "count_params", "export_bundle", "export_onnx",
@@ -21,4 +23,5 @@ __all__ = [
     "EarlyExitModel", "from_sequential_cnn", "from_transformer_encoder",
     "Recipe", "load_recipe", "parse_recipe",
     "MODELS", "create_model",
+    "attach_lgvit_heads", "load_backbone_weights",
 ]

@@ -61,3 +61,34 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """A plain ViT classifier (the user's model): ``patch_embed`` + ``blocks`` + ``head`` (LayerNorm, CLS, linear).
+
+    Its ``state_dict`` keys (``patch_embed.*``, ``blocks.<i>.*``, ``head.*``) are the names
+    user weights are loaded under (see :func:`converters.lgvit.load_backbone_weights`).
+
+    Example:
+        >>> vit = VisionTransformer(1, 16, 4, 10, dim=32, depth=2, heads=4)
+        >>> vit(torch.zeros(2, 1, 16, 16)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, in_channels: int, image_size: int, patch_size: int, num_classes: int,
+                 dim: int = 64, depth: int = 8, heads: int = 4, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        from converters.heads import create_head
+
+        self.patch_embed = PatchEmbed(in_channels, image_size, patch_size, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.head = create_head("cls_linear", dim=dim, num_classes=num_classes)
+        self.dim = dim
+        self.num_prefix_tokens = 1
+        self.input_shape = (in_channels, image_size, image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.patch_embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
