@@ -130,9 +130,10 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * idx.numel()
+                value = float(loss.detach())
+                total += value * idx.numel()
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.4f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
             history.append(total / n)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, {"key": key, "module": module.state_dict(), "optimizer": opt.state_dict(),

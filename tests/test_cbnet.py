@@ -1,0 +1,254 @@
+"""CBNet: easy samples and exemplars on crafted sets, autoencoder shape/range, export equivalence of both
+parts, the ``cbnet`` mode (and its errors), the recipe section, resume, and a small end-to-end convert."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edge_runtime
+from converters import create_model, export_bundle
+from converters.cbnet import (AUTOENCODERS, EXEMPLAR_METHODS, CBNetSettings, LightweightClassifier,
+                              choose_exemplars, create_autoencoder, find_easy, train_cbnet)
+from converters.recipe import parse_recipe
+from edge_runtime import ConfigError, create_policy
+
+# -- easy samples and exemplars ---------------------------------------------------------------------
+
+
+def _confident(cls: int, n_classes: int = 3, margin: float = 10.0) -> np.ndarray:
+    z = np.zeros(n_classes)
+    z[cls] = margin
+    return z
+
+
+def test_find_easy_uses_the_policy_and_requires_correct_answers():
+    first = np.stack([_confident(0), _confident(1), np.zeros(3), _confident(2)])   # sample 2 is unsure
+    outputs = [first, np.zeros((4, 3))]
+    y = np.array([0, 1, 0, 1])                                                     # sample 3 is wrong at exit 0
+    pol = create_policy("entropy", 2, 0.1)
+    assert find_easy(outputs, y, pol).tolist() == [True, True, False, False]
+    assert find_easy(outputs, y, pol, require_correct=False).tolist() == [True, True, False, True]
+    assert not find_easy(outputs, y, create_policy("never", 2)).any()
+
+
+def _crafted():
+    """Class 0: easy points at 0, 1, 2, 10 (medoid 1 or 2 -> the first, 1) and a hard one at 50;
+    class 1: easy points at 100, 104, a hard one at 103 and one at 90."""
+    x = np.array([0.0, 1.0, 2.0, 10.0, 50.0, 100.0, 104.0, 103.0, 90.0])[:, None, None]
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    easy = np.array([1, 1, 1, 1, 0, 1, 1, 0, 0], dtype=bool)
+    return x, y, easy
+
+
+def test_medoid_maps_every_input_to_its_class_medoid():
+    x, y, easy = _crafted()
+    c = choose_exemplars(x, y, easy, "medoid")
+    # class 0 totals: 0->13, 1->11, 2->11, 10->27: first minimum is index 1; class 1: 100 and 104 tie -> 5
+    assert c.target_index.tolist() == [1, 1, 1, 1, 1, 5, 5, 5, 5]
+    assert c.easy_per_class == [4, 2] and c.fallback_classes == [] and c.exemplars_per_class == [1, 1]
+    assert c.summary()["indices"] == [1, 5]
+
+
+def test_nearest_maps_every_input_to_its_nearest_easy_input_of_the_same_class():
+    x, y, easy = _crafted()
+    c = choose_exemplars(x, y, easy, "nearest")
+    # 50 -> 10 (class 0, although 90 is nearer across classes); 103 -> 104; 90 -> 100; easy ones -> themselves
+    assert c.target_index.tolist() == [0, 1, 2, 3, 3, 5, 6, 6, 5]
+    assert all(y[c.target_index] == y) and all(easy[c.target_index])
+
+
+def test_class_without_easy_inputs_falls_back_to_its_most_confident_inputs():
+    x, y, easy = _crafted()
+    easy[5:] = False
+    confidence = np.array([0.9] * 5 + [0.2, 0.3, 0.95, 0.1])
+    c = choose_exemplars(x, y, easy, "medoid", confidence=confidence, fallback_count=1)
+    assert c.fallback_classes == [1] and c.target_index[5:].tolist() == [7, 7, 7, 7]
+
+
+def test_unknown_exemplar_method_names_the_known_ones():
+    x, y, easy = _crafted()
+    with pytest.raises(ConfigError, match="medoid, nearest"):
+        choose_exemplars(x, y, easy, "centroid")
+    assert EXEMPLAR_METHODS.names() == ["medoid", "nearest"]
+
+
+# -- autoencoders ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS.names())
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 9, 7)])
+def test_autoencoder_output_has_the_input_shape_and_stays_in_the_training_range(name, shape):
+    torch.manual_seed(0)
+    low, high = [-0.5, -1.0, 0.0][:shape[0]], [2.0, 1.0, 3.0][:shape[0]]
+    ae = create_autoencoder(name, shape, (low, high)).eval()
+    x = torch.randn(5, *shape) * 10  # far outside the range: the output must still stay inside
+    with torch.no_grad():
+        out = ae(x)
+    assert out.shape == x.shape
+    for c in range(shape[0]):
+        assert out[:, c].min() >= low[c] and out[:, c].max() <= high[c]
+
+
+def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
+    ae = create_autoencoder("dense", (1, 28, 28), ([0.0], [1.0]))
+    assert ae.widths == [512, 256, 32]
+    small = create_autoencoder("dense", (1, 8, 8), ([0.0], [1.0]))
+    assert small.widths == [42, 32, 16]
+    with pytest.raises(ConfigError, match="bad arguments"):
+        create_autoencoder("dense", (1, 8, 8), ([0.0], [1.0]), depth=3)
+
+
+# -- training, export, device mode ---------------------------------------------------------------------
+
+
+def _digits8(n: int | None = None):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    x = (x - 0.3) / 0.4
+    return torch.from_numpy(x[:n]), torch.from_numpy(d.target[:n]).long()
+
+
+@pytest.fixture(scope="module")
+def cbnet_bundle(tmp_path_factory):
+    """A random-init tiny CNN (the parts' equivalence does not need a trained one) with CBNet parts."""
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", image_size=8, widths=[8, 16], exits_after=[0]).eval()
+    x, y = _digits8(300)
+    res = train_cbnet(model, x, y, create_policy("entropy", 2, 2.0),
+                      CBNetSettings(epochs=2, finetune=True, finetune_epochs=1), progress=False,
+                      checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
+    out = export_bundle(model, x[:1], tmp_path_factory.mktemp("cbnet") / "b", name="cbnet_tiny", policy="entropy",
+                        thresholds=0.5, extra_parts=[res.exporter(x[:1], real_inputs=x[:16])])
+    return model, res, out
+
+
+def test_both_parts_match_torch_at_batch_1_and_an_odd_batch(cbnet_bundle):
+    model, res, path = cbnet_bundle
+    rt = edge_runtime.load_bundle(path, threads=1)
+    parts = rt.manifest["cbnet"]["parts"]
+    assert sorted(parts) == ["autoencoder", "classifier", "classifier_base"]
+    be = edge_runtime.create_backend("onnxruntime", threads=1)
+    modules = res.parts()
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
+        for name, module in modules.items():
+            session = be.load(path / parts[name]["files"][0]["path"])
+            with torch.no_grad():
+                ref = module.eval()(x).numpy()
+            np.testing.assert_allclose(session.run({"input": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)
+        res_rt = rt.infer(x.numpy(), mode="cbnet")
+        with torch.no_grad():
+            ref = modules["classifier"](modules["autoencoder"](x)).numpy()
+        np.testing.assert_allclose(res_rt.outputs, ref, atol=1e-4, rtol=1e-4)
+        assert (res_rt.exit_index == 0).all() and res_rt.mode == "cbnet"
+        assert set(res_rt.part_latency_s) == {"autoencoder", "classifier"}
+    ver = rt.manifest["cbnet"]["verification"]
+    assert ver["passed"] and 16 in ver["batch_sizes"] and 1 in ver["batch_sizes"]
+    assert all(v["max_abs_diff"] <= ver["tolerance"] for v in ver["parts"].values())
+
+
+def test_lightweight_classifier_shares_the_models_first_segment_and_head(cbnet_bundle):
+    model, res, path = cbnet_bundle
+    assert res.classifier.segment is model.segments[0] and res.classifier.head is model.heads[0]
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(LightweightClassifier(model)(x).numpy(), model(x)[0].numpy(), atol=1e-6)
+    assert res.finetuned is not None and res.finetuned.segment is not model.segments[0]
+
+
+def test_manifest_reports_cost_and_training_and_other_modes_still_run(cbnet_bundle):
+    _, res, path = cbnet_bundle
+    rt = edge_runtime.load_bundle(path, threads=1)
+    cb = rt.manifest["cbnet"]
+    cost = cb["cost"]
+    assert cost["autoencoder_flops"] == cb["parts"]["autoencoder"]["flops"] > 0
+    assert cost["full_model_flops"] == rt.manifest["full_model"]["flops"]
+    assert cost["saved_flops"] == cost["full_model_flops"] - cost["classifier_flops"]
+    assert cb["exemplars"]["method"] == "medoid" and len(cb["exemplars"]["easy_per_class"]) == 10
+    assert len(cb["training"]["autoencoder_loss"]) == 2 and "cbnet_finetuned_accuracy" in cb["training"]
+    assert rt.modes() == ["cbnet", "early_exit", "full"]
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    assert rt.infer(x).mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
+    base = edge_runtime.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
+    assert base.part_latency_s.keys() == {"autoencoder", "classifier_base"}
+
+
+def test_tampered_cbnet_part_is_refused(cbnet_bundle, tmp_path):
+    import shutil
+
+    _, _, path = cbnet_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(path, copy)
+    with open(copy / "cbnet" / "autoencoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(edge_runtime.BundleError, match="cbnet.parts.autoencoder.files.0.sha256"):
+        edge_runtime.load_bundle(copy)
+
+
+def test_cbnet_mode_on_a_bundle_without_cbnet_parts_names_the_bundle(cnn_bundle):
+    rt = edge_runtime.load_bundle(cnn_bundle, threads=1)
+    x = np.zeros((1, 1, 16, 16), np.float32)
+    with pytest.raises(ConfigError, match=rf"{cnn_bundle}.*'tiny_cnn' has no CBNet parts.*early_exit, full"):
+        rt.infer(x, mode="cbnet")
+    assert "cbnet" not in rt.modes()
+    with pytest.raises(ConfigError, match="unknown inference mode 'cbnt'"):
+        rt.infer(x, mode="cbnt")
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(cnn_bundle), "--random", "2",
+                           "--mode", "cbnet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "has no CBNet parts" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_classifier_part_is_a_config_error(cbnet_bundle):
+    rt = edge_runtime.load_bundle(cbnet_bundle[2], threads=1)
+    with pytest.raises(ConfigError, match="no CBNet part 'classifier_x'"):
+        edge_runtime.cbnet.CBNetRunner(rt, classifier_part="classifier_x")
+
+
+def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", image_size=8, widths=[8, 16], exits_after=[0]).eval()
+    x, y = _digits8(120)
+    pol = create_policy("entropy", 2, 2.0)
+    full = train_cbnet(model, x, y, pol, CBNetSettings(epochs=3), progress=False, checkpoint_dir=tmp_path / "a")
+    train_cbnet(model, x, y, pol, CBNetSettings(epochs=2), progress=False, checkpoint_dir=tmp_path / "b")
+    # the epoch-2 checkpoint of a 2-epoch run belongs to different settings: refused
+    with pytest.raises(ConfigError, match="different CBNet run"):
+        train_cbnet(model, x, y, pol, CBNetSettings(epochs=3), progress=False, checkpoint_dir=tmp_path / "b",
+                    resume=True)
+    # resuming a finished run replays nothing and ends with the same weights
+    again = train_cbnet(model, x, y, pol, CBNetSettings(epochs=3), progress=False, checkpoint_dir=tmp_path / "a",
+                        resume=True)
+    assert again.report["autoencoder_loss"] == full.report["autoencoder_loss"]
+    for a, b in zip(again.autoencoder.state_dict().values(), full.autoencoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+# -- recipe ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"epochs": "many"}, "cbnet.epochs"),
+    ({"exemplars": "centroid"}, "cbnet.exemplars"),
+    ({"autoencoder": {"name": "vae"}}, "cbnet.autoencoder.name"),
+    ({"autoencoder": {"name": "conv", "kwargs": {"hidden": [8]}}}, "cbnet.autoencoder.kwargs.hidden"),
+    ({"finetune": "yes"}, "cbnet.finetune"),
+    ({"lr": 0}, "cbnet.lr"),
+    ({"epoch": 3}, "cbnet.'epoch'"),
+])
+def test_recipe_errors_name_the_key(bad, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": bad})
+
+
+def test_recipe_defaults_are_the_papers():
+    spec = parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": None})["cbnet"]
+    s = CBNetSettings.from_section(spec)
+    assert (s.autoencoder, s.exemplars, s.batch_size, s.epochs, s.finetune) == ("dense", "medoid", 256, 20, False)
