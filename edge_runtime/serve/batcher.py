@@ -138,10 +138,16 @@ class MicroBatcher:
             self._cond.notify()
         return req
 
-    @staticmethod
-    def cancel(req: "_Request") -> None:
-        """Mark a request abandoned (timeout, client gone): it is skipped if still queued."""
-        req.cancelled = True
+    def cancel(self, req: "_Request") -> None:
+        """Abandon a request (timeout, client gone): dropped from the queue if it has not started."""
+        with self._cond:
+            req.cancelled = True
+            try:
+                self._queue.remove(req)
+            except ValueError:  # already taken into a batch; its answer is simply not awaited
+                return
+            self._queued -= req.n
+            self._cond.notify()
 
     def close(self) -> None:
         """Stop accepting requests; the worker finishes what is queued, then exits."""
@@ -159,29 +165,26 @@ class MicroBatcher:
         """Block until a micro-batch is ready; None when closed and empty."""
         with self._cond:
             while True:
-                while self._queue and self._queue[0].cancelled:
-                    self._queued -= self._queue.popleft().n
-                if self._queue:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                head = self._queue[0]
+                deadline = head.enqueued + self.max_wait_s
+                while not self._closed and self.max_batch_size > 1 and not head.cancelled:
+                    if sum(r.n for r in self._queue if r.key == head.key) >= self.max_batch_size:
+                        break
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if not head.cancelled:
                     break
-                if self._closed:
-                    return None
-                self._cond.wait()
-            head = self._queue[0]
-            deadline = head.enqueued + self.max_wait_s
-            while not self._closed and self.max_batch_size > 1:
-                if sum(r.n for r in self._queue if r.key == head.key) >= self.max_batch_size:
-                    break
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
             batch: list[_Request] = []
             rest: deque[_Request] = deque()
             total = 0
             for r in self._queue:
-                if r.cancelled:
-                    self._queued -= r.n
-                elif r.key == head.key and (not batch or total + r.n <= self.max_batch_size):
+                if r.key == head.key and (not batch or total + r.n <= self.max_batch_size):
                     batch.append(r)
                     total += r.n
                     self._queued -= r.n
