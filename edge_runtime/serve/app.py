@@ -214,9 +214,9 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         except Closed as exc:
             status = "503"
             return _error(503, str(exc), headers={"Retry-After": str(config.retry_after_s)})
-        except EdgeRuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - a backend failure inside the batch: answer, do not crash
             status = "500"
-            return _error(500, f"inference failed: {exc}")
+            return _error(500, f"inference failed: {type(exc).__name__}: {exc}")
         finally:
             metrics.infer_requests.labels(name, status).inc()
             metrics.queue.labels(name).set(model.batcher.queued_samples)

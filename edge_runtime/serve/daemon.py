@@ -33,14 +33,17 @@ class _Server(uvicorn.Server):
         if not self.started:
             return
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self._reload())))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._track(loop.create_task(self._reload())))
         if self.notifier.watchdog_s:
-            self._tasks.append(loop.create_task(self._watchdog(self.notifier.watchdog_s / 2)))
+            self._track(loop.create_task(self._watchdog(self.notifier.watchdog_s / 2)))
         names = ", ".join(f"{m.name}@{m.version}" for m in self.repo.all())
         host, port = self.config.host, self._bound_port()
         log.warning("edge-runtime serving %s on http://%s:%d", names, host, port)
         print(f"edge-runtime serve: listening on http://{host}:{port} ({names})", flush=True)
         self.notifier.ready(f"serving {names} on {host}:{port}")
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
 
     def _bound_port(self) -> int:
         for server in getattr(self, "servers", []):
