@@ -245,3 +245,26 @@ def test_optional_pytorch_eager_row(bundles, tmp_path):
     assert rows["full"]["accuracy"] == 1.0
     assert rows["torch_eager"]["accuracy"] == 1.0
     assert rows["torch_eager"]["baseline"] == "full" and rows["torch_eager"]["speedup_vs_full"] > 0
+
+
+def test_sweep_uses_the_calibration_curve_then_quantiles(bundles, tmp_path):
+    import edge_runtime
+    from edge_runtime.bench import BenchContext
+    from edge_runtime.bench.sweep import sweep_thresholds
+
+    bundle = tmp_path / "b"
+    shutil.copytree(bundles["tiny_cnn"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    curve = [{"thresholds": [0.3, 0.2], "mean_flops": 20}, {"thresholds": [0.1, 0.4], "mean_flops": 10}]
+    manifest["calibration"] = {"policy": {"name": "entropy"}, "curve": curve}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    rt = edge_runtime.load_bundle(bundle, threads=1)
+    x = np.random.default_rng(0).standard_normal((30, 1, 16, 16)).astype(np.float32)
+    ctx = BenchContext(runtimes={("onnxruntime", "fp32"): rt}, x=x, y=np.zeros(30, np.int64), sweep_points=2)
+    points, source = sweep_thresholds(rt, ctx)
+    assert points == [[0.1, 0.4], [0.3, 0.2]] and source.startswith("manifest calibration curve")  # by cost
+    ctx.sweep_points = 5
+    points, source = sweep_thresholds(rt, ctx)
+    assert points[:2] == [[0.1, 0.4], [0.3, 0.2]] and len(points) == 5 and "quantile" in source
+    scores = [rt.default_policy.score(o) for o in rt.exit_outputs(x)[:-1]]
+    assert points[2][0] == pytest.approx(np.quantile(scores[0], 0.25))  # levels 0.25, 0.5, 0.75

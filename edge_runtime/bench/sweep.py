@@ -13,9 +13,9 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
     """Up to ``ctx.sweep_points`` per-exit threshold vectors and where they came from.
 
     1. ``calibration.curve`` in the manifest (points with ``thresholds`` for the bundle's policy):
-       ``sweep_points`` points spread evenly over the curve ordered by cost.
-    2. Otherwise, for a score policy (entropy, confidence, ...): at quantile level q (evenly spaced in (0, 1)),
-       exit i's threshold is the q-quantile of exit i's score on the benchmark data (for higher-is-confident
+       up to ``sweep_points`` points spread evenly over the curve ordered by cost.
+    2. The rest (all of them without a curve), for a score policy (entropy, confidence, ...): at quantile
+       level q (evenly spaced in (0, 1)), exit i's threshold is the q-quantile of exit i's score on the benchmark data (for higher-is-confident
        scores the (1-q)-quantile), so roughly a fraction q of the samples reaching exit i is confident there.
        The quantiles only place the grid; every point's accuracy is then measured like any other row.
     3. A policy without thresholds (never, patience): no sweep.
@@ -28,26 +28,33 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
     if num < 1 or not getattr(policy, "uses_thresholds", False):
         ctx.notes.append(f"no threshold sweep: policy {rt.manifest['policy']['name']!r} takes no thresholds")
         return [], "none (policy takes no thresholds)"
-    curve = _curve_points(rt.manifest, num)
-    if curve:
-        return _spread(curve, k), f"manifest calibration curve ({len(curve)} points, {min(k, len(curve))} used)"
+    curve = _spread(_curve_points(rt.manifest, num), k)
+    source = f"manifest calibration curve ({len(curve)} points)" if curve else ""
+    if len(curve) >= k:
+        return curve, source
     if not isinstance(policy, ScorePolicy):
-        ctx.notes.append(f"no threshold sweep: policy {type(policy).__name__} has no per-sample score to sweep")
-        return [], "none (policy has no score)"
+        if not curve:
+            ctx.notes.append(f"no threshold sweep: policy {type(policy).__name__} has no per-sample score to sweep")
+        return curve, source or "none (policy has no score)"
+    extra = k - len(curve)
     outs = ctx.exit_outputs()
     scores = [np.asarray(policy.score(o), dtype=np.float64) for o in outs[:-1]]
-    levels = np.linspace(0.0, 1.0, k + 2)[1:-1]
+    levels = np.linspace(0.0, 1.0, extra + 2)[1:-1]
     points = []
     for q in levels:
         qq = q if policy.lower_is_confident else 1.0 - q
         points.append([float(np.quantile(s, qq)) for s in scores])
-    return points, f"quantile sweep ({k} levels of per-exit {type(policy).__name__} scores on the benchmark data)"
+    quant = f"quantile sweep ({extra} levels of per-exit {type(policy).__name__} scores on the benchmark data)"
+    return curve + points, f"{source} + {quant}" if source else quant
 
 
 def _curve_points(manifest: dict[str, Any], num: int) -> list[list[float]]:
     cal = manifest.get("calibration") or {}
     curve = cal.get("curve") or cal.get("points") or []
     policy_name = manifest["policy"]["name"]
+    cal_policy = cal.get("policy")
+    if isinstance(cal_policy, dict) and cal_policy.get("name", policy_name) != policy_name:
+        return []  # the curve was computed for another policy
     rows = []
     for p in curve if isinstance(curve, list) else []:
         if not isinstance(p, dict) or p.get("policy", policy_name) != policy_name:
