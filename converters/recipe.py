@@ -132,7 +132,8 @@ def _policy(value: Any, where: str) -> dict[str, Any]:
 @section("export")
 def _export(value: Any, where: str) -> dict[str, Any]:
     spec = expect_mapping(value, where, {"tolerance": 1e-4, "opset": 17, "verify_batch_sizes": [1, 3],
-                                         "full_model": True})
+                                         "full_model": True, "backends": ["onnx"], "tflite_batch_sizes": [1],
+                                         "quantize": []})
     tol = expect_type(spec["tolerance"], (int, float), f"{where}.tolerance")
     if tol <= 0:
         raise ConfigError(f"recipe key {where}.tolerance: must be > 0, got {tol}")
@@ -141,7 +142,29 @@ def _export(value: Any, where: str) -> dict[str, Any]:
     if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
         raise ConfigError(f"recipe key {where}.verify_batch_sizes: expected positive integers, got {sizes!r}")
     expect_type(spec["full_model"], bool, f"{where}.full_model")
+    _export_variants(spec, where)
     return spec
+
+
+def _export_variants(spec: dict[str, Any], where: str) -> None:
+    """``backends``, ``tflite_batch_sizes``, ``quantize``: checked here so errors name the recipe key."""
+    from converters.quantize import QUANTIZERS
+
+    for key in ("backends", "quantize"):
+        names = expect_type(spec[key], list, f"{where}.{key}")
+        if any(not isinstance(n, str) for n in names):
+            raise ConfigError(f"recipe key {where}.{key}: expected a list of names, got {names!r}")
+    if "onnx" not in spec["backends"] or set(spec["backends"]) - {"onnx", "tflite"}:
+        raise ConfigError(f"recipe key {where}.backends: expected [onnx] or [onnx, tflite], got {spec['backends']!r}")
+    sizes = expect_type(spec["tflite_batch_sizes"], list, f"{where}.tflite_batch_sizes")
+    if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
+        raise ConfigError(f"recipe key {where}.tflite_batch_sizes: expected positive integers, got {sizes!r}")
+    for name in spec["quantize"]:
+        if name not in QUANTIZERS:
+            raise ConfigError(f"recipe key {where}.quantize: unknown variant {name!r}; known: "
+                              f"{', '.join(QUANTIZERS.names())}")
+        if name.split("/")[0] not in spec["backends"]:
+            raise ConfigError(f"recipe key {where}.quantize: {name!r} needs {name.split('/')[0]!r} in {where}.backends")
 
 
 @section("cbnet")

@@ -200,20 +200,75 @@ class VariantExporter:
         return worst
 
     def _recalibrate(self, root: Path, manifest: dict[str, Any]) -> None:
-        import edge_runtime
+        variants = recalibrate_variants(root, manifest, self.calibration_inputs.numpy(), self.calibration_labels)
+        if variants:
+            manifest["policy"]["variants"] = variants
 
-        bundle = edge_runtime.Bundle(root=root, manifest=manifest)
-        x = self.calibration_inputs.to(torch.float32)
-        with torch.no_grad():
-            reference = [o.numpy() for o in self.model(x)]
-        for fmt, precision in self._variants():
-            if precision == "fp32":
-                continue
-            be = edge_runtime.create_backend(FORMAT_BACKENDS[fmt], threads=1)
-            outs = edge_runtime.Runtime(bundle, be, precision=precision).exit_outputs(x.numpy())
-            record = recalibrate_thresholds(manifest["policy"], reference, outs, self.calibration_labels)
-            if record is not None:
-                manifest["policy"].setdefault("variants", {})[f"{fmt}/{precision}"] = record
+
+def recalibrate_variants(root: Path, manifest: dict[str, Any], x: np.ndarray, y: np.ndarray | None = None,
+                         ) -> dict[str, dict[str, Any]]:
+    """Re-calibrate the thresholds of every non-fp32 variant a bundle holds, on calibration inputs ``x``.
+
+    With labels ``y`` and a ``calibration`` section (the fp32 point was chosen by
+    :func:`converters.calibrate.calibrate`), each variant is calibrated the same way on its own exit
+    outputs: the cheapest point within the same ``max_accuracy_drop`` of its final exit (FLOPs cost,
+    or its own measured segment latencies when the fp32 point used latency). Otherwise the fp32
+    thresholds' per-exit pass rates are kept (:func:`converters.quantize.recalibrate_thresholds`).
+    ``convert`` calls this after calibrating the fp32 point; ``export_bundle`` through its variant hook.
+
+    Returns:
+        ``policy.variants``: ``format/precision`` -> record with ``thresholds`` (empty for a policy
+        without thresholds).
+
+    Example:
+        >>> m["policy"]["variants"] = recalibrate_variants(bundle_dir, m, x_cal, y_cal)   # doctest: +SKIP
+    """
+    import edge_runtime
+
+    bundle = edge_runtime.Bundle(root=root, manifest=manifest)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    spec = manifest["policy"]
+    reference = edge_runtime.Runtime(bundle, edge_runtime.create_backend("onnxruntime", threads=1)).exit_outputs(x)
+    cal = manifest.get("calibration") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for fmt, precision, _ in bundle.variants():
+        if precision == "fp32":
+            continue  # fp32 files match PyTorch within the export tolerance: the fp32 point holds
+        rt = edge_runtime.Runtime(bundle, edge_runtime.create_backend(FORMAT_BACKENDS[fmt], threads=1),
+                                  precision=precision)
+        outs = rt.exit_outputs(x)
+        if y is not None and cal.get("max_accuracy_drop") is not None:
+            record = _calibrate_like_fp32(rt, manifest, cal, outs, x, np.asarray(y), reference)
+        else:
+            record = recalibrate_thresholds(spec, reference, outs, y)
+        if record is not None:
+            out[f"{fmt}/{precision}"] = record
+    return out
+
+
+def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any], outs: list[np.ndarray],
+                         x: np.ndarray, y: np.ndarray, reference: list[np.ndarray]) -> dict[str, Any] | None:
+    """The fp32 point's calibration (converters.calibrate, engineer C's) re-run on one variant's outputs."""
+    from converters.calibrate import calibrate, evaluate_point, measure_segment_latency
+
+    spec = manifest["policy"]
+    if not spec["thresholds"]:
+        return None
+    flops = [int(e["cumulative_flops"]) for e in manifest["exits"]]
+    latency = full_latency = None
+    cost = cal.get("cost", "flops")
+    if cost == "latency":
+        latency, full_latency = measure_segment_latency(rt, x, repeats=int(cal.get("latency", {}).get("repeats", 200)))
+    res = calibrate(outs, y, spec["name"], spec["kwargs"], flops=flops, latency=latency, full_latency=full_latency,
+                    max_accuracy_drop=float(cal["max_accuracy_drop"]), cost=cost, levels=cal.get("levels"))
+    ref = evaluate_point(reference, y, spec["name"], spec["kwargs"], spec["thresholds"], flops)
+    return {"thresholds": list(res.chosen.thresholds),
+            "method": f"converters.calibrate on this variant's exit outputs: cheapest point ({cost}) within "
+                      f"{cal['max_accuracy_drop']} accuracy points of its final exit",
+            "calibration_samples": int(len(y)), "accuracy": res.chosen.accuracy,
+            "final_exit_accuracy": res.final_accuracy, "exit_rates": res.chosen.exit_fractions,
+            "flops_fraction": res.chosen.flops_fraction, "reference_accuracy": ref.accuracy,
+            "reference_exit_rates": ref.exit_fractions}
 
 
 def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends: Sequence[str] = ("onnx",),

@@ -398,7 +398,7 @@ MODES.register("full", lambda rt, x, policy: rt.run_full(x))
 
 
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
-                precision: str = "fp32", verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
+                precision: str | None = None, verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
                 profile: Any = None, meter: Any = None, **backend_options: Any) -> Runtime:
     """Load and check a bundle, and open one backend session per segment file.
 
@@ -407,7 +407,8 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
         backend: a registered backend name (``onnxruntime``; ``litert`` where installed).
         threads: backend threads; None reads ``EDGE_RUNTIME_THREADS``, else the backend's default.
         precision: which precision variant of the files to run (``fp32``, ``fp16``, ``int8``,
-            ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used.
+            ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used. None: the
+            profile's preferred precision when the bundle holds it for this backend, else ``fp32``.
         verify_hashes: check every file's sha256 against the manifest (default True).
         batch_sizes: load only the fixed-batch files of these sizes (each must exist); None loads all.
         profile: a device profile (object, name, YAML path, or ``"auto"`` to detect); None uses
@@ -434,6 +435,10 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
     if backend is None:
         backend = prof.backend if prof is not None else "onnxruntime"
     be = create_backend(backend, threads=threads, **backend_options)
+    if precision is None:
+        held = {(fmt, p) for fmt, p, _ in bundle.variants()}
+        wanted = prof.precision if prof is not None else "fp32"
+        precision = wanted if (be.file_format, wanted) in held else "fp32"
     rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
     rt.profile = prof
     if meter is not None:

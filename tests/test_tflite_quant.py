@@ -260,3 +260,16 @@ def test_litert_inference_never_imports_torch(variant_bundle):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_profile_precision_is_used_when_the_bundle_holds_it(onnx_bundle, cnn_bundle):
+    import dataclasses
+
+    from edge_runtime.profiles import get_profile
+
+    prof = dataclasses.replace(get_profile("generic_x86_64"), backend="onnxruntime", precision="int8", threads=1)
+    rt = edge_runtime.load_bundle(onnx_bundle, profile=prof)
+    assert (rt.precision, rt.variant) == ("int8", "onnx/int8")
+    assert rt.default_policy.thresholds == rt.manifest["policy"]["variants"]["onnx/int8"]["thresholds"]
+    assert edge_runtime.load_bundle(onnx_bundle, profile=prof, precision="fp32").precision == "fp32"
+    assert edge_runtime.load_bundle(cnn_bundle, profile=prof).precision == "fp32"  # not held: the reference

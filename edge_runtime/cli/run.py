@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="early_exit", help="early_exit (default), full, or cbnet where present")
     p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
     p.add_argument("--threads", type=int, help="backend threads")
+    p.add_argument("--precision", help="file precision to run: fp32 (default), fp16, int8, int8_dynamic "
+                                       "(the bundle's variants; thresholds re-calibrated per variant)")
     p.add_argument("--preprocess", action="store_true", help="apply the manifest's preprocessing to raw inputs first")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=run)
@@ -53,7 +55,7 @@ def load_npy(path: str) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
 
-    rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads)
+    rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, precision=args.precision)
     if args.random is not None:
         if args.random < 1:
             raise InputError(f"--random: expected a positive sample count, got {args.random}")
