@@ -46,7 +46,8 @@ class DemoSettings:
         out: where the reports (and a copy of each bundle) go.
         force: retrain even when a cached bundle exists.
         threads: backend threads for the benchmark (1: steady numbers on a shared machine).
-        quick: a smoke run (one epoch per training stage, 64 benchmark samples): the numbers mean nothing.
+        quick: a smoke run (one epoch per training stage, 10 latency repeats in calibration, 64 benchmark
+            samples, 2 sweep points): the numbers mean nothing.
         batch_sizes: the benchmark's throughput batch sizes.
         sweep_points: threshold-sweep rows per bundle.
         models: which demo models to run (keys of :data:`DEMO_MODELS`).
@@ -100,10 +101,15 @@ def _recipe_data(model: DemoModel, quick: bool) -> dict[str, Any]:
     return _quick(data) if quick else data
 
 
+#: the smoke run's caps on recipe values, wherever the key appears
+_QUICK_CAPS = {"epochs": 1, "latency_repeats": 10}
+
+
 def _quick(node: Any) -> Any:
-    """A copy with every ``epochs`` value cut to 1 (the smoke run)."""
+    """A copy with every ``epochs`` cut to 1 and ``latency_repeats`` to 10 (the smoke run)."""
     if isinstance(node, dict):
-        return {k: (min(int(v), 1) if k == "epochs" and isinstance(v, int) else _quick(v)) for k, v in node.items()}
+        return {k: (min(v, _QUICK_CAPS[k]) if k in _QUICK_CAPS and isinstance(v, int) else _quick(v))
+                for k, v in node.items()}
     if isinstance(node, list):
         return [_quick(v) for v in node]
     return copy.deepcopy(node)
@@ -164,7 +170,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
             raise ConfigError(f"{bundle}: the demo bundle records no data set (manifest 'data' section)")
         log(f"benchmarking {model.title} ({'cached bundle' if was_cached else 'new bundle'}) on {data_name}:test")
         bench = BenchSettings(data=f"{data_name}:test", threads=settings.threads, batch_sizes=settings.batch_sizes,
-                              sweep_points=settings.sweep_points, max_samples=64 if settings.quick else None,
+                              sweep_points=2 if settings.quick else settings.sweep_points,
+                              max_samples=64 if settings.quick else None,
                               warmup=5 if settings.quick else 20, progress=settings.progress)
         results[key] = run_bench(bundle, bench)
         reports[key] = write_report(results[key], out / key)
