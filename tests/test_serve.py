@@ -213,7 +213,8 @@ def guarded(bundles, tmp_path_factory):
     token_file = tmp_path_factory.mktemp("auth") / "token"
     token_file.write_text("s3cret-token\n")
     d = Daemon([f"cnn={bundles['tiny_cnn']}", "--token-file", str(token_file), "--max-batch-size", "4",
-                "--max-queue", "4", "--max-wait-ms", "1500", "--timeout", "0.6"], token="s3cret-token")
+                "--max-queue", "4", "--max-wait-ms", "1500", "--timeout", "0.6", "--meter", "estimate",
+                "--profile", "rpi4"], token="s3cret-token")
     yield d
     d.stop()
 
@@ -249,3 +250,15 @@ def test_overload_gets_503_retry_after_and_slow_requests_504(guarded):
     assert big.status_code == 422 and big.json()["expected"] == "N <= 4"
     ok = guarded.client.post("/v2/models/cnn/infer", json=_v2(np.zeros((4, 1, 16, 16), np.float32)))
     assert ok.status_code == 200  # a full batch runs at once, and the timed-out request was dropped
+
+
+def test_energy_per_sample_and_its_source_when_a_meter_is_attached(guarded):
+    r = guarded.client.post("/v2/models/cnn/infer", json=_v2(np.ones((4, 1, 16, 16), np.float32)))
+    assert r.status_code == 200, r.text
+    samples = r.json()["samples"]
+    assert all(s["energy_j"] > 0 and s["energy_source"] == "estimated:rpi4" for s in samples)
+    assert guarded.client.get("/v2/models/cnn").json()["energy_source"] == "estimated:rpi4"
+    text = guarded.client.get("/metrics").text
+    line = next(ln for ln in text.splitlines() if ln.startswith("edge_runtime_energy_joules_total{")
+                and 'source="estimated:rpi4"' in ln)
+    assert float(line.split()[-1]) >= sum(s["energy_j"] for s in samples) * 0.999

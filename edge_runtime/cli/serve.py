@@ -27,8 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds; 504 after it")
     p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit in MiB; 413 above it")
     p.add_argument("--token-file", help="file holding the bearer token (default: EDGE_RUNTIME_TOKEN; none = no auth)")
-    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
-    p.add_argument("--threads", type=int, help="backend threads per model")
+    p.add_argument("--backend", help="inference backend (default: the profile's, else onnxruntime)")
+    p.add_argument("--threads", type=int, help="backend threads per model (default: EDGE_RUNTIME_THREADS/profile)")
+    p.add_argument("--precision", help="precision variant to run, e.g. fp32, int8 (default: the profile's or fp32)")
+    p.add_argument("--profile", help="device profile name, YAML path or 'auto' (default: EDGE_RUNTIME_PROFILE)")
+    p.add_argument("--meter", help="energy meter: auto, estimate, powercap, ina219:bus=1,... "
+                                   "(default: none; answers then carry energy_j = null)")
     p.add_argument("--drain", type=float, default=20.0,
                    help="seconds a graceful shutdown (SIGTERM) waits for in-flight requests (default 20)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * (1 << 20)),
-        token=resolve_token(args.token_file), backend=args.backend, threads=args.threads, drain_s=args.drain,
-        log_level=args.log_level,
+        token=resolve_token(args.token_file), backend=args.backend, threads=args.threads, precision=args.precision,
+        profile=args.profile, meter=args.meter, drain_s=args.drain, log_level=args.log_level,
     )
     return serve(parse_models(args.bundles), config)

@@ -197,6 +197,7 @@ class MicroBatcher:
         while True:
             batch = self._take()
             if batch is None:
+                self.runtime.close()  # this thread owned the runtime: stop its meter's sampling, if any
                 return
             try:
                 self._run(batch)

@@ -210,5 +210,7 @@ def metadata(rt: Runtime, version: str) -> dict[str, Any]:
         "policy": {"name": rt.manifest["policy"]["name"], "kwargs": rt.manifest["policy"]["kwargs"],
                    "thresholds": list(pol.thresholds)},
         "modes": rt.modes(),
+        "precision": rt.precision,
+        "energy_source": getattr(rt.meter, "source", None),
         "preprocessing": spec.get("preprocessing", {}),
     }

@@ -23,8 +23,11 @@ class ServeConfig:
         timeout_s: per-request timeout (504 after it).
         max_body_bytes: request body limit (413 above it).
         token: bearer token required on every route but the health probes; None = no auth.
-        backend: inference backend name.
-        threads: backend threads per model (None: backend default / ``EDGE_RUNTIME_THREADS``).
+        backend: inference backend name (None: the profile's, else onnxruntime).
+        threads: backend threads per model (None: ``EDGE_RUNTIME_THREADS``, the profile's, the backend's).
+        precision: precision variant to run (None: the profile's preference when the bundle has it).
+        profile: device profile name/path or ``auto`` (None: ``EDGE_RUNTIME_PROFILE``).
+        meter: energy meter spec (``auto``, ``estimate``, ``ina219:bus=1``...); None = no energy figures.
         drain_s: how long a graceful shutdown waits for in-flight requests.
         retry_after_s: the ``Retry-After`` value sent with 503.
         log_level: uvicorn's log level.
@@ -42,8 +45,11 @@ class ServeConfig:
     timeout_s: float = 10.0
     max_body_bytes: int = 8 << 20
     token: str | None = field(default=None, repr=False)
-    backend: str = "onnxruntime"
+    backend: str | None = None
     threads: int | None = None
+    precision: str | None = None
+    profile: str | None = None
+    meter: str | None = None
     drain_s: float = 20.0
     retry_after_s: int = 1
     log_level: str = "warning"

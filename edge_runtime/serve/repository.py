@@ -121,8 +121,14 @@ class ModelRepository:
     # -- lifecycle ----------------------------------------------------------------------
     def _build(self, name: str) -> LoadedModel:
         path = self.sources[name].resolve()  # pin the target once: a symlink flipped mid-load cannot mix bundles
-        runtime = load_bundle(path, backend=self.config.backend, threads=self.config.threads)
-        verify_runtime(runtime)
+        c = self.config
+        runtime = load_bundle(path, backend=c.backend, threads=c.threads, precision=c.precision, profile=c.profile,
+                              meter=c.meter)
+        try:
+            verify_runtime(runtime)
+        except BaseException:
+            runtime.close()
+            raise
         with self._lock:
             self._generation += 1
             generation = self._generation
