@@ -243,3 +243,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         return parse_recipe(data, source=p)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+# sections that train exits (issue 7): data, heads, train, calibrate
+from converters import _recipe_sections  # noqa: E402,F401

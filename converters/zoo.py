@@ -90,3 +90,7 @@ def tiny_transformer(
         input_shape=(in_channels, image_size, image_size),
         head_types=[head] * (n_exits - 1) + ["cls_linear"],
     )
+
+
+# registration of the BranchyNet CNNs (issue 7); at the end so MODELS exists when they register
+from converters import branchynet  # noqa: E402,F401

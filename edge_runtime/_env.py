@@ -72,3 +72,12 @@ def profile_dirs() -> list[Path]:
     """
     value = os.environ.get("EDGE_RUNTIME_PROFILE_PATH", "")
     return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+def torchrun_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) set by ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
+    (0, 1, 0) when not launched by it."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))

@@ -60,11 +60,41 @@ def format_bundle(manifest: dict) -> str:
     cal = m.get("calibration", {})
     chosen = cal.get("chosen")
     if chosen:
-        lines.append("calibrated operating point: " + ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items() if k != "thresholds"))
+        lines.extend(_calibration_lines(cal, chosen))
     if "cbnet" in m:
         lines.append(f"cbnet: {', '.join(sorted(m['cbnet'].get('parts', {})))}")
     return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _speed(p: dict) -> str:
+    return f", expected speed-up {p['expected_speedup']:.2f}x" if "expected_speedup" in p else ""
+
+
+def _calibration_lines(cal: dict, chosen: dict) -> list[str]:
+    """The chosen operating point, its test-split accuracy, and the oracle bound."""
+    lines = [f"calibrated operating point ({cal.get('split', 'calibration')} split, budget "
+             f"{cal.get('max_accuracy_drop', '?')} point(s) below the final exit's "
+             f"{_pct(cal.get('final_exit_accuracy'))}): accuracy {_pct(chosen.get('accuracy'))}, "
+             f"mean FLOPs {_pct(chosen.get('flops_fraction'))} of the full model's"
+             + _speed(chosen)
+             + (f" (latency {1e3 * chosen['mean_latency_s']:.3f} ms predicted from measured segment latency)"
+                if "mean_latency_s" in chosen else "")]
+    if "exit_fractions" in chosen:
+        lines.append("  leaves at exit: " + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen["exit_fractions"])))
+    test = cal.get("test", {})
+    if test.get("chosen"):
+        t = test["chosen"]
+        lines.append(f"test split: accuracy at the chosen point {_pct(t.get('accuracy'))} (final exit "
+                     f"{_pct(test.get('final_exit_accuracy'))}), mean FLOPs {_pct(t.get('flops_fraction'))}" + _speed(t))
+    orc = test.get("oracle") or cal.get("oracle")
+    if orc:
+        lines.append(f"oracle (earliest correct exit, {'test' if test.get('oracle') else 'calibration'} split): "
+                     f"accuracy {_pct(orc.get('accuracy'))}, mean FLOPs {_pct(orc.get('flops_fraction'))}" + _speed(orc))
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
