@@ -109,14 +109,32 @@ def _point(outputs: Sequence[np.ndarray], y: np.ndarray, idx: np.ndarray, thresh
 
 def oracle(outputs: Sequence[np.ndarray], y: np.ndarray, flops: Sequence[float],
            latency: Sequence[float] | None = None, full_latency: float | None = None,
-           full_flops: float | None = None) -> dict[str, float]:
+           full_flops: float | None = None, *, accuracy: float | None = None) -> dict[str, Any]:
     """The oracle bound: each sample leaves at the earliest exit whose prediction is right; samples no
-    exit gets right run to the last exit. Returns its accuracy, mean FLOPs and (with latencies) speed-up."""
+    exit gets right leave at the first exit (nothing can make them right, so the cheapest exit is the bound).
+
+    With ``accuracy``, the oracle *at that accuracy*: the cheapest assignment reaching it — of the samples
+    it could get right, the ones whose earliest correct exit saves most (latency if given, else FLOPs)
+    leave at exit 0 instead, until only the needed number stay right.
+    Returns accuracy, mean FLOPs, FLOPs fraction, exit fractions and (with latencies) the speed-up.
+    """
+    y = np.asarray(y)
     right = np.stack([o.argmax(-1) == y for o in outputs])            # (exits, N)
-    idx = np.where(right.any(0), right.argmax(0), len(outputs) - 1)
+    reachable = right.any(0)
+    idx = np.where(reachable, right.argmax(0), 0)
+    if accuracy is not None:
+        need = int(np.ceil(accuracy * len(y) - 1e-9))
+        spare = int(reachable.sum()) - need
+        cum = np.cumsum(latency) if latency is not None else np.asarray(flops, dtype=np.float64)
+        saving = np.where(reachable & (idx > 0), cum[idx] - cum[0], -1.0)
+        order = np.argsort(-saving, kind="stable")
+        drop = [i for i in order[:max(spare, 0)] if saving[i] > 0]
+        idx[drop] = 0
     p = _point(outputs, y, idx, [], flops, latency, full_latency, full_flops)
-    out = {"accuracy": float(right.any(0).mean()), "mean_flops": p.mean_flops, "flops_fraction": p.flops_fraction,
-           "exit_fractions": p.exit_fractions}
+    out: dict[str, Any] = {"accuracy": p.accuracy, "mean_flops": p.mean_flops, "flops_fraction": p.flops_fraction,
+                           "exit_fractions": p.exit_fractions}
+    if accuracy is not None:
+        out["target_accuracy"] = float(accuracy)
     if p.mean_latency_s is not None:
         out["mean_latency_s"] = p.mean_latency_s
     if p.expected_speedup is not None:
@@ -234,7 +252,8 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, policy: str, policy_
             break
     front = pareto_front(list(points.values()), cost)
     return Calibration(policy, dict(probe.config()), front, best, final_acc, exit_acc,
-                       oracle(outputs, y, *args), len(points), max_accuracy_drop, cost)
+                       oracle(outputs, y, *args), len(points), max_accuracy_drop, cost,
+                       {"oracle_at_chosen_accuracy": oracle(outputs, y, *args, accuracy=best.accuracy)})
 
 
 def _probe(policy: str, n_exits: int, policy_kwargs: dict[str, Any]) -> Any:

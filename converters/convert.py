@@ -201,7 +201,8 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
         test_acc = [float((o.argmax(-1) == yt).mean()) for o in outs_t]
         at_chosen = evaluate_point(outs_t, yt, pol["name"], cal.policy_kwargs, chosen.thresholds, *cost)
         section["test"] = {"split": "test", "exit_accuracy": test_acc, "final_exit_accuracy": test_acc[-1],
-                           "chosen": at_chosen.to_dict(), "oracle": oracle(outs_t, yt, *cost)}
+                           "chosen": at_chosen.to_dict(), "oracle": oracle(outs_t, yt, *cost),
+                           "oracle_at_chosen_accuracy": oracle(outs_t, yt, *cost, accuracy=at_chosen.accuracy)}
         m["policy"] = {"name": pol["name"], "kwargs": cal.policy_kwargs, "thresholds": list(chosen.thresholds)}
         m["calibration"] = section
         from converters.variants import recalibrate_variants  # quantized variants: their own thresholds

@@ -184,7 +184,21 @@ def test_calibration_respects_the_budget_when_errors_look_confident():
     assert strict.chosen.accuracy == 1.0 and strict.chosen.exit_fractions == pytest.approx([0.0, 1.0])
     loose = calibrate(outs, y, "confidence", {}, flops=[10, 100], max_accuracy_drop=10.0)
     assert loose.chosen.accuracy == pytest.approx(0.9) and loose.chosen.mean_flops == pytest.approx(10.0)
-    assert loose.oracle["exit_fractions"] == pytest.approx([0.9, 0.1])
+    assert loose.oracle["exit_fractions"] == pytest.approx([0.9, 0.1]) and loose.oracle["accuracy"] == 1.0
+    at_90 = loose.extra["oracle_at_chosen_accuracy"]                       # the oracle needs no exit 1 at 90%
+    assert at_90["accuracy"] == pytest.approx(0.9) and at_90["mean_flops"] == pytest.approx(10.0)
+
+
+def test_oracle_sends_each_sample_to_its_earliest_correct_exit_and_trades_accuracy_for_cost():
+    y = np.array([0, 0, 0, 0])
+    right, wrong = np.array([5.0, 0.0]), np.array([0.0, 5.0])
+    outs = [np.stack([right, wrong, wrong, wrong]), np.stack([right, right, wrong, wrong]),
+            np.stack([right, right, right, wrong])]
+    o = oracle(outs, y, [1, 10, 100])
+    assert o["exit_fractions"] == [0.5, 0.25, 0.25] and o["accuracy"] == 0.75    # sample 3: never right -> exit 0
+    assert o["mean_flops"] == pytest.approx((1 + 10 + 100 + 1) / 4)
+    half = oracle(outs, y, [1, 10, 100], accuracy=0.5)                          # drop the dearest right sample
+    assert half["accuracy"] == 0.5 and half["mean_flops"] == pytest.approx((1 + 10 + 1 + 1) / 4)
 
 
 def test_per_exit_thresholds_and_latency_cost():
