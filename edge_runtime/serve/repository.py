@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,6 +36,22 @@ class LoadedModel:
     version: str
     generation: int
     loaded_at: float
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0): return freed heap pages (old sessions' buffers) to the OS; no-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - musl/macOS lack it
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
 
 
 def bundle_version(runtime: Runtime) -> str:
@@ -178,12 +197,22 @@ class ModelRepository:
                     self.metrics.info.remove(name, old.version)
                 old.batcher.close()  # drains its queue in its own thread, then exits
                 self._retired.append(old)
-                self._retired = [m for m in self._retired if m.batcher.alive]
+                threading.Thread(target=self._release, args=(old,), name=f"retire-{name}", daemon=True).start()
             log.warning("model %r generation %d (version %s) serving from %s",
                         name, new.generation, new.version, new.path)
             if self.on_loaded is not None:
                 self.on_loaded(new)
             return new
+
+    def _release(self, old: LoadedModel) -> None:
+        """Once a replaced model's queue has drained, drop it and hand its memory back to the OS, so
+        repeated reloads do not ratchet the daemon's resident memory up."""
+        old.batcher.join(self.config.drain_s + self.config.timeout_s)
+        with self._lock:
+            self._retired = [m for m in self._retired if m is not old and m.batcher.alive]
+        del old
+        gc.collect()
+        _malloc_trim()
 
     def load_all(self) -> None:
         """Load every model; raises on the first failure (used at start-up)."""
