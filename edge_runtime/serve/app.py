@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -78,7 +77,7 @@ def _error(status: int, message: str, *, field: str | None = None, expected: str
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data), status_code=status, media_type="application/json")
+    return Response(codec.dumps(data), status_code=status, media_type="application/json")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

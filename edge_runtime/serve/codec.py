@@ -16,6 +16,30 @@ from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import UnknownNameError
 from edge_runtime.runtime import Runtime
 
+try:  # orjson parses a request's floats ~5x faster than the standard library, when installed
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the serve extra brings it
+    _orjson = None
+
+
+def loads(body: bytes) -> Any:
+    """Parse JSON (orjson when available; the standard library for what orjson refuses, e.g. NaN
+    literals, so those get a 422 naming the field rather than a generic 400)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
+
+
+def dumps(data: Any) -> bytes:
+    """Serialise a response body."""
+    if _orjson is not None:
+        return _orjson.dumps(data)
+    return json.dumps(data).encode()
+
+
 #: KServe v2 datatypes <-> numpy
 V2_TO_NUMPY = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT8": "int8", "UINT8": "uint8",
                "INT16": "int16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
@@ -143,7 +167,7 @@ def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
 def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
     """A KServe v2 JSON body: returns (input batch, parameters, request id)."""
     try:
-        doc = json.loads(body)
+        doc = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"body is not valid JSON ({exc})", field="body",
                            expected='{"inputs": [{"name", "shape", "datatype", "data"}]}') from None
