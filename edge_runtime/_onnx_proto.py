@@ -70,6 +70,12 @@ def tensor(name: str, array: np.ndarray) -> bytes:
     return b"".join(_int(1, d) for d in a.shape) + _int(2, 1) + _str(8, name) + _bytes(9, a.tobytes())
 
 
+def tensor_int64(name: str, array: np.ndarray) -> bytes:
+    """TensorProto (int64, raw_data); a 0-d array gives a scalar."""
+    a = np.asarray(array, dtype="<i8")  # (ascontiguousarray would turn a scalar into shape (1,))
+    return b"".join(_int(1, d) for d in a.shape) + _int(2, 7) + _str(8, name) + _bytes(9, a.tobytes())
+
+
 def value_info(name: str, shape: Sequence[int | str]) -> bytes:
     """ValueInfoProto of a float32 tensor; str dims are symbolic."""
     dims = b"".join(_bytes(1, _str(2, d) if isinstance(d, str) else _int(1, d)) for d in shape)

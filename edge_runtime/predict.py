@@ -21,9 +21,22 @@ from typing import Any, Mapping
 from edge_runtime.errors import ConfigError
 from edge_runtime.profiles import DeviceProfile, resolve_profile
 
-#: ONNX op types by cost kind; every other op is ``other``; these are free after graph optimisation
-OP_KINDS = {"Conv": "conv", "ConvTranspose": "conv", "MatMul": "matmul", "Gemm": "matmul", "Einsum": "matmul"}
+#: ONNX op types by cost category (data, not branches); unlisted ops cost ``other`` (the profile's
+#: generic per-node figure). Constant and Identity are removed by onnxruntime's graph optimisation.
+OP_CATEGORY = {
+    **dict.fromkeys(["Conv", "ConvTranspose"], "conv"),
+    **dict.fromkeys(["MatMul", "Gemm", "Einsum"], "matmul"),
+    **dict.fromkeys(["Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
+                     "Pow", "Neg", "Clip", "HardSigmoid", "HardSwish", "Exp", "Log", "Abs"], "elementwise"),
+    **dict.fromkeys(["Softmax", "LayerNormalization", "BatchNormalization", "ReduceMean", "ReduceSum",
+                     "GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool"], "normalize"),
+    **dict.fromkeys(["Transpose", "Reshape", "Flatten", "Squeeze", "Split", "Expand", "Tile"], "layout"),
+    **dict.fromkeys(["Shape", "Gather", "Unsqueeze", "Concat", "Slice", "Cast", "Equal", "Where",
+                     "ConstantOfShape", "Range"], "shape"),
+}
 FREE_OPS = {"Constant", "Identity"}
+#: categories that also cost per element of the segment's largest tensor (conv/matmul cost per FLOP instead)
+PER_ELEMENT = ("elementwise", "normalize", "layout", "other")
 
 
 @dataclass(frozen=True)
@@ -70,11 +83,11 @@ class Prediction:
 
 def op_mix(segment: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int], str]:
     """(FLOPs by kind, node counts by kind, where the FLOP split came from) for one manifest segment."""
-    nodes: dict[str, int] = {"conv": 0, "matmul": 0, "other": 0}
+    nodes: dict[str, int] = {"conv": 0, "matmul": 0}
     for op, count in (segment.get("op_counts") or {}).items():
         if op not in FREE_OPS:
-            kind = OP_KINDS.get(op, "other")
-            nodes[kind] += int(count)
+            kind = OP_CATEGORY.get(op, "other")
+            nodes[kind] = nodes.get(kind, 0) + int(count)
     flops = float(segment["flops"])
     by_op = segment.get("flops_by_op")
     if by_op:
@@ -114,14 +127,17 @@ def predict_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile, 
         raise ConfigError(f"profile {profile.name!r} has no 'latency' section; run `edge-runtime profile "
                           "calibrate` on the device or pick a profile with one")
     split, nodes, _ = op_mix(segment)
+    elems = batch_size * max([_elements(tsr) for tsr in [*segment.get("inputs", []), *segment.get("outputs", [])]]
+                             or [0])
     t = lat.call_overhead_s
     for kind, count in nodes.items():
-        t += count * lat.op_s.get(kind, lat.op_s.get("other", 0.0))
+        known = kind in lat.op_s
+        t += count * lat.op_s[kind if known else "other"]
+        if kind in PER_ELEMENT:  # approximated on the segment's largest input/output tensor
+            t += count * elems * lat.elem_s.get(kind if known else "other", lat.other_elem_s)
     for kind, f in split.items():
         rate = lat.gflops.get(kind) or lat.gflops.get("matmul")
         t += batch_size * f / (rate * 1e9)
-    elems = max([_elements(tsr) for tsr in [*segment.get("inputs", []), *segment.get("outputs", [])]] or [0])
-    t += nodes["other"] * elems * batch_size * lat.other_elem_s
     t += lat.final_s if last else lat.decision_s
     return t
 

@@ -77,6 +77,7 @@ class LatencyModel:
     decision_s: float = 0.0
     final_s: float = 0.0
     other_elem_s: float = 0.0
+    elem_s: Mapping[str, float] = field(default_factory=dict)
     threads: int | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -160,6 +161,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "profile", path: Pat
             decision_s=figs["decision_s"].value if "decision_s" in figs else 0.0,
             final_s=figs["final_s"].value if "final_s" in figs else 0.0,
             other_elem_s=figs["other_elem_s"].value if "other_elem_s" in figs else 0.0,
+            elem_s={k[:-len("_elem_s")]: f.value for k, f in figs.items() if k.endswith("_elem_s")},
             threads=lat.get("threads"),
             sources={k: f.source for k, f in figs.items()},
         )

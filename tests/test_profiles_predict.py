@@ -113,7 +113,7 @@ def test_predict_hand_computed_and_operating_point(tmp_path):
 
 def test_op_mix_fallback_without_flops_by_op():
     split, nodes, src = op_mix({"flops": 300, "op_counts": {"Conv": 2, "MatMul": 1, "Identity": 3, "Add": 1}})
-    assert split == {"conv": 200.0, "matmul": 100.0} and nodes == {"conv": 2, "matmul": 1, "other": 1}
+    assert split == {"conv": 200.0, "matmul": 100.0} and nodes == {"conv": 2, "matmul": 1, "elementwise": 1}
     assert "node counts" in src
     assert exit_fractions({"exits": [{}, {}], "calibration": {"chosen": {"thresholds": [1]}}})[0] is None
 
