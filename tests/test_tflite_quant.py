@@ -273,3 +273,27 @@ def test_profile_precision_is_used_when_the_bundle_holds_it(onnx_bundle, cnn_bun
     assert rt.default_policy.thresholds == rt.manifest["policy"]["variants"]["onnx/int8"]["thresholds"]
     assert edge_runtime.load_bundle(onnx_bundle, profile=prof, precision="fp32").precision == "fp32"
     assert edge_runtime.load_bundle(cnn_bundle, profile=prof).precision == "fp32"  # not held: the reference
+
+
+@pytest.mark.slow
+def test_transformer_segments_convert_and_match_on_litert(tmp_path):
+    """Attention blocks through litert-torch: every exit within 1e-4 (fp32) and 1e-2 (fp16) of PyTorch."""
+    _needs_tflite()
+    import torch
+
+    from converters import create_model, export_bundle
+
+    torch.manual_seed(0)
+    model = create_model("tiny_transformer").eval()
+    cal = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    path = export_bundle(model, torch.randn(1, 1, 16, 16), tmp_path / "t", name="t", policy="confidence",
+                         thresholds=0.15, backends=("onnx", "tflite"), tflite_batch_sizes=(1, 4),
+                         quantize=("tflite/fp16", "tflite/int8"), calibration_inputs=cal.numpy())
+    x = _x(6, 4)  # 4 + 1 + 1 over the batch-1 and batch-4 files
+    with torch.no_grad():
+        ref = [o.numpy() for o in model(torch.from_numpy(x))]
+    for precision, atol in (("fp32", 1e-4), ("fp16", 1e-2)):
+        got = edge_runtime.load_bundle(path, backend="litert", precision=precision).exit_outputs(x)
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r, atol=atol, rtol=0)
+    assert "tflite/int8" in edge_runtime.read_bundle(path).manifest["policy"]["variants"]
