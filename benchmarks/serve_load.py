@@ -55,7 +55,7 @@ function request()
 end
 function response(status, headers, body)
   statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
-  local v = string.match(body, '"model_version": "(%x+)"')
+  local v = string.match(body, '"model_version":%s*"(%x+)"')
   if v then versions[v] = (versions[v] or 0) + 1 end
 end
 function done(summary, latency, requests)
@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="recipe converted when no --bundle is given")
     ap.add_argument("--clients", type=int, default=32, help="concurrent connections (default 32)")
     ap.add_argument("--duration", type=float, default=15, help="seconds per on/off throughput run (default 15; 0 skips it)")
-    ap.add_argument("--warmup", type=float, default=3, help="untimed wrk seconds before each measured run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating off/on rounds the --duration is split into (drift hits both alike)")
+    ap.add_argument("--warmup", type=float, default=3, help="untimed wrk seconds per daemon before measuring")
     ap.add_argument("--soak", type=float, default=60, help="soak seconds (default 60; 0 skips the soak)")
     ap.add_argument("--soak-warmup", type=float, default=10, help="seconds of the soak before the RSS baseline")
     ap.add_argument("--reloads", type=int, default=10, help="reloads during the soak, every other one corrupted")
@@ -244,22 +246,36 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.clients} clients, wrk -t1, loopback, server threads=1")
 
         # -- micro-batching on vs off ---------------------------------------------------------
-        runs = {}
-        for label, batch in (("off", 1), ("on", 32)) if args.duration > 0 else ():
-            srv = _Server(bundle, _free_port(), batch, tmp / f"server_{label}.log",
-                          ["--max-wait-ms", str(args.max_wait_ms)])
-            if args.warmup:
-                _wrk(srv.url, args.clients, args.warmup, lua, bodies)
-            res = _wrk(srv.url, args.clients, args.duration, lua, bodies)
-            text = srv.client.get("/metrics").text
-            count = srv.metric(text, "edge_runtime_batch_size_count", model="m")
-            total = srv.metric(text, "edge_runtime_batch_size_sum", model="m")
-            res["mean_batch"] = total / count if count else 0.0
-            res["exit_code"] = srv.stop()
-            runs[label] = res
-            print(f"micro-batching {label:>3}: {res['rps']:8.1f} req/s  p50 {res['latency_us']['p50'] / 1e3:6.2f} ms  "
-                  f"p99 {res['latency_us']['p99'] / 1e3:7.2f} ms  non-2xx {res['non_2xx']}  socket errors "
-                  f"{res['socket_errors']}  mean micro-batch {res['mean_batch']:.1f}  ({res['requests']} requests)")
+        runs: dict = {}
+        if args.duration > 0:  # both daemons up at once (an idle one costs nothing); rounds alternate off/on
+            servers = {label: _Server(bundle, _free_port(), batch, tmp / f"server_{label}.log",
+                                      ["--max-wait-ms", str(args.max_wait_ms)])
+                       for label, batch in (("off", 1), ("on", 32))}
+            rounds: dict[str, list[dict]] = {label: [] for label in servers}
+            for label, srv in servers.items():
+                if args.warmup:
+                    _wrk(srv.url, args.clients, args.warmup, lua, bodies)
+            for _ in range(args.rounds):
+                for label, srv in servers.items():
+                    rounds[label].append(_wrk(srv.url, args.clients, args.duration / args.rounds, lua, bodies))
+            for label, srv in servers.items():
+                text = srv.client.get("/metrics").text
+                count = srv.metric(text, "edge_runtime_batch_size_count", model="m")
+                total = srv.metric(text, "edge_runtime_batch_size_sum", model="m")
+                rs = rounds[label]
+                res = {
+                    "requests": sum(r["requests"] for r in rs),
+                    "rps": sum(r["requests"] for r in rs) / sum(r["duration_us"] / 1e6 for r in rs),
+                    "p50_ms": float(np.median([r["latency_us"]["p50"] for r in rs])) / 1e3,
+                    "p99_ms": max(r["latency_us"]["p99"] for r in rs) / 1e3,
+                    "non_2xx": sum(r["non_2xx"] for r in rs), "socket_errors": sum(r["socket_errors"] for r in rs),
+                    "mean_batch": total / count if count else 0.0, "rounds": rs, "exit_code": srv.stop(),
+                }
+                runs[label] = res
+                print(f"micro-batching {label:>3}: {res['rps']:8.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
+                      f"p99 {res['p99_ms']:7.2f} ms  non-2xx {res['non_2xx']}  socket errors {res['socket_errors']}  "
+                      f"mean micro-batch {res['mean_batch']:.1f}  ({res['requests']} requests in {len(rs)} rounds; "
+                      f"per-round req/s {[round(r['rps']) for r in rs]})")
         if runs:
             ratio = runs["on"]["rps"] / runs["off"]["rps"]
             ok = ratio >= 1.5 and all(r["non_2xx"] == 0 and r["socket_errors"] == 0 for r in runs.values())
@@ -327,8 +343,9 @@ def _soak(args: argparse.Namespace, bundle: Path, tmp: Path, lua: Path, bodies: 
         "corrupted_versions": sorted(bad_versions), "server_answered": served_all, "server_200": served_ok,
         "exit_code": rc,
     }
-    out["pass"] = (res["non_2xx"] == 0 and res["socket_errors"] == 0 and growth < 0.10 and ok_reloads
-                   and seen <= good_versions and not (seen & bad_versions) and rc == 0)
+    counted = sum(res["versions"].values()) == res["requests"]  # every answer's version was read
+    out["pass"] = (res["non_2xx"] == 0 and res["socket_errors"] == 0 and growth < 0.10 and ok_reloads and counted
+                   and bool(seen) and seen <= good_versions and not (seen & bad_versions) and rc == 0)
     print(f"soak {args.soak:.0f} s: {res['requests']} requests, {res['rps']:.1f} req/s, p99 "
           f"{res['latency_us']['p99'] / 1e3:.2f} ms, non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}; "
           f"server answered {served_all:.0f} ({served_ok:.0f} with 200)")
@@ -336,7 +353,8 @@ def _soak(args: argparse.Namespace, bundle: Path, tmp: Path, lua: Path, bodies: 
           f"({growth * 100:+.1f}%, target < +10%)")
     print(f"  reloads: {len(good_reloads)} good -> {[r['status'] for r in good_reloads]}, {len(bad_reloads)} corrupted -> "
           f"{[r['status'] for r in bad_reloads]} ({', '.join(sorted({r['target'] for r in bad_reloads}))})")
-    print(f"  versions answered: {res['versions']}; corrupted versions answered: {sorted(seen & bad_versions) or 'none'}")
+    print(f"  versions answered: {res['versions']} (of {res['requests']} answers; good: {sorted(good_versions)}); "
+          f"corrupted versions answered: {sorted(seen & bad_versions) or 'none'}")
     print(f"soak: {'PASS' if out['pass'] else 'MISS'} (zero errors, RSS growth < 10%, no lost request, "
           f"never a corrupted model; graceful exit code {rc})")
     return out

@@ -186,7 +186,11 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     raise codec.RequestError(415, f"unsupported content type {ctype!r}", field="Content-Type",
                                              expected="application/json or application/octet-stream (.npy)")
                 ov = codec.parse_overrides(params, prefix)
-                policy = codec.make_policy(rt, ov, prefix)
+                policy = model.policies.get(ov.key)
+                if policy is None:
+                    policy = codec.make_policy(rt, ov, prefix)
+                    if len(model.policies) < 64:  # bounded: arbitrary thresholds must not grow memory
+                        model.policies[ov.key] = policy
                 try:
                     req = model.batcher.submit(x, key=ov.key, mode=ov.mode, policy=policy)
                     break

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,8 @@ class LoadedModel:
     version: str
     generation: int
     loaded_at: float
+    #: policies built for per-request overrides, by override key (policies keep no state between batches)
+    policies: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _malloc_trim() -> None:
