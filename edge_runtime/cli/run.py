@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", help="exit policy name (default: the bundle's)")
     p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
     p.add_argument("--mode", default="early_exit", help="early_exit (default), full, or cbnet where present")
-    p.add_argument("--backend", default="onnxruntime", help="inference backend (default onnxruntime)")
+    p.add_argument("--backend", help="inference backend (default: the profile's, else onnxruntime)")
     p.add_argument("--threads", type=int, help="backend threads")
+    p.add_argument("--profile", help="device profile (name, YAML path or 'auto'): its threads/backend apply unless given")
+    p.add_argument("--meter", help="energy meter spec (auto, estimate, powercap, jetson, ina219:bus=1,...); "
+                                   "prints the energy and its source")
     p.add_argument("--precision", help="file precision to run: fp32 (default), fp16, int8, int8_dynamic "
                                        "(the bundle's variants; thresholds re-calibrated per variant)")
     p.add_argument("--preprocess", action="store_true", help="apply the manifest's preprocessing to raw inputs first")
@@ -55,7 +59,15 @@ def load_npy(path: str) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
 
-    rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, precision=args.precision)
+    rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, precision=args.precision,
+                     profile=args.profile, meter=args.meter)
+    try:
+        return _run(rt, args)
+    finally:
+        rt.close()
+
+
+def _run(rt: Any, args: argparse.Namespace) -> int:
     if args.random is not None:
         if args.random < 1:
             raise InputError(f"--random: expected a positive sample count, got {args.random}")
