@@ -16,6 +16,8 @@ from converters.recipe import Recipe, load_recipe, parse_recipe
 from converters.zoo import MODELS, create_model
 from converters import _lgvit_losses, lgvit  # noqa: E402,F401  (registers LGViT heads, models, losses)
 from converters.lgvit import attach_lgvit_heads, load_backbone_weights
+from converters.calibrate import Calibration, OperatingPoint, calibrate, oracle
+from converters.train import OPTIMIZERS, SCHEDULES, StageConfig, TrainCallback, Trainer
 
 __all__ = [
     "convert", "count_flops", "count_params", "export_bundle", "export_onnx",
@@ -24,4 +26,6 @@ __all__ = [
     "Recipe", "load_recipe", "parse_recipe",
     "MODELS", "create_model",
     "attach_lgvit_heads", "load_backbone_weights",
+    "Calibration", "OperatingPoint", "calibrate", "oracle",
+    "OPTIMIZERS", "SCHEDULES", "StageConfig", "TrainCallback", "Trainer",
 ]

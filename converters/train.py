@@ -174,14 +174,14 @@ class Trainer:
         """Run every stage (continuing from the checkpoint when resuming); returns the per-epoch history."""
         from tqdm.auto import tqdm
 
-        self.dist.broadcast_module(self.model)
-        ckpt = self._load()
+        ckpt = self._load()       # every rank reads it (multi-node: keep the checkpoint on a shared disk)
         start_stage, start_epoch = 0, 0
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.history = list(ckpt["history"])
             start_stage, start_epoch = int(ckpt["stage"]), int(ckpt["epoch"]) + 1
             torch.set_rng_state(ckpt["torch_rng"].cpu())
+        self.dist.broadcast_module(self.model)
         for s, cfg in enumerate(self.stages):
             if s < start_stage or (s == start_stage and start_epoch >= cfg.epochs):
                 continue
