@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.policies import ScorePolicy
 from edge_runtime.registry import Registry
 
 RunFn = Callable[[np.ndarray], Any]
@@ -198,8 +197,3 @@ def _torch_eager(ctx: BenchContext) -> list[BenchConfig]:
         ctx.notes.append(f"PyTorch eager row skipped: {exc}")
         return []
     return [eager_config(ctx, checkpoint)]
-
-
-def is_score_policy(policy: Any) -> bool:
-    """Whether thresholds of this policy can be swept from per-exit scores."""
-    return isinstance(policy, ScorePolicy)
