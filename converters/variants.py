@@ -75,7 +75,7 @@ class VariantOptions:
 class VariantExporter:
     """The ``export_bundle`` hook that writes, verifies and re-calibrates the extra variants."""
 
-    model: EarlyExitModel
+    model: EarlyExitModel | None  # None: only extra parts (add_parts)
     example: torch.Tensor
     options: VariantOptions
     verify_inputs: list[torch.Tensor]
@@ -107,25 +107,52 @@ class VariantExporter:
         return out
 
     def __call__(self, root: Path, manifest: dict[str, Any]) -> None:
-        opts = self.options
         graphs = self.graphs(manifest)
-        calib = self.calibration_inputs
+        self.write_files(root, manifest, graphs)
+        manifest.setdefault("created", {})["variants"] = _tool_versions(self.options)
+        verification = manifest["verification"]
+        verification["variants"] = []
+        for fmt, precision in self._variants():
+            verification["variants"].append(self._verify(root, manifest, graphs, fmt, precision))
+        if self.calibration_inputs is not None:
+            self._recalibrate(root, manifest)
+
+    def write_files(self, root: Path, manifest: dict[str, Any], graphs: list[Graph]) -> None:
+        """Write the TFLite and quantized files of ``graphs`` and add them to their manifest lists."""
+        opts = self.options
         if "tflite" in opts.backends:
             for g in graphs:
                 _files(manifest, g.field).extend(export_tflite_files(g, root, opts.tflite_batch_sizes))
         for variant in opts.quantize:
             fmt, precision = parse_variant(variant)
-            if variant in NEEDS_CALIBRATION and calib is None:
+            if variant in NEEDS_CALIBRATION and self.calibration_inputs is None:
                 raise ConfigError(f"quantize {variant!r} needs calibration_inputs (the recipe's calibration split)")
             for g in graphs:
                 self._quantize_graph(root, manifest, g, variant, fmt, precision)
-        manifest.setdefault("created", {})["variants"] = _tool_versions(opts)
-        verification = manifest["verification"]
-        verification["variants"] = []
+
+    def add_parts(self, root: Path, manifest: dict[str, Any], hook: Any) -> None:
+        """Variants of the graphs of an ``extra_parts``-style hook that ran after the export (``hook.graphs``),
+        each verified alone against its module; the records join ``verification.variants``."""
+        graphs = hook.graphs(manifest)
+        self.write_files(root, manifest, graphs)
+        inputs = list(self.verify_inputs)
+        if "tflite" in self.options.backends:
+            inputs += [_random_like(self.example, b, seed=100 + b) for b in self.options.tflite_batch_sizes]
+        records = {(r["format"], r["precision"]): r for r in manifest["verification"].setdefault("variants", [])}
         for fmt, precision in self._variants():
-            verification["variants"].append(self._verify(root, manifest, graphs, fmt, precision))
-        if calib is not None:
-            self._recalibrate(root, manifest)
+            rec = records.get((fmt, precision))
+            if rec is None:
+                rec = {"format": fmt, "precision": precision, "exits": [], "passed": None,
+                       "tolerance": self._tolerance(precision)}
+                manifest["verification"]["variants"].append(rec)
+            diffs = {g.field: self._graph_diff(root, manifest, g, fmt, precision, inputs) for g in graphs}
+            rec.setdefault("graphs", {}).update(diffs)
+            tol = rec.get("tolerance")
+            if tol is not None and max(diffs.values(), default=0.0) > tol:
+                raise ExportError(f"{fmt}/{precision} verification failed: {diffs} > tolerance {tol:g}")
+
+    def _tolerance(self, precision: str) -> float | None:
+        return {"fp32": self.options.tolerance, "fp16": self.options.fp16_tolerance}.get(precision)
 
     def _variants(self) -> list[tuple[str, str]]:
         out = [("tflite", "fp32")] if "tflite" in self.options.backends else []
@@ -158,7 +185,7 @@ class VariantExporter:
             inputs += [_random_like(self.example, b, seed=100 + b) for b in self.options.tflite_batch_sizes]
         backend = FORMAT_BACKENDS[fmt]
         diffs, full_diff = verify_bundle_dir(self.model, root, manifest, inputs, backend=backend, precision=precision)
-        tol = {"fp32": self.options.tolerance, "fp16": self.options.fp16_tolerance}.get(precision)
+        tol = self._tolerance(precision)
         rec: dict[str, Any] = {
             "format": fmt, "precision": precision, "tolerance": tol,
             "batch_sizes": sorted({int(x.shape[0]) for x in inputs}),
@@ -299,6 +326,25 @@ def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends:
 
         require_litert_torch()
     return [VariantExporter(model, example, options, list(verify_inputs), calib, labels, extra_parts)]
+
+
+def add_part_variants(hook: Any, root: Path, manifest: dict[str, Any], export_kwargs: dict[str, Any]) -> None:
+    """TFLite/quantized files for the graphs of a hook that ran after ``export_bundle`` (e.g. CBNet's parts,
+    trained with the calibrated policy), with the same ``export_bundle`` options; no-op for ONNX fp32 only.
+
+    Example:
+        >>> hook(staging, manifest); add_part_variants(hook, staging, manifest, export_kwargs)   # doctest: +SKIP
+    """
+    if not hasattr(hook, "graphs"):
+        return
+    names = ("backends", "tflite_batch_sizes", "quantize", "calibration_inputs", "calibration_labels", "tolerance")
+    kw = {k: export_kwargs[k] for k in names if export_kwargs.get(k) is not None}
+    verify = export_kwargs.get("verify_inputs")
+    if verify is None:
+        raise ConfigError("add_part_variants needs export_kwargs['verify_inputs'] (model inputs to verify the parts on)")
+    inputs = [verify.to(torch.float32)] + [_random_like(verify, b, seed=200 + b) for b in (1, 3)]
+    for exporter in variant_exporters(None, verify[:1], verify_inputs=inputs, **kw):
+        exporter.add_parts(root, manifest, hook)
 
 
 def _prefix(model: EarlyExitModel, i: int):

@@ -231,6 +231,49 @@ def test_missing_tflite_file_is_a_clear_error(variant_bundle, tmp_path):
         edge_runtime.load_bundle(broken, backend="litert", precision="int8")
 
 
+def _cbnet_parts():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    ae = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Sigmoid()).eval()
+    clf = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10)).eval()
+    return {"autoencoder": ae, "classifier": clf}
+
+
+def test_parts_added_after_export_get_tflite_files(variant_bundle, tmp_path):
+    """convert's calibrate path adds CBNet's parts after export_bundle: add_part_variants gives them files."""
+    import torch
+
+    from converters._cbnet_export import CBNetExporter
+    from converters.export import write_json_atomic
+    from converters.variants import add_part_variants
+
+    root = tmp_path / "b"
+    shutil.copytree(variant_bundle, root)
+    m = json.loads((root / "manifest.json").read_text())
+    parts, x = _cbnet_parts(), torch.from_numpy(_x(8, 9))
+    hook = CBNetExporter(parts, x[:1], real_inputs=x, tolerance=1e-4, batch_sizes=(1, 3), opset=17, seed=0,
+                         section={})
+    hook(root, m)
+    add_part_variants(hook, root, m, {"backends": ("onnx", "tflite"), "tflite_batch_sizes": (2,),
+                                      "quantize": ("tflite/int8",), "calibration_inputs": x.numpy(),
+                                      "verify_inputs": x})
+    write_json_atomic(root / "manifest.json", m)
+    records = {(v["format"], v["precision"]): v for v in m["verification"]["variants"]}
+    assert sorted(records[("tflite", "fp32")]["graphs"]) == ["cbnet.parts.autoencoder.files",
+                                                             "cbnet.parts.classifier.files"]
+    assert max(records[("tflite", "fp32")]["graphs"].values()) <= 1e-4
+    xs = _x(5, 10)
+    with torch.no_grad():
+        ref = parts["classifier"](parts["autoencoder"](torch.from_numpy(xs))).numpy()
+    res = edge_runtime.load_bundle(root, backend="litert").infer(xs, mode="cbnet")
+    np.testing.assert_allclose(res.outputs, ref, atol=1e-4, rtol=0)
+    int8 = edge_runtime.load_bundle(root, backend="litert", precision="int8").infer(xs, mode="cbnet")
+    assert int8.outputs.shape == ref.shape and np.abs(int8.outputs - ref).max() < 0.1
+
+
 def test_export_option_errors_come_before_any_work(tiny, tmp_path):
     import torch
 
