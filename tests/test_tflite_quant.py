@@ -340,3 +340,28 @@ def test_transformer_segments_convert_and_match_on_litert(tmp_path):
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r, atol=atol, rtol=0)
     assert "tflite/int8" in edge_runtime.read_bundle(path).manifest["policy"]["variants"]
+
+
+@pytest.mark.slow
+def test_extra_parts_hooks_get_variants_inside_export_bundle(tiny, tmp_path):
+    """An extra_parts hook with graphs() (CBNet's) gets TFLite + quantized files during export_bundle."""
+    _needs_tflite()
+    import torch
+
+    from converters import export_bundle
+    from converters._cbnet_export import CBNetExporter
+
+    parts, x = _cbnet_parts(), torch.from_numpy(_x(16, 12))
+    hook = CBNetExporter(parts, x[:1], real_inputs=x, tolerance=1e-4, batch_sizes=(1, 3), opset=17, seed=0,
+                         section={})
+    path = export_bundle(tiny, x[:1], tmp_path / "b", name="b", policy="never", extra_parts=[hook],
+                         backends=("onnx", "tflite"), tflite_batch_sizes=(1,), quantize=("onnx/int8", "tflite/fp16"),
+                         calibration_inputs=x.numpy())
+    m = edge_runtime.read_bundle(path).manifest
+    got = {(e["format"], e["precision"]) for e in m["cbnet"]["parts"]["classifier"]["files"]}
+    assert got == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16")}
+    with torch.no_grad():
+        ref = parts["classifier"](parts["autoencoder"](x[:3])).numpy()
+    for backend, precision, atol in (("litert", "fp32", 1e-4), ("litert", "fp16", 1e-2), ("onnxruntime", "int8", 0.1)):
+        out = edge_runtime.load_bundle(path, backend=backend, precision=precision).infer(x[:3].numpy(), mode="cbnet")
+        np.testing.assert_allclose(out.outputs, ref, atol=atol, rtol=0)
