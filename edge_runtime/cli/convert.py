@@ -29,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"'convert' needs the workstation extra: pip install 'edge-runtime[convert]' ({exc})") from None
     out = convert(args.recipe, args.out, overwrite=args.overwrite, resume=args.resume,
                   progress=not args.no_progress)
-    print(f"wrote bundle {out}")
+    if out is not None:  # None: a torchrun rank other than 0 (rank 0 writes the bundle)
+        print(f"wrote bundle {out}")
     return 0
