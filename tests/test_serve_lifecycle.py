@@ -244,3 +244,23 @@ def test_each_request_is_answered_when_its_sample_exits(cnn_bundle):
     early = max(t for t, e in zip(done_at, exits) if e == 0)
     late = min(t for t, e in zip(done_at, exits) if e == rt.num_exits - 1)
     assert late - early > 0.25  # exit-0 callers had their answer before the slow last segment finished
+
+
+@pytest.mark.slow
+def test_serve_load_benchmark_soak_passes(cnn_bundle, tmp_path):
+    """The load benchmark end to end, shortened: wrk on/off rounds, a soak with good and corrupted reloads."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed (apt-get install wrk)")
+    out = tmp_path / "serve_load.json"
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "serve_load.py"), "--bundle", str(cnn_bundle),
+                           "--duration", "6", "--rounds", "2", "--warmup", "1", "--soak", "30", "--soak-warmup", "8",
+                           "--reloads", "6", "--json", str(out)], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    soak = report["soak"]
+    assert soak["pass"], proc.stdout
+    assert set(soak["versions_seen"]) <= set(soak["good_versions"]) and soak["wrk"]["non_2xx"] == 0
+    assert [r["status"] for r in soak["reloads"]] == [200, 422] * 3
+    for run in report["throughput"]["runs"].values():
+        assert run["non_2xx"] == 0 and run["socket_errors"] == 0 and run["exit_code"] == 0
