@@ -129,7 +129,7 @@ class Meter(ABC):
         t0 = self.start_window()
         time.sleep(seconds)
         t1 = self.start_window()
-        self.idle_w = self.energy_between(t0, t1) / max(seconds, 1e-9)
+        self.idle_w = self.energy_between(t0, t1) / max(_seconds(t1) - _seconds(t0), 1e-9)
         return self.idle_w
 
     def window_energy(self, token: Any) -> tuple[float, Any]:
@@ -275,8 +275,6 @@ class SampledMeter(Meter):
         return e0 + (e1 - e0) * (t - t0) / (t1 - t0) if t1 > t0 else e1
 
     def energy_between(self, token: Any, end: Any) -> float:
-        if self._thread is None and len(self._t) < 2:
-            self.start()
         return max(0.0, self.cumulative(_seconds(end)) - self.cumulative(_seconds(token)))
 
     def power_now(self) -> float:

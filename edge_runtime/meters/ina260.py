@@ -47,6 +47,7 @@ class INA260Meter(SampledMeter):
         super().__init__(rate_hz=rate_hz, **kwargs)
         self.address = int(address)
         self._bus, self._owned = _i2c.open_bus(bus, dev_root)
+        self._bus_arg, self._dev_root = bus, dev_root
         self.bus_id = bus if isinstance(bus, int) else type(bus).__name__
         ok, why = _is_ina260(self._bus, self.address)
         if not ok:
@@ -71,10 +72,15 @@ class INA260Meter(SampledMeter):
     def read(self) -> float:
         return self.read_volts_amps_watts()[2]
 
+    def start(self) -> "SampledMeter":
+        if self._bus is None:  # reopened after stop()
+            self._bus, self._owned = _i2c.open_bus(self._bus_arg, self._dev_root)
+        return super().start()
+
     def _close(self) -> None:
         if self._owned:
             self._bus.close()  # type: ignore[attr-defined]
-            self._owned = False
+            self._bus, self._owned = None, False
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "bus": self.bus_id, "address": hex(self.address)}

@@ -128,7 +128,13 @@ class JetsonMeter(SampledMeter):
             total = [r for r in found if r.name in TOTAL_RAILS]
             chosen = total[:1] or found
         self.rails = chosen
-        self._fds = [[os.open(f, os.O_RDONLY) for f in r.files] for r in chosen]
+        self._fds: list[list[int]] = []
+        self._open()
+
+    def _open(self) -> None:
+        """Open every rail file once; reads are ``pread`` at offset 0 (cheap on sysfs)."""
+        if not self._fds:
+            self._fds = [[os.open(f, os.O_RDONLY) for f in r.files] for r in self.rails]
 
     @classmethod
     def probe(cls, roots: Sequence[str | Path] | str | Path = DEFAULT_ROOTS, **_: Any) -> tuple[bool, str]:
@@ -141,6 +147,7 @@ class JetsonMeter(SampledMeter):
 
     def read_rails(self) -> dict[str, float]:
         """Watts per selected rail, read now."""
+        self._open()
         out = {}
         for rail, fds in zip(self.rails, self._fds):
             value = rail.scale
@@ -150,6 +157,8 @@ class JetsonMeter(SampledMeter):
         return out
 
     def read(self) -> float:
+        if not self._fds:  # reopened after stop()
+            self._open()
         total = 0.0
         for rail, fds in zip(self.rails, self._fds):
             value = rail.scale
