@@ -281,7 +281,17 @@ def test_convert_trains_calibrates_and_inspect_shows_it(tmp_path):
     }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(rec))
-    out = convert(load_recipe(path), tmp_path / "b", progress=False)
+    with pytest.raises(_Stop):                                      # interrupted in the second epoch
+        convert(load_recipe(path), tmp_path / "b", progress=False, callbacks=[_Interrupt(at_step=20, epoch=1)])
+    assert not (tmp_path / "b").exists() and (tmp_path / "b.train" / "checkpoint.pt").is_file()
+    epochs_run = []
+
+    class _Count(TrainCallback):
+        def on_epoch_end(self, trainer, stage, epoch, metrics):
+            epochs_run.append(epoch)
+
+    out = convert(load_recipe(path), tmp_path / "b", progress=False, resume=True, callbacks=[_Count()])
+    assert epochs_run == [1]                                         # resumed after the finished epoch 0
     m = json.loads((out / "manifest.json").read_text())
     cal = m["calibration"]
     assert m["policy"]["thresholds"] == cal["chosen"]["thresholds"]
