@@ -125,7 +125,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         >>> app = create_app(repo, ServeConfig(), metrics)          # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8080)           # doctest: +SKIP
     """
-    app = FastAPI(title="edge-runtime", version=__version__,
+    app = FastAPI(title="edge-runtime", version=__version__, docs_url=None, redoc_url=None,  # no CDN-loaded UIs
                   description="Early-exit inference daemon (KServe v2 / Triton-style API).")
     app.state.draining = False
 
