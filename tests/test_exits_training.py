@@ -219,6 +219,13 @@ def test_per_exit_thresholds_and_latency_cost():
         6e-4 / res.chosen.mean_latency_s)
     grid_best = min((p for p in res.front if p.accuracy >= res.final_accuracy - 0.01), key=lambda p: p.mean_flops)
     assert res.chosen.mean_flops <= grid_best.mean_flops
+    by_latency = calibrate(outs, y, "entropy", {}, flops=[10, 40, 100], latency=[1e-4, 2e-4, 4e-4],
+                           full_latency=6e-4, cost="latency")
+    assert by_latency.chosen.accuracy >= by_latency.final_accuracy - 0.01
+    assert by_latency.chosen.mean_latency_s <= min(p.mean_latency_s for p in res.front
+                                                   if p.accuracy >= res.final_accuracy - 0.01) + 1e-12
+    with pytest.raises(ConfigError, match="calibrate.cost"):
+        calibrate(outs, y, "entropy", {}, flops=[10, 40, 100], cost="energy")
     pol = create_policy("entropy", 3, 0.0)
     c = threshold_candidates(pol, np.array([0.1, 0.2, 0.3]), [0.0, 1.0])
     assert (np.array([0.1, 0.2, 0.3]) < c[0]).sum() == 0 and (np.array([0.1, 0.2, 0.3]) < c[1]).sum() == 3
