@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         assert lat is not None
         fitted = {"call_overhead_us": lat.call_overhead_s * 1e6, "conv_gflops": lat.gflops["conv"],
                   "matmul_gflops": lat.gflops["matmul"], "other_op_us": lat.op_s.get("other", 0.0) * 1e6,
-                  "decision_us": lat.decision_s * 1e6, "final_us": lat.final_s * 1e6}
+                  "first_us": (lat.first_s or 0.0) * 1e6, "decision_us": lat.decision_s * 1e6,
+                  "final_us": lat.final_s * 1e6}
 
     errors = np.abs([r["error"] for r in rows])
     med = float(np.median(errors))

@@ -120,7 +120,7 @@ def exit_fractions(manifest: Mapping[str, Any]) -> tuple[list[float] | None, str
 
 
 def predict_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile, *, batch_size: int = 1,
-                            last: bool = False) -> float:
+                            last: bool = False, first: bool = False) -> float:
     """Predicted seconds for one manifest segment on ``profile`` (see the module docstring)."""
     lat = profile.latency
     if lat is None:
@@ -138,7 +138,12 @@ def predict_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile, 
     for kind, f in split.items():
         rate = lat.gflops.get(kind) or lat.gflops.get("matmul")
         t += batch_size * f / (rate * 1e9)
-    t += lat.final_s if last else lat.decision_s
+    if last:
+        t += lat.final_s
+    elif first and lat.first_s is not None:
+        t += lat.first_s
+    else:
+        t += lat.decision_s
     return t
 
 
@@ -177,7 +182,7 @@ def predict_bundle(bundle: str | Path | Mapping[str, Any], profile: DeviceProfil
     seg_preds = []
     for i, seg in enumerate(segs):
         split, nodes, source = op_mix(seg)
-        t = predict_segment_latency(seg, prof, batch_size=batch_size, last=i == len(segs) - 1)
+        t = predict_segment_latency(seg, prof, batch_size=batch_size, last=i == len(segs) - 1, first=i == 0)
         seg_preds.append(SegmentPrediction(i, int(seg["flops"]), split, nodes, t, t * power_w, source))
     exits = []
     for ex in manifest["exits"]:

@@ -112,10 +112,10 @@ def measure_latency_model(settings: CalibrationSettings = CalibrationSettings(),
     say("non-FLOP nodes inside a transformer block and a CNN block")
     other_op_s, other_elem_s, blocks = _fit_other_nodes(call_s, conv_op_s, conv_gflops, mm_op_s, mm_gflops, settings)
     say("executor overhead per segment")
-    decision_s, final_s = _executor_overhead(settings)
+    first_s, decision_s, final_s = _executor_overhead(settings)
     return {
         "call_overhead_s": call_s, "other_op_s": other_op_s, "other_elem_s": other_elem_s,
-        "decision_s": decision_s, "final_s": final_s,
+        "first_s": first_s, "decision_s": decision_s, "final_s": final_s,
         "conv_op_s": conv_op_s, "conv_gflops": conv_gflops, "matmul_op_s": mm_op_s, "matmul_gflops": mm_gflops,
         "points": {"relu_chain": [[int(k), float(t)] for k, t in chain], "blocks": blocks,
                    **{k: [[int(f), float(t)] for f, t in v] for k, v in points.items()}},
@@ -151,8 +151,8 @@ def _fit_other_nodes(call_s: float, conv_op_s: float, conv_gflops: float, mm_op_
     return float(op_s), float(elem_s), {f"{k}_block_s": v for k, v in measured.items()}
 
 
-def _executor_overhead(settings: CalibrationSettings) -> tuple[float, float]:
-    """(seconds the executor adds to a non-final segment, to the final one) beyond the graph's own run.
+def _executor_overhead(settings: CalibrationSettings) -> tuple[float, float, float]:
+    """Seconds the executor adds to the first segment, a middle one and the final one, beyond the graph's run.
 
     Runs a synthetic 3-segment bundle (Relu + MatMul per segment) through :class:`Runtime` with an
     entropy policy that never exits, and subtracts the same graph's bare session time.
@@ -200,8 +200,8 @@ def _executor_overhead(settings: CalibrationSettings) -> tuple[float, float]:
         while len(lat) < 3 * settings.min_runs or clock() < deadline:
             lat.append(rt.infer(x, policy=pol).segment_latency_s)
         med = np.median(np.array(lat), axis=0)
-        bare = [_run_graph((root / f"segment_{i}.onnx").read_bytes(), x, settings) for i in (1, 2)]
-    return max(0.0, float(med[1] - bare[0])), max(0.0, float(med[2] - bare[1]))
+        bare = [_run_graph((root / f"segment_{i}.onnx").read_bytes(), x, settings) for i in (0, 1, 2)]
+    return tuple(max(0.0, float(m - b)) for m, b in zip(med, bare))  # type: ignore[return-value]
 
 
 def _busy(threads: int, seconds: float) -> tuple[float, float]:
@@ -291,7 +291,7 @@ def calibrate_profile(out: str | Path, *, name: str | None = None, base: Any = N
     else:
         idle_w, active_w = base_profile.power.idle_w, base_profile.power.active_w
         power_src = {k: f"copied from profile {base_profile.name!r}: {v}" for k, v in base_profile.power.sources.items()}
-    lat_keys = ("call_overhead_s", "other_op_s", "other_elem_s", "decision_s", "final_s", "conv_op_s",
+    lat_keys = ("call_overhead_s", "other_op_s", "other_elem_s", "first_s", "decision_s", "final_s", "conv_op_s",
                 "conv_gflops", "matmul_op_s", "matmul_gflops")
     data = {
         "name": name or out.stem,

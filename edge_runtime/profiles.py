@@ -68,7 +68,8 @@ class LatencyModel:
 
     segment latency = call_overhead_s + Σ_kind nodes_kind · op_s[kind] + Σ_kind flops_kind / (gflops[kind]·1e9)
                       + other nodes · elements · other_elem_s
-                      + decision_s (non-final segments) or final_s (the last): the executor's own cost
+                      + the executor's own cost: first_s (segment 0; default decision_s), decision_s
+                        (other non-final segments) or final_s (the last)
     """
 
     call_overhead_s: float
@@ -76,6 +77,7 @@ class LatencyModel:
     gflops: Mapping[str, float]
     decision_s: float = 0.0
     final_s: float = 0.0
+    first_s: float | None = None
     other_elem_s: float = 0.0
     elem_s: Mapping[str, float] = field(default_factory=dict)
     threads: int | None = None
@@ -160,6 +162,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "profile", path: Pat
             gflops={k[:-len("_gflops")]: f.value for k, f in figs.items() if k.endswith("_gflops")},
             decision_s=figs["decision_s"].value if "decision_s" in figs else 0.0,
             final_s=figs["final_s"].value if "final_s" in figs else 0.0,
+            first_s=figs["first_s"].value if "first_s" in figs else None,
             other_elem_s=figs["other_elem_s"].value if "other_elem_s" in figs else 0.0,
             elem_s={k[:-len("_elem_s")]: f.value for k, f in figs.items() if k.endswith("_elem_s")},
             threads=lat.get("threads"),
