@@ -33,15 +33,6 @@ def profile_name() -> str | None:
     return os.environ.get("EDGE_RUNTIME_PROFILE") or None
 
 
-def profile_dirs() -> list[Path]:
-    """Extra directories of device-profile YAML files (``EDGE_RUNTIME_PROFILE_PATH``, ``:``-separated).
-
-    Profiles found there are registered before the built-in ones and win on a name clash.
-    """
-    value = os.environ.get("EDGE_RUNTIME_PROFILE_PATH", "")
-    return [Path(p) for p in value.split(os.pathsep) if p]
-
-
 def watchdog_interval_s() -> float | None:
     """systemd's watchdog period (``WATCHDOG_USEC``) in seconds, when it is meant for this process
     (``WATCHDOG_PID`` unset or equal to our pid); None otherwise."""
@@ -72,12 +63,3 @@ def profile_dirs() -> list[Path]:
     """
     value = os.environ.get("EDGE_RUNTIME_PROFILE_PATH", "")
     return [Path(p) for p in value.split(os.pathsep) if p]
-
-
-def torchrun_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) set by ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
-    (0, 1, 0) when not launched by it."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
-        return 0, 1, 0
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
