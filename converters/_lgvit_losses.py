@@ -55,6 +55,23 @@ def homogeneous_loss(kind: str, tokens: torch.Tensor, teacher_tokens: torch.Tens
     return F.mse_loss(s, t)
 
 
+def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image of a (B, C, H, W) batch by its own random offset in [-max_shift, max_shift]
+    pixels (edges replicated), drawn from torch's global generator (seeded and checkpointed by the trainer).
+
+    Example:
+        >>> random_shift(torch.zeros(2, 1, 8, 8), 2).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    if max_shift <= 0:
+        return x
+    s = int(max_shift)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (s, s, s, s), mode="replicate")
+    offsets = torch.randint(0, 2 * s + 1, (x.shape[0], 2)).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
 def _check_unit(value: Any, name: str, low: float = 0.0, high: float | None = None) -> float:
     v = float(value)
     if v < low or (high is not None and v > high):
@@ -69,18 +86,21 @@ class LGViTStage1Loss(ExitLoss):
 
     Args:
         alternate: alternate as above (default); False uses the odd-step loss every step.
+        shift: random translation of each training image by up to this many pixels (0: none);
+            small ViTs trained from scratch on small data need it.
     """
 
-    def __init__(self, model: EarlyExitModel, alternate: bool = True) -> None:
+    def __init__(self, model: EarlyExitModel, alternate: bool = True, shift: int = 0) -> None:
         super().__init__(model)
         if not isinstance(alternate, bool):
             raise ConfigError(f"loss lgvit_stage1 alternate: expected true/false, got {alternate!r}")
         self.alternate = alternate
+        self.shift = int(_check_unit(shift, "lgvit_stage1 shift"))
         n = model.num_exits - 1
         self.weights = [(i + 1) / (n * (n + 1) / 2) for i in range(n)]
 
     def __call__(self, model, x, y, step):
-        logits = model(x)
+        logits = model(random_shift(x, self.shift))
         final = F.cross_entropy(logits[-1], y)
         if self.alternate and step % 2 == 0 or not self.weights:
             return final, logits
@@ -98,10 +118,13 @@ class LGViTStage2Loss(ExitLoss):
         alpha: weight of the distillation term (paper code: 0.3).
         beta: weight of the feature losses (paper code: 0.01).
         temperature: distillation temperature (2).
+        shift: random translation of each training image by up to this many pixels (0: none).
     """
 
-    def __init__(self, model: EarlyExitModel, alpha: float = 0.3, beta: float = 0.01, temperature: float = 2.0) -> None:
+    def __init__(self, model: EarlyExitModel, alpha: float = 0.3, beta: float = 0.01, temperature: float = 2.0,
+                 shift: int = 0) -> None:
         super().__init__(model)
+        self.shift = int(_check_unit(shift, "lgvit_stage2 shift"))
         self.alpha = _check_unit(alpha, "lgvit_stage2 alpha", 0.0, 1.0)
         self.beta = _check_unit(beta, "lgvit_stage2 beta")
         self.temperature = _check_unit(temperature, "lgvit_stage2 temperature")
@@ -125,7 +148,7 @@ class LGViTStage2Loss(ExitLoss):
     def __call__(self, model, x, y, step):
         with torch.no_grad():
             hidden = []
-            h = x
+            h = random_shift(x, self.shift)
             for segment in model.segments:
                 h = segment(h)
                 hidden.append(h)

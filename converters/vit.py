@@ -86,9 +86,18 @@ class VisionTransformer(nn.Module):
         self.dim = dim
         self.num_prefix_tokens = 1
         self.input_shape = (in_channels, image_size, image_size)
+        self.apply(_init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.patch_embed(x)
         for block in self.blocks:
             h = block(h)
         return self.head(h)
+
+
+def _init_vit_weights(module: nn.Module) -> None:
+    """timm's ViT init: truncated-normal(0.02) linear weights, zero biases (trains faster than the default)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from converters import HEADS, MODELS, attach_lgvit_heads, create_head, create_model
-from converters._lgvit_losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss
+from converters._lgvit_losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss, random_shift
 from converters.lgvit import lgvit_head_schedule
 from converters.losses import LOSSES, create_loss
 from converters.vit import VisionTransformer
@@ -205,3 +205,17 @@ def test_attach_to_a_foreign_vit_style_backbone():
                                head_kwargs={"lgvit_global": {"attn_heads": 2}}, input_shape=(3, 8, 8))
     assert model.head_types == ["lgvit_local", "lgvit_global", "cls_linear"]
     assert [tuple(o.shape) for o in model(torch.randn(2, 3, 8, 8))] == [(2, 5)] * 3
+
+
+def test_random_shift_translates_each_image_by_its_own_offset():
+    x = torch.arange(2 * 36, dtype=torch.float32).reshape(2, 1, 6, 6)
+    assert random_shift(x, 0) is x
+    torch.manual_seed(0)
+    out = random_shift(x, 2)
+    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    for i in range(2):
+        windows = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(out[i], padded[i, :, dy:dy + 6, dx:dx + 6])]
+        assert windows, f"image {i} is not a translated copy"
+    with pytest.raises(ConfigError, match="shift"):
+        create_loss("lgvit_stage1", _tiny(), shift=-1)
