@@ -15,15 +15,14 @@ from typing import Sequence
 from edge_runtime.errors import EdgeRuntimeError
 
 COMMAND_MODULES = [
-    "edge_runtime.cli.bench",
-    "edge_runtime.cli.demo",
-    "edge_runtime.cli.bench",
     "edge_runtime.cli.convert",
     "edge_runtime.cli.run",
     "edge_runtime.cli.inspect",
-    "edge_runtime.cli.meter",
-    "edge_runtime.cli.profile",
+    "edge_runtime.cli.bench",
+    "edge_runtime.cli.demo",
     "edge_runtime.cli.predict",
+    "edge_runtime.cli.profile",
+    "edge_runtime.cli.meter",
     "edge_runtime.cli.serve",
     "edge_runtime.cli.service",
 ]
