@@ -126,7 +126,8 @@ def _aeq(src: Path, dst: Path, recipe: Any, calibration: Sequence[np.ndarray] | 
     except ImportError as exc:
         raise ConfigError(f"TFLite quantization needs ai-edge-quantizer: pip install 'edge-runtime[tflite]' "
                           f"({exc})") from None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):  # its per-file calibration bars
         warnings.simplefilter("ignore")
         q = quantizer.Quantizer(str(src), recipe)
         result = None
