@@ -36,7 +36,7 @@ from edge_runtime.policies.base import softmax
 __all__ = [
     "AUTOENCODERS", "EXEMPLAR_METHODS", "CBNetResult", "CBNetSettings", "ConvertingAutoencoder",
     "ExemplarChoice", "LightweightClassifier", "choose_exemplars", "create_autoencoder", "find_easy",
-    "cbnet_from_recipe", "parse_cbnet_section", "train_cbnet",
+    "cbnet_from_recipe", "cbnet_stage", "parse_cbnet_section", "train_cbnet",
 ]
 
 
@@ -55,6 +55,8 @@ class CBNetSettings:
         fallback_count: pool size (most confident first-exit inputs) for a class without easy inputs.
         max_pool: easy inputs per class considered for exemplars (seeded subsample above it).
         tolerance: max abs difference PyTorch vs ONNX for the exported parts.
+        threads: torch CPU threads while training (None: torch's default; 1 suits small models on
+            a busy machine).
     """
 
     autoencoder: str = "dense"
@@ -70,6 +72,7 @@ class CBNetSettings:
     fallback_count: int = 10
     max_pool: int = 2000
     tolerance: float = 1e-4
+    threads: int | None = None
 
     @classmethod
     def from_section(cls, spec: dict[str, Any]) -> "CBNetSettings":
@@ -113,6 +116,8 @@ def parse_cbnet_section(value: Any, where: str = "cbnet") -> dict[str, Any]:
         if expect_type(spec[key], int, f"{where}.{key}") < (0 if key.endswith("epochs") else 1):
             raise ConfigError(f"recipe key {where}.{key}: must be {'>= 0' if key.endswith('epochs') else '>= 1'}, "
                               f"got {spec[key]}")
+    if spec["threads"] is not None and expect_type(spec["threads"], int, f"{where}.threads") < 1:
+        raise ConfigError(f"recipe key {where}.threads: must be >= 1 or null, got {spec['threads']}")
     for key in ("lr", "finetune_lr", "tolerance"):
         if expect_type(spec[key], (int, float), f"{where}.{key}") <= 0:
             raise ConfigError(f"recipe key {where}.{key}: must be > 0, got {spec[key]}")
@@ -232,7 +237,19 @@ def train_cbnet(
         >>> res.report["cbnet_accuracy"]                                                 # doctest: +SKIP
     """
     s = settings or CBNetSettings()
-    x, y = x.float(), y.long()
+    threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    try:
+        return _train_cbnet(model, x.float(), y.long(), policy, s, x_val, y_val, seed, progress, checkpoint_dir,
+                            resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy: ExitPolicy, s: CBNetSettings,
+                 x_val: torch.Tensor | None, y_val: torch.Tensor | None, seed: int, progress: bool,
+                 checkpoint_dir: str | Path | None, resume: bool) -> CBNetResult:
     y_np = y.numpy()
     torch.manual_seed(seed)
     logits = exit_logits(model, x)
@@ -245,7 +262,8 @@ def train_cbnet(
     ae = create_autoencoder(s.autoencoder, tuple(x.shape[1:]), value_range, **s.autoencoder_kwargs)
     target = x[torch.from_numpy(choice.target_index)]
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    key = fingerprint(s.to_dict(), seed, x, choice.target_index, [p.detach() for p in model.parameters()][:4])
+    run = {k: v for k, v in s.to_dict().items() if k not in ("threads", "tolerance")}
+    key = fingerprint(run, seed, x, choice.target_index, [p.detach() for p in model.parameters()][:4])
     ae_loss = fit(ae, list(ae.parameters()), ae.loss, x, target, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                   seed=seed, desc="cbnet autoencoder", progress=progress,
                   checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None, resume=resume, key=key)
@@ -313,3 +331,22 @@ def cbnet_from_recipe(recipe: Any, model: EarlyExitModel, split: Any, preprocess
     exp = recipe["export"]
     return result.exporter(example, real_inputs=verify_inputs, batch_sizes=exp["verify_batch_sizes"],
                            opset=exp["opset"], seed=recipe["seed"])
+
+
+def cbnet_stage(recipe: Any, model: EarlyExitModel, split: Any, preprocess: Callable[[np.ndarray], np.ndarray],
+                example: torch.Tensor, *, verify_inputs: torch.Tensor | None = None,
+                checkpoint_dir: str | Path | None = None, resume: bool = False,
+                progress: bool = True) -> Callable[[dict[str, Any]], CBNetExporter] | None:
+    """``convert``'s hook: None without a recipe ``cbnet`` section, else ``policy -> exporter`` that trains
+    CBNet with that (calibrated) policy when called (see :func:`cbnet_from_recipe`).
+
+    Raises:
+        ConfigError: the recipe has ``cbnet`` but no ``data`` section to train on.
+    """
+    if recipe.get("cbnet") is None:
+        return None
+    if split is None:
+        raise ConfigError("recipe key 'cbnet' needs a 'data' section (the training split CBNet learns from)")
+    return lambda policy: cbnet_from_recipe(recipe, model, split, preprocess, policy, example,
+                                            verify_inputs=verify_inputs, checkpoint_dir=checkpoint_dir,
+                                            resume=resume, progress=progress)

@@ -115,10 +115,16 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
         xcal, ycal = split.arrays("calibration")
         kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)
+    from converters.cbnet import cbnet_stage  # CBNet (issue 8): trains with the calibrated policy
+
+    cbnet = cbnet_stage(recipe, model, split, pre, example, verify_inputs=verify,
+                        checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress)
     if not recipe.get("calibrate"):
+        if cbnet is not None:
+            kwargs["extra_parts"] = [cbnet(pol)]
         result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
     else:
-        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs)
+        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, cbnet)
     ckpt = checkpoint_path(out)
     if ckpt.parent.is_dir():
         shutil.rmtree(ckpt.parent, ignore_errors=True)   # the bundle is complete; the checkpoint has served
@@ -163,8 +169,12 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
 
 
 def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Path, overwrite: bool,
-                          recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any]) -> Path:
-    """Export into a staging directory, calibrate on its ONNX files, finish the manifest, move into place."""
+                          recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any], cbnet: Any = None) -> Path:
+    """Export into a staging directory, calibrate on its ONNX files, finish the manifest, move into place.
+
+    ``cbnet`` (from :func:`converters.cbnet.cbnet_stage`) trains CBNet with the calibrated policy and adds
+    its ONNX parts to the staging bundle.
+    """
     import edge_runtime
     from converters.calibrate import calibrate, evaluate_point, measure_segment_latency, oracle
     from edge_runtime.bundle import MANIFEST_NAME, read_bundle, validate_manifest
@@ -205,9 +215,13 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
                            "oracle_at_chosen_accuracy": oracle(outs_t, yt, *cost, accuracy=at_chosen.accuracy)}
         m["policy"] = {"name": pol["name"], "kwargs": cal.policy_kwargs, "thresholds": list(chosen.thresholds)}
         m["calibration"] = section
-        from converters.variants import recalibrate_variants  # quantized variants: their own thresholds
+        from converters.variants import add_part_variants, recalibrate_variants
 
-        variants = recalibrate_variants(staging, m, xc, yc)
+        if cbnet is not None:
+            parts = cbnet(m["policy"])
+            parts(staging, m)
+            add_part_variants(parts, staging, m, kwargs)  # TFLite/quantized files of the parts (issue 6)
+        variants = recalibrate_variants(staging, m, xc, yc)  # quantized variants: their own thresholds
         if variants:
             m["policy"]["variants"] = variants
         for e, acc in zip(m["exits"], test_acc):

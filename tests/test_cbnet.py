@@ -123,7 +123,7 @@ def cbnet_bundle(tmp_path_factory):
     model = create_model("tiny_cnn", image_size=8, widths=[8, 16], exits_after=[0]).eval()
     x, y = _digits8(300)
     res = train_cbnet(model, x, y, create_policy("entropy", 2, 2.0),
-                      CBNetSettings(epochs=2, finetune=True, finetune_epochs=1), progress=False,
+                      CBNetSettings(epochs=2, finetune=True, finetune_epochs=1, threads=1), progress=False,
                       checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
     out = export_bundle(model, x[:1], tmp_path_factory.mktemp("cbnet") / "b", name="cbnet_tiny", policy="entropy",
                         thresholds=0.5, extra_parts=[res.exporter(x[:1], real_inputs=x[:16])])
@@ -252,3 +252,52 @@ def test_recipe_defaults_are_the_papers():
     spec = parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": None})["cbnet"]
     s = CBNetSettings.from_section(spec)
     assert (s.autoencoder, s.exemplars, s.batch_size, s.epochs, s.finetune) == ("dense", "medoid", 256, 20, False)
+
+
+# -- convert with a cbnet section --------------------------------------------------------------------------
+
+SMALL_RECIPE = {
+    "name": "cbnet_small",
+    "seed": 0,
+    "data": {"name": "digits", "kwargs": {"size": 8}},
+    "model": {"name": "tiny_cnn", "kwargs": {"image_size": 8, "widths": [8, 16], "exits_after": [0]}},
+    "train": {"threads": 1, "stages": [{"name": "branchy", "loss": {"name": "weighted_exits"}, "lr": 0.01,
+                                        "epochs": 2, "batch_size": 64}]},
+    "policy": {"name": "entropy", "thresholds": 0.5},
+    "calibrate": {"measure_latency": False, "max_accuracy_drop": 5.0},
+    "cbnet": {"autoencoder": {"name": "dense", "kwargs": {"scale": "none", "hidden": [128, 64]}}, "epochs": 30,
+              "batch_size": 64, "finetune": True, "finetune_epochs": 2, "threads": 1},
+}
+
+
+def test_convert_with_cbnet_runs_in_all_three_modes(tmp_path):
+    from converters import convert
+    from edge_runtime.datasets import load_split
+
+    out = convert(parse_recipe(SMALL_RECIPE), tmp_path / "b", progress=False)
+    assert not (tmp_path / "b.train").exists()          # checkpoints are removed once the bundle is complete
+    rt = edge_runtime.load_bundle(out, threads=1)
+    m = rt.manifest
+    cb = m["cbnet"]
+    assert cb["training"]["settings"]["epochs"] == 30 and cb["verification"]["passed"]
+    # easy samples were decided with the calibrated thresholds, the ones the bundle ships
+    assert m["calibration"]["chosen"]["thresholds"] == m["policy"]["thresholds"]
+    x_raw, y = load_split(out, "test")
+    x = rt.preprocess(x_raw)
+    acc = {mode: float((rt.infer(x, mode=mode).predictions == y).mean()) for mode in ("early_exit", "full", "cbnet")}
+    assert acc["cbnet"] > 0.5, acc                         # it learned to convert (chance is 0.1)
+    res = rt.infer(x[:3], mode="cbnet")
+    assert (res.exit_index == 0).all() and res.segment_batch_size.tolist() == [3, 0]
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(out), "--random", "2", "--mode", "cbnet",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert '"mode": "cbnet"' in proc.stdout and '"part_latency_s"' in proc.stdout
+
+
+def test_cbnet_section_needs_data():
+    from converters import convert
+
+    recipe = {k: v for k, v in SMALL_RECIPE.items() if k not in ("data", "train", "calibrate")}
+    recipe["model"] = {"name": "tiny_cnn", "kwargs": {"image_size": 8}}
+    with pytest.raises(ConfigError, match="'cbnet' needs a 'data' section"):
+        convert(parse_recipe(recipe), Path("/nonexistent/never-written"), progress=False)
