@@ -46,6 +46,7 @@ class _Tracker:
         self.preds: list[np.ndarray] = []
         self.exits: list[np.ndarray] = []
         self.seg = np.zeros(n_segments)
+        self.parts: dict[str, float] = {}
         self.energy = 0.0
         self.energy_calls = 0
         self.energy_source: str | None = None
@@ -93,6 +94,8 @@ def measure(configs: list[BenchConfig], x: np.ndarray, y: np.ndarray, settings: 
                     t.exits.append(np.asarray(res.exit_index))
                     if c.segmented:
                         t.seg += np.asarray(res.segment_latency_s, dtype=np.float64)
+                    for part, sec in (getattr(res, "part_latency_s", None) or {}).items():  # CBNet's parts
+                        t.parts[part] = t.parts.get(part, 0.0) + float(sec)
                 if res.energy_j is not None:
                     t.energy += float(res.energy_j)
                     t.energy_calls += 1
@@ -141,6 +144,7 @@ def _summarize(c: BenchConfig, per_b: dict[int, dict[str, _Tracker]], b1_plan: l
         "throughput": throughput,
         "exit_histogram": np.bincount(np.clip(exits, 0, n_exits - 1), minlength=n_exits).tolist(),
         "per_segment_ms": (t1.seg / calls * 1e3).tolist() if c.segmented else None,
+        "per_part_ms": {k: v / calls * 1e3 for k, v in t1.parts.items()} or None,
         "energy": {"per_inference_j": energy, "source": t1.energy_source if energy is not None else None},
         "peak_rss_mb": max(t.rss for tr in per_b.values() for n, t in tr.items() if n == c.name) / 2**20,
     }

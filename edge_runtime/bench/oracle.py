@@ -34,7 +34,7 @@ def oracle_row(exit_outputs: list[np.ndarray], y: np.ndarray, never: dict[str, A
     row: dict[str, Any] = {
         "accuracy": float((preds == y).mean()),
         "exit_histogram": np.bincount(exits, minlength=n_exits).tolist(),
-        "latency_ms": None, "per_segment_ms": None, "energy": {"per_inference_j": None, "source": None},
+        "latency_ms": None, "per_segment_ms": None, "per_part_ms": None, "energy": {"per_inference_j": None, "source": None},
     }
     if never and never.get("per_segment_ms") and never.get("latency_ms"):
         seg = np.asarray(never["per_segment_ms"], dtype=np.float64)

@@ -125,13 +125,21 @@ def segment_latency(results: dict[str, Any], path: Path) -> None:
             rest = r["latency_ms"]["mean"] - left
             if rest > 0:
                 ax.barh(y, rest, left=left, color="lightgray", label=once("outside segments"))
+        elif r.get("per_part_ms"):  # CBNet: autoencoder, then classifier
+            left = 0.0
+            for k, (part, v) in enumerate(r["per_part_ms"].items()):
+                ax.barh(y, v, left=left, color=("tab:orange", "tab:green", "tab:red")[k % 3], label=once(part))
+                left += v
+            rest = r["latency_ms"]["mean"] - left
+            if rest > 0:
+                ax.barh(y, rest, left=left, color="lightgray", label=once("outside segments"))
         else:
             ax.barh(y, r["latency_ms"]["mean"], color="gray", alpha=0.7, label=once("not segmented"))
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("mean latency at batch 1 (ms)")
-    ax.set_title("per-segment latency (gray: one graph / not segmented)", fontsize=10)
+    ax.set_title("per-segment (and CBNet per-part) latency; gray: one graph", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -72,6 +72,9 @@ def _segments_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]
     for r in results["configs"]:
         segs = r.get("per_segment_ms")
         cells = [_f(v, ".3f") for v in segs] if segs else ["–"] * n
+        parts = r.get("per_part_ms")
+        if parts and not segs:  # CBNet: its parts instead of segments
+            cells = [", ".join(f"{k} {v:.3f}" for k, v in parts.items())] + ["–"] * (n - 1)
         rows.append([r["name"]] + cells + [" / ".join(str(c) for c in r["exit_histogram"])])
     return headers, rows
 
