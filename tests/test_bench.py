@@ -261,10 +261,11 @@ def test_sweep_uses_the_calibration_curve_then_quantiles(bundles, tmp_path):
     rt = edge_runtime.load_bundle(bundle, threads=1)
     x = np.random.default_rng(0).standard_normal((30, 1, 16, 16)).astype(np.float32)
     ctx = BenchContext(runtimes={("onnxruntime", "fp32"): rt}, x=x, y=np.zeros(30, np.int64), sweep_points=2)
-    points, source = sweep_thresholds(rt, ctx)
+    points, source, origins = sweep_thresholds(rt, ctx)
     assert points == [[0.1, 0.4], [0.3, 0.2]] and source.startswith("manifest calibration curve")  # by cost
     ctx.sweep_points = 5
-    points, source = sweep_thresholds(rt, ctx)
+    points, source, origins = sweep_thresholds(rt, ctx)
     assert points[:2] == [[0.1, 0.4], [0.3, 0.2]] and len(points) == 5 and "quantile" in source
+    assert origins == ["calibration curve"] * 2 + ["score quantile 0.25", "score quantile 0.50", "score quantile 0.75"]
     scores = [rt.default_policy.score(o) for o in rt.exit_outputs(x)[:-1]]
     assert points[2][0] == pytest.approx(np.quantile(scores[0], 0.25))  # levels 0.25, 0.5, 0.75

@@ -159,13 +159,13 @@ def _sweep(ctx: BenchContext) -> list[BenchConfig]:
     from edge_runtime.bench.sweep import sweep_thresholds
 
     rt = ctx.primary
-    points, source = sweep_thresholds(rt, ctx)
+    points, source, origins = sweep_thresholds(rt, ctx)
     ctx.sweep_source = source
     rows = []
-    for k, thr in enumerate(points):
+    for k, (thr, origin) in enumerate(zip(points, origins)):
         pol = rt.make_policy(None, thr)
         rows.append(BenchConfig(
-            name=f"sweep_{k:02d}", kind="sweep", label=f"sweep point {k}",
+            name=f"sweep_{k:02d}", kind="sweep", label=f"sweep point {k} ({origin})",
             run=lambda x, pol=pol: rt.infer(x, policy=pol), backend=ctx.primary_key[0],
             precision=ctx.primary_key[1], policy=rt.manifest["policy"]["name"], thresholds=list(pol.thresholds),
             segmented=True))

@@ -9,8 +9,8 @@ import numpy as np
 from edge_runtime.policies import ScorePolicy
 
 
-def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
-    """Up to ``ctx.sweep_points`` per-exit threshold vectors and where they came from.
+def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str, list[str]]:
+    """Up to ``ctx.sweep_points`` per-exit threshold vectors, where the sweep came from, and each point's origin.
 
     1. ``calibration.curve`` in the manifest (points with ``thresholds`` for the bundle's policy):
        up to ``sweep_points`` points spread evenly over the curve ordered by cost.
@@ -22,20 +22,21 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
     """
     k = int(ctx.sweep_points)
     if k <= 0:
-        return [], "disabled (--sweep-points 0)"
+        return [], "disabled (--sweep-points 0)", []
     num = rt.num_exits - 1
     policy = rt.default_policy
     if num < 1 or not getattr(policy, "uses_thresholds", False):
         ctx.notes.append(f"no threshold sweep: policy {rt.manifest['policy']['name']!r} takes no thresholds")
-        return [], "none (policy takes no thresholds)"
+        return [], "none (policy takes no thresholds)", []
     curve = _spread(_curve_points(rt.manifest, num), k)
     source = f"manifest calibration curve ({len(curve)} points)" if curve else ""
+    origins = ["calibration curve"] * len(curve)
     if len(curve) >= k:
-        return curve, source
+        return curve, source, origins
     if not isinstance(policy, ScorePolicy):
         if not curve:
             ctx.notes.append(f"no threshold sweep: policy {type(policy).__name__} has no per-sample score to sweep")
-        return curve, source or "none (policy has no score)"
+        return curve, source or "none (policy has no score)", origins
     extra = k - len(curve)
     outs = ctx.exit_outputs()
     scores = [np.asarray(policy.score(o), dtype=np.float64) for o in outs[:-1]]
@@ -45,7 +46,8 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str]:
         qq = q if policy.lower_is_confident else 1.0 - q
         points.append([float(np.quantile(s, qq)) for s in scores])
     quant = f"quantile sweep ({extra} levels of per-exit {type(policy).__name__} scores on the benchmark data)"
-    return curve + points, f"{source} + {quant}" if source else quant
+    origins += [f"score quantile {q:.2f}" for q in levels]
+    return curve + points, (f"{source} + {quant}" if source else quant), origins
 
 
 def _curve_points(manifest: dict[str, Any], num: int) -> list[list[float]]:
