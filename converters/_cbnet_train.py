@@ -99,12 +99,14 @@ def fit(
     checkpoint: Path | None = None,
     resume: bool = False,
     key: str = "",
+    shift: int = 0,
 ) -> list[float]:
     """Adam on mini-batches of (x, target) for ``epochs``; mean loss per epoch.
 
     Checkpoints module, optimiser and epoch after every epoch when ``checkpoint`` is set;
     with ``resume`` it continues from there (the shuffling is seeded per epoch, so a
-    resumed run sees the same batches as an uninterrupted one).
+    resumed run sees the same batches as an uninterrupted one). ``shift`` > 0 translates every
+    input batch by up to that many pixels (seeded, :func:`random_shift`); targets stay as they are.
     """
     opt = torch.optim.Adam(params, lr=lr)
     history: list[float] = []
@@ -122,11 +124,12 @@ def fit(
     try:
         for epoch in range(start, epochs):
             module.train()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=gen)
             total = 0.0
             for s in range(steps):
                 idx = order[s * batch_size:(s + 1) * batch_size]
-                loss = loss_fn(x[idx], target[idx])
+                loss = loss_fn(random_shift(x[idx], shift, gen), target[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -142,6 +145,21 @@ def fit(
         bar.close()
     module.eval()
     return history
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image of (N, C, H, W) by a random (dy, dx) in [-max_shift, max_shift] pixels,
+    filling with the border values (digits: background). No shift or non-image inputs: ``x`` itself."""
+    if max_shift <= 0 or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=gen)
+    out = torch.empty_like(x)
+    for dy, dx in torch.unique(offsets, dim=1).T.tolist():
+        rows = (offsets[0] == dy) & (offsets[1] == dx)
+        out[rows] = padded[rows, :, dy:dy + h, dx:dx + w]
+    return out
 
 
 def classifier_loss(classifier: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

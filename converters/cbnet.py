@@ -50,6 +50,8 @@ class CBNetSettings:
         exemplars: ``medoid`` (one per class, the paper's prototype) or ``nearest``.
         require_correct: an easy input must also be classified correctly at the first exit.
         epochs, batch_size, lr: the autoencoder's Adam training (paper: 20 epochs, batch 256).
+        shift: augment the autoencoder's training inputs by random translations of up to this many
+            pixels (0: off, the paper's setting; targets stay the exemplars).
         finetune: also fine-tune a copy of the lightweight classifier on converted inputs.
         finetune_epochs, finetune_lr: its Adam training.
         fallback_count: pool size (most confident first-exit inputs) for a class without easy inputs.
@@ -66,6 +68,7 @@ class CBNetSettings:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
+    shift: int = 0
     finetune: bool = False
     finetune_epochs: int = 5
     finetune_lr: float = 1e-4
@@ -112,10 +115,10 @@ def parse_cbnet_section(value: Any, where: str = "cbnet") -> dict[str, Any]:
                           f"known: {', '.join(EXEMPLAR_METHODS.names())}")
     for key in ("require_correct", "finetune"):
         expect_type(spec[key], bool, f"{where}.{key}")
-    for key in ("epochs", "batch_size", "finetune_epochs", "fallback_count", "max_pool"):
-        if expect_type(spec[key], int, f"{where}.{key}") < (0 if key.endswith("epochs") else 1):
-            raise ConfigError(f"recipe key {where}.{key}: must be {'>= 0' if key.endswith('epochs') else '>= 1'}, "
-                              f"got {spec[key]}")
+    for key in ("epochs", "batch_size", "finetune_epochs", "fallback_count", "max_pool", "shift"):
+        low = 0 if key in ("epochs", "finetune_epochs", "shift") else 1
+        if expect_type(spec[key], int, f"{where}.{key}") < low:
+            raise ConfigError(f"recipe key {where}.{key}: must be >= {low}, got {spec[key]}")
     if spec["threads"] is not None and expect_type(spec["threads"], int, f"{where}.threads") < 1:
         raise ConfigError(f"recipe key {where}.threads: must be >= 1 or null, got {spec['threads']}")
     for key in ("lr", "finetune_lr", "tolerance"):
@@ -266,7 +269,8 @@ def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy
     key = fingerprint(run, seed, x, choice.target_index, [p.detach() for p in model.parameters()][:4])
     ae_loss = fit(ae, list(ae.parameters()), ae.loss, x, target, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                   seed=seed, desc="cbnet autoencoder", progress=progress,
-                  checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None, resume=resume, key=key)
+                  checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None, resume=resume, key=key,
+                  shift=s.shift)
     classifier = LightweightClassifier(model).eval()
     finetuned, ft_loss = None, []
     if s.finetune:

@@ -104,6 +104,20 @@ def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
         create_autoencoder("dense", (1, 8, 8), ([0.0], [1.0]), depth=3)
 
 
+def test_shift_augmentation_translates_each_image_within_the_bound():
+    from converters._cbnet_train import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0                                   # one bright pixel in the middle
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    pos = out.reshape(64, -1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # really random
+    assert random_shift(x, 0, torch.Generator()) is x
+
+
 # -- training, export, device mode ---------------------------------------------------------------------
 
 
@@ -241,6 +255,8 @@ def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):
     ({"autoencoder": {"name": "conv", "kwargs": {"hidden": [8]}}}, "cbnet.autoencoder.kwargs.hidden"),
     ({"finetune": "yes"}, "cbnet.finetune"),
     ({"lr": 0}, "cbnet.lr"),
+    ({"shift": -1}, "cbnet.shift"),
+    ({"threads": 0}, "cbnet.threads"),
     ({"epoch": 3}, "cbnet.'epoch'"),
 ])
 def test_recipe_errors_name_the_key(bad, key):
