@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.meters import _i2c
-from edge_runtime.meters.base import SampledMeter
+from edge_runtime.meters._i2c_meter import I2CSampledMeter
 
 REG_CONFIG, REG_SHUNT, REG_BUS, REG_POWER, REG_CURRENT, REG_CALIBRATION = range(6)
 
 
-class INA219Meter(SampledMeter):
+class INA219Meter(I2CSampledMeter):
     """Power from an INA219 on the I²C bus.
 
     Args:
@@ -39,15 +39,11 @@ class INA219Meter(SampledMeter):
     def __init__(self, bus: int | _i2c.I2CBus = 1, *, address: int = 0x40, shunt_ohms: float = 0.1,
                  current_lsb_a: float = 100e-6, rate_hz: float = 100.0, dev_root: str | Path = "/dev",
                  program_calibration: bool = True, **kwargs: Any) -> None:
-        super().__init__(rate_hz=rate_hz, **kwargs)
         if shunt_ohms <= 0:
             raise ConfigError(f"ina219: shunt_ohms must be > 0, got {shunt_ohms}")
-        self.address = int(address)
+        super().__init__(bus, address=address, rate_hz=rate_hz, dev_root=dev_root, **kwargs)
         self.shunt_ohms = float(shunt_ohms)
         self.current_lsb_a = float(current_lsb_a)
-        self._bus, self._owned = _i2c.open_bus(bus, dev_root)
-        self._bus_arg, self._dev_root = bus, dev_root
-        self.bus_id = bus if isinstance(bus, int) else type(bus).__name__
         if program_calibration:
             _i2c.write_register(self._bus, self.address, REG_CALIBRATION,
                                 _i2c.ina219_calibration(self.current_lsb_a, self.shunt_ohms))
@@ -77,19 +73,5 @@ class INA219Meter(SampledMeter):
         pw = _i2c.read_register(self._bus, self.address, REG_POWER)
         return _i2c.ina219_current_amps(cur, self.current_lsb_a), _i2c.ina219_power_watts(pw, self.current_lsb_a)
 
-    def read(self) -> float:
-        return self.read_volts_amps_watts()[2]
-
-    def start(self) -> "SampledMeter":
-        if self._bus is None:  # reopened after stop()
-            self._bus, self._owned = _i2c.open_bus(self._bus_arg, self._dev_root)
-        return super().start()
-
-    def _close(self) -> None:
-        if self._owned:
-            self._bus.close()  # type: ignore[attr-defined]
-            self._bus, self._owned = None, False
-
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "bus": self.bus_id, "address": hex(self.address),
-                "shunt_ohms": self.shunt_ohms}
+        return {**super().describe(), "shunt_ohms": self.shunt_ohms}

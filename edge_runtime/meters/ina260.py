@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.meters import _i2c
-from edge_runtime.meters.base import SampledMeter
+from edge_runtime.meters._i2c_meter import I2CSampledMeter
 
 REG_CONFIG, REG_CURRENT, REG_BUS, REG_POWER = range(4)
 REG_MANUFACTURER, REG_DIE = 0xFE, 0xFF
@@ -26,7 +26,7 @@ def _is_ina260(bus: _i2c.I2CBus, address: int) -> tuple[bool, str]:
     return True, "INA260"
 
 
-class INA260Meter(SampledMeter):
+class INA260Meter(I2CSampledMeter):
     """Power from an INA260 on the I²C bus.
 
     Args:
@@ -44,11 +44,7 @@ class INA260Meter(SampledMeter):
 
     def __init__(self, bus: int | _i2c.I2CBus = 1, *, address: int = 0x40, rate_hz: float = 100.0,
                  dev_root: str | Path = "/dev", **kwargs: Any) -> None:
-        super().__init__(rate_hz=rate_hz, **kwargs)
-        self.address = int(address)
-        self._bus, self._owned = _i2c.open_bus(bus, dev_root)
-        self._bus_arg, self._dev_root = bus, dev_root
-        self.bus_id = bus if isinstance(bus, int) else type(bus).__name__
+        super().__init__(bus, address=address, rate_hz=rate_hz, dev_root=dev_root, **kwargs)
         ok, why = _is_ina260(self._bus, self.address)
         if not ok:
             self._close()
@@ -68,19 +64,3 @@ class INA260Meter(SampledMeter):
     def read_chip_power(self) -> float:
         """Watts from the chip's power register (10 mW resolution)."""
         return _i2c.ina260_power_watts(_i2c.read_register(self._bus, self.address, REG_POWER))
-
-    def read(self) -> float:
-        return self.read_volts_amps_watts()[2]
-
-    def start(self) -> "SampledMeter":
-        if self._bus is None:  # reopened after stop()
-            self._bus, self._owned = _i2c.open_bus(self._bus_arg, self._dev_root)
-        return super().start()
-
-    def _close(self) -> None:
-        if self._owned:
-            self._bus.close()  # type: ignore[attr-defined]
-            self._bus, self._owned = None, False
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "bus": self.bus_id, "address": hex(self.address)}
