@@ -135,10 +135,7 @@ def from_sequential_cnn(
         final_head: the model's own classifier (after the last block).
         input_shape: one sample's input shape.
     """
-    segments = _group(blocks, exits_after)
-    cuts = sorted(set(int(e) for e in exits_after))
-    heads = [make_head(c) for c in cuts] + [final_head]
-    return EarlyExitModel(segments, heads, head_types=head_types, input_shape=input_shape)
+    return _assemble(None, blocks, exits_after, make_head, final_head, input_shape, head_types)
 
 
 def from_transformer_encoder(
@@ -155,8 +152,15 @@ def from_transformer_encoder(
 
     Hidden states between segments are the token sequences (B, tokens, dim).
     """
+    return _assemble(embed, blocks, exits_after, make_head, final_head, input_shape, head_types)
+
+
+def _assemble(stem: nn.Module | None, blocks: Sequence[nn.Module], exits_after: Sequence[int],
+              make_head: Callable[[int], nn.Module], final_head: nn.Module, input_shape: Sequence[int],
+              head_types: Sequence[str] | None) -> EarlyExitModel:
     segments = _group(blocks, exits_after)
-    segments[0] = nn.Sequential(embed, *segments[0])
+    if stem is not None:  # e.g. a ViT's patch embedding joins the first segment
+        segments[0] = nn.Sequential(stem, *segments[0])
     cuts = sorted(set(int(e) for e in exits_after))
     heads = [make_head(c) for c in cuts] + [final_head]
     return EarlyExitModel(segments, heads, head_types=head_types, input_shape=input_shape)
