@@ -12,7 +12,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,6 +63,8 @@ class DemoSettings:
         batch_sizes: the benchmark's throughput batch sizes.
         sweep_points: threshold-sweep rows per bundle.
         models: which demo models to run (keys of :data:`DEMO_MODELS`).
+        jobs: conversions run in parallel (None: one per core, at most one per model; 1: one after another,
+            with progress bars).
         progress: progress bars.
     """
 
@@ -69,6 +75,7 @@ class DemoSettings:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     sweep_points: int = 8
     models: tuple[str, ...] = field(default_factory=lambda: tuple(m.key for m in DEMO_MODELS))
+    jobs: int | None = None
     progress: bool = True
 
 
@@ -114,33 +121,80 @@ def _quick(node: Any) -> Any:
     return copy.deepcopy(node)
 
 
-def cached_bundle(model: DemoModel, settings: DemoSettings, log: Callable[[str], None] = print) -> tuple[Path, bool]:
-    """The model's bundle from the cache, converting it first when missing (or ``force``); (path, reused)."""
+def cache_path(model: DemoModel, settings: DemoSettings) -> tuple[Path, dict[str, Any]]:
+    """Where the model's bundle is cached (keyed by the resolved recipe data, the torch and edge-runtime versions
+    and the bundle format), and the recipe data it is converted from."""
+    import torch
+
+    from edge_runtime import __version__
+    from edge_runtime.bundle import FORMAT_VERSION
+
+    data = _recipe_data(model, settings.quick)
+    key = hashlib.sha256(json.dumps({"recipe": data, "torch": torch.__version__, "edge_runtime": __version__,
+                                     "bundle_format": FORMAT_VERSION}, sort_keys=True, default=str).encode()
+                         ).hexdigest()[:16]
+    return _env.cache_dir() / "demo" / f"{model.key}{'-quick' if settings.quick else ''}-{key}", data
+
+
+def _usable(path: Path, log: Callable[[str], None]) -> bool:
+    from edge_runtime.bundle import read_bundle
+
+    if not path.is_dir():
+        return False
+    try:
+        read_bundle(path)
+        return True
+    except BundleError as exc:
+        log(f"cached bundle {path} is unusable ({exc}); converting again")
+        return False
+
+
+def _convert_one(recipe_file: str, data: dict[str, Any], path: str, threads: int | None, progress: bool) -> float:
+    """Convert one recipe into ``path`` (also the entry point of a parallel worker); returns seconds taken."""
     import torch
 
     from converters.convert import convert
     from converters.recipe import parse_recipe
-    from edge_runtime.bundle import read_bundle
 
-    data = _recipe_data(model, settings.quick)
-    from edge_runtime import __version__
-    from edge_runtime.bundle import FORMAT_VERSION
+    if threads:
+        torch.set_num_threads(threads)  # a recipe's own train.threads still wins while training
+    t0 = time.perf_counter()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    convert(parse_recipe(data, source=recipe_path(recipe_file)), path, overwrite=True, progress=progress)
+    return time.perf_counter() - t0
 
-    key = hashlib.sha256(json.dumps({"recipe": data, "torch": torch.__version__, "edge_runtime": __version__,
-                                     "bundle_format": FORMAT_VERSION}, sort_keys=True, default=str).encode()
-                         ).hexdigest()[:16]
-    path = _env.cache_dir() / "demo" / f"{model.key}{'-quick' if settings.quick else ''}-{key}"
-    if path.is_dir() and not settings.force:
-        try:
-            read_bundle(path)
-            return path, True
-        except BundleError as exc:
-            log(f"cached bundle {path} is unusable ({exc}); converting again")
-    log(f"converting {model.recipe} -> {path} (cached for the next run)")
-    recipe = parse_recipe(data, source=recipe_path(model.recipe))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    convert(recipe, path, overwrite=True, progress=settings.progress)
-    return path, False
+
+def prepare_bundles(models: list[DemoModel], settings: DemoSettings,
+                    log: Callable[[str], None] = print) -> dict[str, tuple[Path, bool]]:
+    """Every model's bundle from the cache, converting the missing ones (or all with ``force``);
+    ``key -> (path, reused)``. Several conversions run in parallel processes, one core each, when the machine
+    has the cores (``settings.jobs``)."""
+    out: dict[str, tuple[Path, bool]] = {}
+    todo = []
+    for m in models:
+        path, data = cache_path(m, settings)
+        reuse = not settings.force and _usable(path, log)
+        out[m.key] = (path, reuse)
+        if not reuse:
+            todo.append((m, path, data))
+    jobs = min(len(todo), settings.jobs or os.cpu_count() or 1)
+    if jobs <= 1:
+        for m, path, data in todo:
+            log(f"converting {m.recipe} -> {path} (cached for the next run)")
+            _convert_one(m.recipe, data, str(path), None, settings.progress)
+        return out
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"converting {len(todo)} recipes in parallel ({jobs} processes, {threads} thread(s) each); "
+        f"each prints a line when done")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {}
+        for m, path, data in todo:
+            log(f"converting {m.recipe} -> {path} (cached for the next run)")
+            futures[pool.submit(_convert_one, m.recipe, data, str(path), threads, False)] = m
+        for fut in as_completed(futures):
+            log(f"converted {futures[fut].recipe} in {fut.result():.0f} s")
+    return out
 
 
 def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None] = print) -> DemoResult:
@@ -159,9 +213,10 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     reports, bundles, reused, results = {}, {}, {}, {}
+    prepared = prepare_bundles([models[k] for k in settings.models], settings, log)
     for key in settings.models:
         model = models[key]
-        cached, was_cached = cached_bundle(model, settings, log)
+        cached, was_cached = prepared[key]
         reused[key] = was_cached
         bundle = out / "bundles" / key
         if bundle.exists():

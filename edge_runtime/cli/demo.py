@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: one epoch per training stage and 64 benchmark samples (numbers mean nothing)")
     p.add_argument("--models", help="comma-separated subset of the demo models (default: all)")
+    p.add_argument("--jobs", type=int,
+                   help="conversions to run in parallel, one core each (default: one per core; 1: one after "
+                        "another, with progress bars)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -33,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
                           f"pip install -e \".[convert,bench]\"") from None
     if args.threads is not None and args.threads < 0:
         raise ConfigError(f"--threads: expected an integer >= 0, got {args.threads}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {args.jobs}")
     kwargs = {}
     if args.models:
         kwargs["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
     settings = DemoSettings(out=Path(args.out), force=args.force, threads=args.threads or None, quick=args.quick,
-                            progress=args.progress, **kwargs)
+                            jobs=args.jobs, progress=args.progress, **kwargs)
     result = run_demo(settings)
     print(f"report: {result.summary_path} (per model: " + ", ".join(str(p) for p in result.reports.values()) + ")")
     for line in result.summary:
