@@ -136,9 +136,9 @@ def test_stage2_task_term_without_feature_loss():
     value, logits = loss(model, x, y, 0)
     final = logits[-1]
     expected = sum(0.7 * F.cross_entropy(z, y) + 0.3 * kd_loss(z, final, 2.0) for z in logits[:-1]) / 3
-    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     with_features, _ = create_loss("lgvit_stage2", model, beta=0.5)(model, x, y, 0)
-    assert float(with_features) > float(value)
+    assert float(with_features.detach()) > float(value.detach())
 
 
 @pytest.mark.parametrize("name", ["lgvit_vit", "vit_linear", "tiny_cnn"])
@@ -219,3 +219,19 @@ def test_random_shift_translates_each_image_by_its_own_offset():
         assert windows, f"image {i} is not a translated copy"
     with pytest.raises(ConfigError, match="shift"):
         create_loss("lgvit_stage1", _tiny(), shift=-1)
+
+
+@pytest.mark.parametrize("recipe", ["lgvit_vit", "vit_linear"])
+def test_shipped_recipes_validate_and_build(recipe):
+    from pathlib import Path
+
+    from converters.convert import build_model
+    from converters.recipe import load_recipe
+
+    r = load_recipe(Path(__file__).resolve().parents[1] / "converters" / "recipes" / f"{recipe}.yaml")
+    assert [s["loss"]["name"] for s in r["train"]["stages"]] == ["lgvit_stage1", "lgvit_stage2"]
+    model = build_model(r)
+    expected = ["lgvit_local", "lgvit_local", "lgvit_global", "lgvit_global"] if recipe == "lgvit_vit" \
+        else ["cls_linear"] * 4
+    assert model.head_types == expected + ["cls_linear"]
+    assert model.input_shape == (1, 32, 32)
