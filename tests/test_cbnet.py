@@ -193,6 +193,10 @@ def test_manifest_reports_cost_and_training_and_other_modes_still_run(cbnet_bund
     assert rt.infer(x).mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
     base = edge_runtime.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
     assert base.part_latency_s.keys() == {"autoencoder", "classifier_base"}
+    from edge_runtime.cli.inspect import format_bundle
+
+    text = format_bundle(rt.manifest)
+    assert "cbnet (mode 'cbnet'): autoencoder" in text and "FLOPs it saves" in text and "cbnet_finetuned" in text
 
 
 def test_tampered_cbnet_part_is_refused(cbnet_bundle, tmp_path):

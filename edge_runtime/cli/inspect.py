@@ -23,6 +23,10 @@ def _fmt_int(n: int) -> str:
     return str(n)
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+
+
 def format_bundle(manifest: dict) -> str:
     """The human-readable summary printed by ``inspect``."""
     m = manifest
@@ -62,7 +66,19 @@ def format_bundle(manifest: dict) -> str:
     if chosen:
         lines.extend(_calibration_lines(cal, chosen))
     if "cbnet" in m:
-        lines.append(f"cbnet: {', '.join(sorted(m['cbnet'].get('parts', {})))}")
+        cb = m["cbnet"]
+        parts = ", ".join(f"{k} {_fmt_int(v['flops'])} FLOPs" for k, v in sorted(cb.get("parts", {}).items()))
+        lines.append(f"cbnet (mode 'cbnet'): {parts}")
+        cost, train = cb.get("cost", {}), cb.get("training", {})
+        if cost:
+            lines.append(f"  autoencoder + classifier {_fmt_int(cost['cbnet_flops'])} FLOPs vs full "
+                         f"{_fmt_int(cost['full_model_flops'])} ({_times(cost['flops_ratio_full_vs_cbnet'])}); "
+                         f"autoencoder {'cheaper' if cost['cheaper_than_saved'] else 'NOT cheaper'} than the "
+                         f"{_fmt_int(cost['saved_flops'])} FLOPs it saves")
+        accs = {k: v for k, v in train.items() if k.endswith("_accuracy") and isinstance(v, float)}
+        if accs:
+            lines.append(f"  {train.get('evaluated_on', '')} accuracy: " + ", ".join(
+                f"{k.removesuffix('_accuracy')} {100 * v:.2f}%" for k, v in accs.items()))
     return "\n".join(lines)
 
 
