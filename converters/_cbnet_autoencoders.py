@@ -116,20 +116,28 @@ class DenseAutoencoder(ConvertingAutoencoder):
         reference_size: input size the widths are given for (784 = 28x28).
         scale: ``input`` scales every width by input_size / reference_size (with floors of
             ``min_width`` and ``min_code``); ``none`` keeps them as given.
+        pool: average-pool (C, H, W) inputs by this factor before the encoder (1: off). The decoder
+            still writes every pixel; the encoder's input size (what ``scale`` uses) shrinks by pool².
     """
 
     def __init__(self, input_shape: tuple[int, ...], value_range: Any, output: str = "sigmoid",
                  hidden: Sequence[int] = (512, 256), code: int = 32, reference_size: int = 784,
-                 scale: str = "input", min_width: int = 32, min_code: int = 16) -> None:
+                 scale: str = "input", min_width: int = 32, min_code: int = 16, pool: int = 1) -> None:
         super().__init__(input_shape, value_range, output)
         size = math.prod(input_shape)
-        scales = {"input": size / reference_size, "none": 1.0}
+        layers: list[nn.Module] = []
+        if pool > 1:
+            if len(input_shape) != 3:
+                raise ConfigError(f"autoencoder 'dense' pool needs (C, H, W) inputs, got shape {list(input_shape)}")
+            layers.append(nn.AvgPool2d(pool, ceil_mode=True))
+        encoder_in = math.prod(nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1:])
+        scales = {"input": encoder_in / reference_size, "none": 1.0}
         if scale not in scales:
             raise ConfigError(f"autoencoder scale: expected one of {', '.join(scales)}, got {scale!r}")
         factor = scales[scale]
         widths = [_scaled(w, factor, min_width) for w in hidden] + [_scaled(code, factor, min_code)]
-        layers: list[nn.Module] = [nn.Flatten()]
-        prev = size
+        layers.append(nn.Flatten())
+        prev = encoder_in
         for w in widths:
             layers += [nn.Linear(prev, w), nn.ReLU()]
             prev = w

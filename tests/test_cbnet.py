@@ -102,6 +102,11 @@ def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
     assert small.widths == [42, 32, 16]
     with pytest.raises(ConfigError, match="bad arguments"):
         create_autoencoder("dense", (1, 8, 8), ([0.0], [1.0]), depth=3)
+    pooled = create_autoencoder("dense", (1, 28, 28), ([0.0], [1.0]), pool=2, hidden=[256, 128], scale="none")
+    assert pooled.net[0].kernel_size == 2 and pooled.net[2].in_features == 196 and pooled.widths == [256, 128, 32]
+    with torch.no_grad():
+        out = pooled(torch.randn(3, 1, 28, 28) * 5)
+    assert out.shape == (3, 1, 28, 28) and out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_shift_augmentation_translates_each_image_within_the_bound():
