@@ -148,7 +148,8 @@ def choose_exemplars(x: np.ndarray, y: np.ndarray, easy: np.ndarray, method: str
             continue
         if pool.size == 0:
             fallback.append(c)
-            order = np.argsort(-confidence[members], kind="stable") if confidence is not None else np.arange(members.size)
+            order = (np.argsort(-confidence[members], kind="stable") if confidence is not None
+                     else np.arange(members.size))
             pool = members[order[:max(1, fallback_count)]]
         if pool.size > max_pool:
             pool = np.sort(rng.choice(pool, size=max_pool, replace=False))
