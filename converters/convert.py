@@ -111,7 +111,8 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
                   preprocessing=preprocessing, tolerance=float(exp["tolerance"]),
                   verify_batch_sizes=exp["verify_batch_sizes"], verify_inputs=verify,
                   include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
-                  backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"])
+                  backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
+                  fp16_tolerance=float(exp["fp16_tolerance"]))
     if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
         xcal, ycal = split.arrays("calibration")
         kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)

@@ -197,6 +197,7 @@ def export_bundle(
     quantize: Sequence[str] = (),
     calibration_inputs: Any = None,
     calibration_labels: Any = None,
+    fp16_tolerance: float = 1e-2,
 ) -> Path:
     """Export, check and verify ``model`` into a bundle directory, atomically.
 
@@ -258,7 +259,7 @@ def export_bundle(
     variant_hooks = variant_exporters(
         model, example_input, backends=backends, tflite_batch_sizes=tflite_batch_sizes, quantize=quantize,
         calibration_inputs=calibration_inputs, calibration_labels=calibration_labels, tolerance=tolerance,
-        verify_inputs=_verify_inputs(example_input, verify_batch_sizes, seed)
+        fp16_tolerance=fp16_tolerance, verify_inputs=_verify_inputs(example_input, verify_batch_sizes, seed)
         + ([verify_inputs.to(torch.float32)] if verify_inputs is not None else []),
         extra_parts=extra_parts,
     )

@@ -133,7 +133,7 @@ def _policy(value: Any, where: str) -> dict[str, Any]:
 def _export(value: Any, where: str) -> dict[str, Any]:
     spec = expect_mapping(value, where, {"tolerance": 1e-4, "opset": 17, "verify_batch_sizes": [1, 3],
                                          "full_model": True, "backends": ["onnx"], "tflite_batch_sizes": [1],
-                                         "quantize": []})
+                                         "quantize": [], "fp16_tolerance": 1e-2})
     tol = expect_type(spec["tolerance"], (int, float), f"{where}.tolerance")
     if tol <= 0:
         raise ConfigError(f"recipe key {where}.tolerance: must be > 0, got {tol}")
@@ -142,6 +142,8 @@ def _export(value: Any, where: str) -> dict[str, Any]:
     if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
         raise ConfigError(f"recipe key {where}.verify_batch_sizes: expected positive integers, got {sizes!r}")
     expect_type(spec["full_model"], bool, f"{where}.full_model")
+    if expect_type(spec["fp16_tolerance"], (int, float), f"{where}.fp16_tolerance") <= 0:
+        raise ConfigError(f"recipe key {where}.fp16_tolerance: must be > 0, got {spec['fp16_tolerance']}")
     _export_variants(spec, where)
     return spec
 

@@ -301,7 +301,7 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
 def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends: Sequence[str] = ("onnx",),
                       tflite_batch_sizes: Sequence[int] = (1,), quantize: Sequence[str] = (),
                       calibration_inputs: Any = None, calibration_labels: Any = None, tolerance: float = 1e-4,
-                      verify_inputs: Sequence[torch.Tensor] = (), extra_parts: Sequence[Any] = ()) -> list[Any]:
+                      fp16_tolerance: float = 1e-2, verify_inputs: Sequence[torch.Tensor] = (), extra_parts: Sequence[Any] = ()) -> list[Any]:
     """The hooks ``export_bundle`` runs for its ``backends``/``tflite_batch_sizes``/``quantize`` options.
 
     Returns an empty list for the default (ONNX fp32 only), so that path is unchanged.
@@ -313,7 +313,7 @@ def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends:
         >>> hooks = variant_exporters(model, example, backends=("onnx", "tflite"), quantize=("tflite/int8",),
         ...                           calibration_inputs=x_cal)                        # doctest: +SKIP
     """
-    options = VariantOptions(tuple(backends), tuple(tflite_batch_sizes), tuple(quantize), tolerance)
+    options = VariantOptions(tuple(backends), tuple(tflite_batch_sizes), tuple(quantize), tolerance, fp16_tolerance)
     if not options.needed:
         return []
     calib = None if calibration_inputs is None else torch.as_tensor(np.asarray(calibration_inputs, np.float32))

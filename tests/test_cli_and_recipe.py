@@ -65,6 +65,7 @@ BASE = {"name": "t", "model": {"name": "tiny_cnn", "kwargs": {}}}
         ({**BASE, "export": {"tolerance": -1}}, r"export\.tolerance: must be > 0"),
         ({**BASE, "export": {"tolerence": 1}}, r"export\.'tolerence' is not known"),
         ({**BASE, "export": {"verify_batch_sizes": [1, 0]}}, r"export\.verify_batch_sizes"),
+        ({**BASE, "export": {"fp16_tolerance": 0}}, r"export\.fp16_tolerance: must be > 0"),
         ({**BASE, "seed": True}, r"seed: expected int, got a boolean"),
         ([1, 2], "must be a YAML mapping"),
     ],
