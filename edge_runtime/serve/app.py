@@ -129,6 +129,9 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                   description="Early-exit inference daemon (KServe v2 / Triton-style API).")
     app.state.draining = False
 
+    def unknown_model(name: str) -> Response:
+        return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> dict[str, bool]:
         return {"live": True}
@@ -150,7 +153,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         try:
             m = repo.get(name)
         except KeyError:
-            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+            return unknown_model(name)
         return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation})
 
     @app.get("/v2/models/{name}/ready", tags=["health"], responses={404: {"model": ErrorBody}})
@@ -158,7 +161,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         try:
             m = repo.get(name)
         except KeyError:
-            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+            return unknown_model(name)
         return _json({"name": name, "ready": m.batcher.alive and not app.state.draining})
 
     @app.post("/v2/models/{name}/infer", tags=["inference"], response_model=None,
@@ -167,7 +170,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         try:
             model = repo.get(name)
         except KeyError:
-            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+            return unknown_model(name)
         status = "200"
         try:
             body = await _read_body(request, config.max_body_bytes)
@@ -228,7 +231,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                                                                                    422: {"model": ErrorBody}})
     async def load(name: str) -> Response:
         if name not in repo.names():
-            return _error(404, f"unknown model {name!r}", field="name", expected=", ".join(repo.names()))
+            return unknown_model(name)
         try:
             m = await asyncio.to_thread(repo.load, name)
         except EdgeRuntimeError as exc:
