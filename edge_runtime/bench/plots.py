@@ -115,20 +115,17 @@ def segment_latency(results: dict[str, Any], path: Path) -> None:
 
     for y, r in enumerate(rows):
         labels.append(r["name"])
-        segs = r.get("per_segment_ms")
-        if segs:
+        hatch = None if r["measured"] else "//"
+        if r.get("per_segment_ms"):
+            pieces = [(f"segment {i}", v, cmap(i / max(1, n_seg - 1)), hatch)
+                      for i, v in enumerate(r["per_segment_ms"])]
+        else:  # CBNet: autoencoder, then classifier
+            pieces = [(part, v, ("tab:orange", "tab:green", "tab:red")[k % 3], None)
+                      for k, (part, v) in enumerate((r.get("per_part_ms") or {}).items())]
+        if pieces:
             left = 0.0
-            for i, v in enumerate(segs):
-                ax.barh(y, v, left=left, color=cmap(i / max(1, n_seg - 1)), hatch=None if r["measured"] else "//",
-                        label=once(f"segment {i}"))
-                left += v
-            rest = r["latency_ms"]["mean"] - left
-            if rest > 0:
-                ax.barh(y, rest, left=left, color="lightgray", label=once("outside segments"))
-        elif r.get("per_part_ms"):  # CBNet: autoencoder, then classifier
-            left = 0.0
-            for k, (part, v) in enumerate(r["per_part_ms"].items()):
-                ax.barh(y, v, left=left, color=("tab:orange", "tab:green", "tab:red")[k % 3], label=once(part))
+            for name, v, color, h in pieces:
+                ax.barh(y, v, left=left, color=color, hatch=h, label=once(name))
                 left += v
             rest = r["latency_ms"]["mean"] - left
             if rest > 0:
