@@ -56,7 +56,7 @@ def build(key: str, work: Path, rebuild: bool) -> Path:
 
 def rows_for(rt: Any) -> dict[str, Callable[[np.ndarray], Any]]:
     """Row name -> call answering one model-ready batch (each goes through the same input checks)."""
-    from edge_runtime.cbnet import CBNetRunner
+    from edge_runtime.methods.cbnet import CBNetRunner
 
     rows: dict[str, Callable[[np.ndarray], Any]] = {
         "full": lambda x: rt.infer(x, mode="full"),

@@ -50,7 +50,7 @@ def convert_timed(recipe: str, out: Path) -> tuple[Path, float, float]:
 
 def _extreme(rt, leave: bool) -> list[float]:
     """Thresholds of the bundle's score policy that make every sample leave at exit 0 (or none leave)."""
-    from converters.calibrate import _probe
+    from edge_runtime.calibration import _probe
 
     pol = _probe(rt.manifest["policy"]["name"], rt.num_exits, rt.manifest["policy"]["kwargs"])
     big = 1e30 if pol.lower_is_confident == leave else -1e30
@@ -59,7 +59,7 @@ def _extreme(rt, leave: bool) -> list[float]:
 
 def measure(path: Path, threads: int, repeats: int) -> dict:
     import edge_runtime
-    from converters.calibrate import evaluate_point, oracle
+    from edge_runtime.calibration import evaluate_point, oracle
     from edge_runtime.datasets import load_split
 
     rt = edge_runtime.load_bundle(path, threads=threads)

@@ -1,7 +1,7 @@
 """LGViT heads vs linear heads on the same ViT (issue 7): accuracy-cost curves and measured batch-1 speed-up.
 
 For each bundle (``lgvit_vit`` and ``vit_linear``, converted from their recipes unless given):
-  * the calibration split's Pareto front (confidence thresholds swept by ``converters.calibrate``),
+  * the calibration split's Pareto front (confidence thresholds swept by ``edge_runtime.calibration``),
     each point re-evaluated on the TEST split: test accuracy vs mean executed FLOPs;
   * both curves read at the same expected costs (accuracy of the best front point whose calibration
     cost is within each budget), so "LGViT beats linear at equal cost" is a printed comparison;
@@ -46,7 +46,7 @@ def _bundle(given: str | None, recipe: str, out: Path) -> Path:
 
 def front_on_test(oc, yc, ot, yt, flops, policy: str = "confidence", kwargs: dict | None = None) -> list[dict]:
     """The calibration split's Pareto front (thresholds swept), each point re-evaluated on the test split."""
-    from converters.calibrate import calibrate, evaluate_point
+    from edge_runtime.calibration import calibrate, evaluate_point
 
     cal = calibrate(oc, yc, policy, kwargs or {}, flops=flops, max_accuracy_drop=100.0)
     points = []
@@ -59,7 +59,7 @@ def front_on_test(oc, yc, ot, yt, flops, policy: str = "confidence", kwargs: dic
 
 def curve(rt, path: Path) -> dict:
     """A bundle's exits on the calibration and test splits (exported ONNX chain): front, chosen point."""
-    from converters.calibrate import evaluate_point
+    from edge_runtime.calibration import evaluate_point
     from edge_runtime.datasets import load_split
 
     m = rt.manifest
@@ -76,7 +76,7 @@ def curve(rt, path: Path) -> dict:
 
 
 def _cumulative_flops(model, example) -> list[float]:
-    from converters.export import count_flops
+    from converters.export.bundle import count_flops
 
     out, total, h = [], 0.0, example
     for segment, head in zip(model.segments, model.heads):
@@ -93,11 +93,11 @@ def same_backbone(seed_recipe: str = "lgvit_vit") -> dict:
     import torch
 
     from converters import create_model
-    from converters.convert import build_model, seed_everything
-    from converters.export import count_flops
-    from converters.model import FullModel
+    from converters.pipeline.convert import build_model, seed_everything
+    from converters.export.bundle import count_flops
+    from converters.models.contract import FullModel
     from converters.recipe import load_recipe
-    from converters.train import StageConfig, Trainer, exit_logits
+    from converters.training.trainer import StageConfig, Trainer, exit_logits
     from edge_runtime.datasets import apply_preprocessing, build_split
 
     r = load_recipe(REPO / "converters" / "recipes" / f"{seed_recipe}.yaml")

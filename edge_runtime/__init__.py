@@ -14,7 +14,6 @@ from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, Expo
 from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import Registry, UnknownNameError
 from edge_runtime.runtime import MODES, InferenceResult, Runtime, load_bundle, simulate_exits
-from edge_runtime import cbnet as _cbnet  # noqa: E402,F401  registers the 'cbnet' inference mode
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """A minimal ONNX protobuf writer, so the device can build micro-benchmark graphs without the onnx package.
 
 Encodes just enough of ``onnx.proto`` (ModelProto > GraphProto > NodeProto / TensorProto /
-ValueInfoProto, float32 only) for :mod:`edge_runtime.profile_calibration`.
+ValueInfoProto, float32 only) for :mod:`edge_runtime.profile_fit`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ ONNX/TFLite graphs, and every path must stay inside the bundle directory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edge_runtime.errors import BundleError
+from edge_runtime.files import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "edge-runtime-bundle"
@@ -29,15 +29,6 @@ def manifest_schema() -> dict[str, Any]:
     """The JSON schema of the manifest (``edge_runtime/schemas/manifest.schema.json``)."""
     text = resources.files("edge_runtime").joinpath("schemas/manifest.schema.json").read_text()
     return json.loads(text)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def validate_manifest(manifest: Any, *, path: Path | str = MANIFEST_NAME) -> None:

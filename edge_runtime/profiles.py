@@ -2,7 +2,7 @@
 
 A profile describes a device (CPU, memory, accelerator), the runtime settings it prefers
 (backend, threads, precision), a power model for the energy estimator and a latency model
-for :mod:`edge_runtime.predict`. Every figure is ``{value: ..., source: "..."}``: where it
+for :mod:`edge_runtime.estimate`. Every figure is ``{value: ..., source: "..."}``: where it
 came from is part of the data. :func:`detect_profile` matches this machine against each
 profile's ``detect`` rules (device-tree model, Tegra release, ``/proc/cpuinfo``).
 """

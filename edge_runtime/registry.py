@@ -9,6 +9,7 @@ imported on first use), so optional dependencies are only imported when asked fo
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
@@ -34,9 +35,17 @@ class Registry(Generic[T]):
         'Never'
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, plugins: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T | str] = {}
+        self._plugins = plugins
+
+    def _discover(self) -> None:
+        """Import the plug-in package's modules (``plugins=``) before the first look-up, so entries a
+        method registers from its own folder are there without any shared file naming it."""
+        if self._plugins is not None:
+            package, self._plugins = self._plugins, None
+            discover_plugins(package)
 
     def register(self, name: str, obj: T | None = None) -> Any:
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is None."""
@@ -65,6 +74,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the component registered as ``name``, importing it if it was lazy."""
+        if name not in self._entries:
+            self._discover()
         try:
             entry = self._entries[name]
         except KeyError:
@@ -89,13 +100,39 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
+        self._discover()
         return sorted(self._entries)
 
+    def ordered(self) -> list[str]:
+        """All registered names in registration order (built-ins first, then plug-ins)."""
+        self._discover()
+        return list(self._entries)
+
     def __contains__(self, name: object) -> bool:
+        if name not in self._entries:
+            self._discover()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._discover()
         return len(self._entries)
+
+
+_discovered: set[str] = set()
+
+
+def discover_plugins(package: str) -> None:
+    """Import every module and sub-package directly under ``package`` once (e.g. ``edge_runtime.methods``).
+
+    Example:
+        >>> discover_plugins("edge_runtime.methods")
+    """
+    if package in _discovered:
+        return
+    _discovered.add(package)
+    pkg = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        importlib.import_module(f"{package}.{info.name}")

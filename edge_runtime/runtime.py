@@ -139,7 +139,7 @@ class SegmentRunner:
 
 
 #: inference modes: functions ``(runtime, x, policy) -> InferenceResult``; CBNet adds its own.
-MODES: Registry[Callable[..., InferenceResult]] = Registry("inference mode")
+MODES: Registry[Callable[..., InferenceResult]] = Registry("inference mode", plugins="edge_runtime.methods")
 
 
 class Runtime:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from converters import convert
 from converters.recipe import load_recipe
-from converters.train import TrainCallback
+from converters.training.trainer import TrainCallback
 
 
 class Record(TrainCallback):

@@ -17,6 +17,7 @@ import pytest
 from edge_runtime.bench import compare_results, load_results, validate_results
 from edge_runtime.bench.plots import PLOTS
 from edge_runtime.errors import EdgeRuntimeError, InputError
+from conftest import HEAVY_MODULES
 
 N_SAMPLES = 48
 
@@ -36,7 +37,7 @@ def report(bundles, tmp_path_factory) -> dict:
         import json, sys
         from edge_runtime.cli import main
         rc = main(["bench", *{args!r}])
-        print(json.dumps({{"rc": rc, "mods": sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'converters'))}}))
+        print(json.dumps({{"rc": rc, "mods": {HEAVY_MODULES}}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -226,7 +227,7 @@ def test_optional_pytorch_eager_row(bundles, tmp_path):
     import torch
 
     from converters import create_model, load_recipe
-    from converters.convert import seed_everything
+    from converters.pipeline.convert import seed_everything
     from edge_runtime.bench import BenchSettings, run_bench
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "converters" / "recipes" / "tiny_cnn.yaml")

@@ -13,7 +13,7 @@ import torch
 
 import edge_runtime
 from converters import create_model, export_bundle
-from converters.cbnet import (AUTOENCODERS, EXEMPLAR_METHODS, CBNetSettings, LightweightClassifier,
+from converters.methods.cbnet import (AUTOENCODERS, EXEMPLAR_METHODS, CBNetSettings, LightweightClassifier,
                               choose_exemplars, create_autoencoder, find_easy, train_cbnet)
 from converters.recipe import parse_recipe
 from edge_runtime import ConfigError, create_policy
@@ -110,7 +110,7 @@ def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
 
 
 def test_shift_augmentation_translates_each_image_within_the_bound():
-    from converters._cbnet_train import random_shift
+    from converters.methods.cbnet.train import random_shift
 
     x = torch.zeros(64, 1, 9, 9)
     x[:, :, 4, 4] = 1.0                                   # one bright pixel in the middle
@@ -196,7 +196,7 @@ def test_manifest_reports_cost_and_training_and_other_modes_still_run(cbnet_bund
     assert rt.modes() == ["cbnet", "early_exit", "full"]
     x = np.zeros((2, 1, 8, 8), np.float32)
     assert rt.infer(x).mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
-    base = edge_runtime.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
+    base = edge_runtime.methods.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
     assert base.part_latency_s.keys() == {"autoencoder", "classifier_base"}
     from edge_runtime.cli.inspect import format_bundle
 
@@ -232,7 +232,7 @@ def test_cbnet_mode_on_a_bundle_without_cbnet_parts_names_the_bundle(cnn_bundle)
 def test_missing_classifier_part_is_a_config_error(cbnet_bundle):
     rt = edge_runtime.load_bundle(cbnet_bundle[2], threads=1)
     with pytest.raises(ConfigError, match="no CBNet part 'classifier_x'"):
-        edge_runtime.cbnet.CBNetRunner(rt, classifier_part="classifier_x")
+        edge_runtime.methods.cbnet.CBNetRunner(rt, classifier_part="classifier_x")
 
 
 def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):

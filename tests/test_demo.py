@@ -19,7 +19,7 @@ REPORT_FILES = ("report.md", "report.html", "results.json", "results.csv", *PLOT
 
 
 def _demo_ready() -> bool:
-    from converters.demo import DEMO_MODELS, recipe_path
+    from converters.pipeline.demo import DEMO_MODELS, recipe_path
 
     return all(recipe_path(m.recipe).is_file() for m in DEMO_MODELS)
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from converters.calibrate import calibrate, evaluate_point, oracle, pareto_front, threshold_candidates
-from converters.losses import create_loss, weighted_exit_loss
+from edge_runtime.calibration import calibrate, evaluate_point, oracle, pareto_front, threshold_candidates
+from converters.training.losses import create_loss, weighted_exit_loss
 from converters.recipe import parse_recipe
-from converters.train import StageConfig, Trainer, TrainCallback
-from converters.zoo import MODELS, create_model
+from converters.training.trainer import StageConfig, Trainer, TrainCallback
+from converters.models import MODELS, create_model
 from edge_runtime.datasets import (DATASETS, apply_preprocessing, build_split, indices_sha256, load_split,
                                    resize_bilinear, stratified_split)
 from edge_runtime.errors import ConfigError
@@ -229,7 +229,9 @@ def test_per_exit_thresholds_and_latency_cost():
     pol = create_policy("entropy", 3, 0.0)
     c = threshold_candidates(pol, np.array([0.1, 0.2, 0.3]), [0.0, 1.0])
     assert (np.array([0.1, 0.2, 0.3]) < c[0]).sum() == 0 and (np.array([0.1, 0.2, 0.3]) < c[1]).sum() == 3
-    assert pareto_front([]) == []
+    assert pareto_front([], cost=lambda p: p.mean_flops, accuracy=lambda p: p.accuracy) == []
+    front = pareto_front(res.front + res.front[:1], cost=lambda p: p.mean_flops, accuracy=lambda p: p.accuracy)
+    assert [p.mean_flops for p in front] == sorted(p.mean_flops for p in res.front)
     assert oracle(outs, y, [10, 40, 100])["accuracy"] >= res.final_accuracy
 
 

@@ -110,8 +110,8 @@ def test_labels_must_match_classes(tmp_path):
 def test_transformer_encoder_helper_accepts_torch_encoder_layers(tmp_path):
     """The helper works on any block list, e.g. torch's own TransformerEncoderLayer."""
     from converters import from_transformer_encoder
-    from converters.heads import create_head
-    from converters.vit import PatchEmbed
+    from converters.models import create_head
+    from converters.models.vit import PatchEmbed
 
     torch.manual_seed(0)
     blocks = [torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True) for _ in range(3)]

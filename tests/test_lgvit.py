@@ -9,10 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from converters import HEADS, MODELS, attach_lgvit_heads, create_head, create_model
-from converters._lgvit_losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss, random_shift
-from converters.lgvit import lgvit_head_schedule
-from converters.losses import LOSSES, create_loss
-from converters.vit import VisionTransformer
+from converters.methods.lgvit.losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss, random_shift
+from converters.methods.lgvit.model import lgvit_head_schedule
+from converters.training.losses import LOSSES, create_loss
+from converters.models.vit import VisionTransformer
 from edge_runtime.errors import ConfigError
 
 EPS = 1e-5  # LayerNorm eps used by the feature losses
@@ -225,7 +225,7 @@ def test_random_shift_translates_each_image_by_its_own_offset():
 def test_shipped_recipes_validate_and_build(recipe):
     from pathlib import Path
 
-    from converters.convert import build_model
+    from converters.pipeline.convert import build_model
     from converters.recipe import load_recipe
 
     r = load_recipe(Path(__file__).resolve().parents[1] / "converters" / "recipes" / f"{recipe}.yaml")

@@ -247,8 +247,8 @@ def test_ina219_register_conversions_hand_computed():
     assert _i2c.ina219_bus_volts(0x2710 | 0b10) == pytest.approx(5.0)       # 1250 x 4 mV
     assert _i2c.ina219_shunt_volts(0x1388) == pytest.approx(0.05)           # 5000 x 10 uV
     assert _i2c.ina219_shunt_volts(0xFC18) == pytest.approx(-0.01)          # -1000 x 10 uV
-    assert _i2c.ina219_calibration(100e-6, 0.1) == 4096                     # 0.04096 / (1e-4 x 0.1)
-    assert _i2c.ina219_calibration(50e-6, 0.5) == 1638                      # trunc(1638.4)
+    assert _i2c.ina219_scale_register(100e-6, 0.1) == 4096                     # 0.04096 / (1e-4 x 0.1)
+    assert _i2c.ina219_scale_register(50e-6, 0.5) == 1638                      # trunc(1638.4)
     assert _i2c.ina219_current_amps(5000, 100e-6) == pytest.approx(0.5)
     assert _i2c.ina219_power_watts(1250, 100e-6) == pytest.approx(2.5)      # 20 x current LSB per bit
     assert _i2c.ina219_overflow(0x2711) and not _i2c.ina219_overflow(0x2712)

@@ -16,6 +16,7 @@ import edge_runtime
 from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.runtime import SegmentRunner
+from conftest import HEAVY_MODULES
 
 ONNX_VARIANTS = ("onnx/int8", "onnx/int8_dynamic")
 TFLITE_VARIANTS = ("tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
@@ -159,7 +160,7 @@ def test_thresholds_are_recalibrated_per_variant(bundle_for, backend, variants):
 
 
 def test_recalibration_restores_exit_rates_when_confidences_shift():
-    from converters.quantize import recalibrate_thresholds
+    from converters.export.quantize import recalibrate_thresholds
 
     rng = np.random.default_rng(0)
     ref = [rng.standard_normal((200, 10)) * s for s in (2.0, 3.0, 4.0)]
@@ -246,9 +247,9 @@ def test_parts_added_after_export_get_tflite_files(variant_bundle, tmp_path):
     """convert's calibrate path adds CBNet's parts after export_bundle: add_part_variants gives them files."""
     import torch
 
-    from converters._cbnet_export import CBNetExporter
-    from converters.export import write_json_atomic
-    from converters.variants import add_part_variants
+    from converters.methods.cbnet.export import CBNetExporter
+    from converters.export.bundle import write_json_atomic
+    from converters.export.variants import add_part_variants
 
     root = tmp_path / "b"
     shutil.copytree(variant_bundle, root)
@@ -298,7 +299,7 @@ def test_litert_inference_never_imports_torch(variant_bundle):
         import edge_runtime
         rt = edge_runtime.load_bundle({str(variant_bundle)!r}, backend="litert", precision="int8")
         rt.infer(np.zeros((3, 1, 16, 16), np.float32)); rt.infer(np.zeros((1, 1, 16, 16), np.float32), mode="full")
-        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'converters', 'onnx'))))
+        print(json.dumps({HEAVY_MODULES}))
     """
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -349,7 +350,7 @@ def test_extra_parts_hooks_get_variants_inside_export_bundle(tiny, tmp_path):
     import torch
 
     from converters import export_bundle
-    from converters._cbnet_export import CBNetExporter
+    from converters.methods.cbnet.export import CBNetExporter
 
     parts, x = _cbnet_parts(), torch.from_numpy(_x(16, 12))
     hook = CBNetExporter(parts, x[:1], real_inputs=x, tolerance=1e-4, batch_sizes=(1, 3), opset=17, seed=0,

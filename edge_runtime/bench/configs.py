@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge_runtime.plugins import BENCH_GROUP, entry_points
 from edge_runtime.registry import Registry
 
 RunFn = Callable[[np.ndarray], Any]
@@ -86,7 +87,7 @@ class BenchContext:
 
 
 #: row kinds: name -> ``builder(ctx) -> list[BenchConfig]``; rows appear in registration order
-CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry("benchmark configuration kind")
+CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry("benchmark configuration kind", plugins="edge_runtime.methods")
 _ORDER: list[str] = []
 
 
@@ -185,15 +186,16 @@ def _cbnet(ctx: BenchContext) -> list[BenchConfig]:
     return rows
 
 
-@config_kind("torch_eager")
-def _torch_eager(ctx: BenchContext) -> list[BenchConfig]:
-    """PyTorch eager on the source model: optional, only when asked for and torch + the model are available."""
-    checkpoint = ctx.options.get("torch_checkpoint")
-    if not checkpoint:
-        return []
-    try:
-        from converters.bench_eager import eager_config  # needs torch; never imported otherwise
-    except ImportError as exc:
-        ctx.notes.append(f"PyTorch eager row skipped: {exc}")
-        return []
-    return [eager_config(ctx, checkpoint)]
+@config_kind("plugins")
+def _plugins(ctx: BenchContext) -> list[BenchConfig]:
+    """Rows that installed packages add through the ``edge_runtime.bench_rows`` entry point (e.g. the
+    workstation's optional PyTorch-eager row); each is ``rows(ctx) -> list[BenchConfig]``."""
+    rows: list[BenchConfig] = []
+    for ep in entry_points(BENCH_GROUP):
+        try:
+            fn = ep.load()
+        except ImportError as exc:
+            ctx.notes.append(f"bench rows {ep.name!r} unavailable here: {exc}")
+            continue
+        rows.extend(fn(ctx))
+    return rows

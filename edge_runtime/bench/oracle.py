@@ -9,20 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.calibration.bounds import oracle_exits
+
 ORACLE_METHOD = (
     "Oracle (earliest correct exit; needs the label, so it is not run): accuracy = fraction of samples that "
-    "some exit answers correctly (a sample no exit gets right is charged the final exit). Latency per sample = "
+    "some exit answers correctly (a sample no exit gets right is charged the first exit: nothing makes it right, so the cheapest exit is the bound). Latency per sample = "
     "the batch-1 mean time of segments 0..k measured in this run under policy 'never' (k = the sample's oracle "
     "exit) plus that row's mean per-call overhead outside the segments; energy = the 'never' row's energy per "
     "inference scaled by the latency ratio. No throughput is estimated."
 )
-
-
-def oracle_exits(exit_outputs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Earliest exit whose argmax equals the label, per sample; the last exit when none does."""
-    correct = np.stack([o.argmax(axis=-1) == y for o in exit_outputs], axis=1)  # (N, exits)
-    first = correct.argmax(axis=1)
-    return np.where(correct.any(axis=1), first, len(exit_outputs) - 1).astype(np.int64)
 
 
 def oracle_row(exit_outputs: list[np.ndarray], y: np.ndarray, never: dict[str, Any] | None,

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.bench.results import load_results, results_csv, write_text_atomic
+from edge_runtime.bench.results import load_results, results_csv
+from edge_runtime.files import write_text_atomic
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("list", items) | ("table", headers, rows) | ("img", file, title)
 

@@ -55,13 +55,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Write a file via a temporary file and rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
-    os.replace(tmp, path)
-
-
 def machine_info() -> dict[str, Any]:
     """What ran the benchmark: OS, CPU model, cores, memory, Python."""
     import psutil

@@ -19,6 +19,7 @@ from edge_runtime.bench.oracle import ORACLE_METHOD, oracle_row
 from edge_runtime.bench.results import (RESULTS_FORMAT, RESULTS_VERSION, machine_info, package_versions,
                                         validate_results)
 from edge_runtime.bench.targets import evaluate_targets
+from edge_runtime.calibration.bounds import pareto_front
 from edge_runtime.errors import EdgeRuntimeError
 
 METHODS = {
@@ -261,12 +262,9 @@ def _derive(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
 
 
 def _pareto(rows: list[dict[str, Any]], cost: Any) -> list[str] | None:
-    """Names of the sweep/calibrated rows (primary variant) no other such row beats on both cost and accuracy,
-    ordered by cost; None when the cost is missing."""
+    """Names of the sweep/calibrated rows (primary variant) on the accuracy-vs-``cost`` Pareto front, ordered by
+    cost; None when the cost is missing."""
     cands = [r for r in rows if r["kind"] in ("sweep", "early_exit") and "@" not in r["name"]]
     if not cands or any(cost(r) is None for r in cands):
         return None
-    front = [r for r in cands if not any(
-        cost(o) <= cost(r) and o["accuracy"] >= r["accuracy"] and (cost(o) < cost(r) or o["accuracy"] > r["accuracy"])
-        for o in cands)]
-    return [r["name"] for r in sorted(front, key=cost)]
+    return [r["name"] for r in pareto_front(cands, cost, lambda r: r["accuracy"])]

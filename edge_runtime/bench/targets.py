@@ -7,7 +7,7 @@ from typing import Any, Callable
 from edge_runtime.registry import Registry
 
 #: name -> ``check(results) -> target dict`` (``status`` PASS / MISS / N/A, ``value``, ``goal``, ``detail``)
-TARGETS: Registry[Callable[[dict[str, Any]], dict[str, Any]]] = Registry("benchmark target")
+TARGETS: Registry[Callable[[dict[str, Any]], dict[str, Any]]] = Registry("benchmark target", plugins="edge_runtime.methods")
 _ORDER: list[str] = []
 
 

@@ -12,15 +12,15 @@ import importlib
 import sys
 from typing import Sequence
 
+from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.plugins import COMMAND_GROUP, entry_points
 
 COMMAND_MODULES = [
-    "edge_runtime.cli.convert",
     "edge_runtime.cli.run",
     "edge_runtime.cli.inspect",
     "edge_runtime.cli.bench",
-    "edge_runtime.cli.demo",
-    "edge_runtime.cli.predict",
+    "edge_runtime.cli.estimate",
     "edge_runtime.cli.profile",
     "edge_runtime.cli.meter",
     "edge_runtime.cli.serve",
@@ -30,14 +30,14 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand registered."""
-    from edge_runtime import __version__
-
     parser = argparse.ArgumentParser(
         prog="edge-runtime",
         description="Convert PyTorch models into early-exit bundles and run them on edge devices.",
     )
     parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in entry_points(COMMAND_GROUP):  # workstation commands (convert, demo, ...) come first, when installed
+        ep.load()(sub)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

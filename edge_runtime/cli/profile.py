@@ -1,4 +1,4 @@
-"""``edge-runtime profile list|show|detect|calibrate``: device profiles (data files) and this machine's own."""
+"""``edge-runtime profile list|show|detect|fit``: device profiles (data files) and this machine's own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="device profiles: list, show, detect, calibrate this machine",
+    p = sub.add_parser("profile", help="device profiles: list, show, detect, fit one to this machine",
                        description="Device profiles are YAML data files (device_profiles/); every figure names "
                                    "its source.")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION")
@@ -26,15 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     dt.add_argument("--cpuinfo", default=None, help="path read instead of /proc/cpuinfo")
     dt.add_argument("--machine", default=None, help="use this instead of platform.machine()")
     dt.set_defaults(func=run_detect)
-    cal = psub.add_parser("calibrate", help="micro-benchmark this machine's backend and write a profile")
+    cal = psub.add_parser("fit", aliases=["calibrate"],
+                          help="micro-benchmark this machine's backend and write a fitted profile "
+                               "('calibrate' is the old spelling, kept for one release)")
     cal.add_argument("--out", required=True, help="profile YAML to write (e.g. my.yaml)")
     cal.add_argument("--name", help="profile name (default: the file's stem)")
-    cal.add_argument("--threads", type=int, default=1, help="backend threads to calibrate at (default 1)")
+    cal.add_argument("--threads", type=int, default=1, help="backend threads to measure at (default 1)")
     cal.add_argument("--seconds-per-graph", type=float, default=0.15,
                      help="timing budget per micro-benchmark graph (default 0.15 s)")
     cal.add_argument("--powerlog", help="CSV power log written during the run; fits the power model from it")
     cal.add_argument("--base", help="profile whose power model is copied without --powerlog (default: detected)")
-    cal.set_defaults(func=run_calibrate)
+    cal.set_defaults(func=run_fit)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -68,13 +70,13 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
-    from edge_runtime.profile_calibration import CalibrationSettings, calibrate_profile
+def run_fit(args: argparse.Namespace) -> int:
+    from edge_runtime.profile_fit import FitSettings, fit_profile
     from edge_runtime.profiles import load_profile
 
-    settings = CalibrationSettings(threads=args.threads, seconds_per_graph=args.seconds_per_graph)
-    out = calibrate_profile(args.out, name=args.name, base=args.base, settings=settings, powerlog=args.powerlog,
-                            progress=lambda m: print(f"calibrating: {m}", flush=True))
+    settings = FitSettings(threads=args.threads, seconds_per_graph=args.seconds_per_graph)
+    out = fit_profile(args.out, name=args.name, base=args.base, settings=settings, powerlog=args.powerlog,
+                      progress=lambda m: print(f"fitting: {m}", flush=True))
     prof = load_profile(out)
     lat = prof.latency
     assert lat is not None

@@ -7,7 +7,7 @@ INA2xx registers are 16 bits, sent most-significant byte first.
 Register maps (Texas Instruments datasheets):
   INA219 (SBOS448): 0x00 config (reset 0x399F), 0x01 shunt voltage (signed, 10 µV/bit),
     0x02 bus voltage (bits 15..3, 4 mV/bit; bit 1 CNVR, bit 0 OVF), 0x03 power
-    (20 x current LSB), 0x04 current (signed, current LSB), 0x05 calibration
+    (20 x current LSB), 0x04 current (signed, current LSB), 0x05 current scale (the datasheet's "Calibration" register)
     (trunc(0.04096 / (current_LSB x R_shunt))).
   INA260 (SBOS656): 0x00 config (reset 0x6127), 0x01 current (signed, 1.25 mA/bit),
     0x02 bus voltage (1.25 mV/bit), 0x03 power (10 mW/bit), 0xFE manufacturer ID 0x5449,
@@ -63,13 +63,13 @@ def ina219_overflow(raw_bus: int) -> bool:
     return bool(raw_bus & 0x1)
 
 
-def ina219_calibration(current_lsb_a: float, shunt_ohms: float) -> int:
-    """The calibration register value: trunc(0.04096 / (current_LSB · R_shunt)), bit 0 cleared."""
+def ina219_scale_register(current_lsb_a: float, shunt_ohms: float) -> int:
+    """The current-scale register value (datasheet: "Calibration", 0x05): trunc(0.04096 / (current_LSB · R_shunt)), bit 0 cleared."""
     return int(0.04096 / (current_lsb_a * shunt_ohms)) & 0xFFFE
 
 
 def ina219_current_amps(raw: int, current_lsb_a: float) -> float:
-    """Current register -> amps (signed, current_LSB per bit; needs the calibration register set)."""
+    """Current register -> amps (signed, current_LSB per bit; needs the scale register set)."""
     return signed16(raw) * current_lsb_a
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry
 
-POLICIES: Registry[type["ExitPolicy"]] = Registry("exit policy")
+POLICIES: Registry[type["ExitPolicy"]] = Registry("exit policy", plugins="edge_runtime.methods")
 
 State = dict[str, np.ndarray]
 

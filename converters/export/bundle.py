@@ -1,0 +1,238 @@
+"""Export an :class:`EarlyExitModel` to a verified, self-describing bundle of per-exit ONNX segments.
+
+Each (segment i + head i) becomes one ONNX file with a dynamic batch axis and outputs
+``hidden`` and ``exit`` (the last: ``exit`` only); the unsplit model is exported too,
+as the one-graph baseline. Every file passes ``onnx.checker`` (full check), then the
+chain of ONNX segments runs in onnxruntime against PyTorch at batch 1 and an odd batch;
+the export fails, leaving nothing behind, if any exit differs by more than the tolerance.
+The bundle is written into a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import edge_runtime
+from converters.export.onnx import (DEFAULT_OPSET, count_flops, count_flops_by_kind, count_params, export_onnx,
+                                    file_entry, onnx_op_counts, tensor_spec)
+from converters.export.variants import variant_exporters
+from converters.export.verify import verify_bundle_dir
+from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit
+from edge_runtime.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, validate_manifest
+from edge_runtime.errors import ConfigError, ExportError
+from edge_runtime.files import replace_dir, staging_dir, write_json_atomic
+from edge_runtime.policies import create_policy
+
+def _verify_inputs(example: torch.Tensor, batch_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn((b, *example.shape[1:]), generator=g, dtype=example.dtype) for b in batch_sizes]
+
+
+def export_bundle(
+    model: EarlyExitModel,
+    example_input: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    name: str,
+    policy: str = "entropy",
+    policy_kwargs: dict[str, Any] | None = None,
+    thresholds: float | Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    tolerance: float = 1e-4,
+    verify_batch_sizes: Sequence[int] = (1, 3),
+    verify_inputs: torch.Tensor | None = None,
+    include_full_model: bool = True,
+    sections: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    seed: int = 0,
+    extra_parts: Sequence[Callable[[Path, dict[str, Any]], None]] = (),
+    backends: Sequence[str] = ("onnx",),
+    tflite_batch_sizes: Sequence[int] = (1,),
+    quantize: Sequence[str] = (),
+    calibration_inputs: Any = None,
+    calibration_labels: Any = None,
+    fp16_tolerance: float = 1e-2,
+) -> Path:
+    """Export, check and verify ``model`` into a bundle directory, atomically.
+
+    Args:
+        model: the early-exit model (put in eval mode here).
+        example_input: one input batch, shape (B, *sample_shape), float32.
+        out_dir: the bundle directory to create.
+        name: the model name recorded in the manifest.
+        policy: exit policy name; ``policy_kwargs`` and ``thresholds`` go with it.
+        labels: class labels (default "0".."C-1").
+        preprocessing: what to apply to raw inputs (scale, mean, std), recorded for the device.
+        tolerance: max abs difference allowed between PyTorch and ONNX per exit.
+        verify_batch_sizes: random-input batch sizes to verify on (keep one odd).
+        verify_inputs: real inputs to verify on as well (e.g. calibration samples).
+        include_full_model: also export the unsplit model as one graph (the baseline).
+        sections: extra manifest sections (``calibration``, ``data``, ``recipe``, ``extra``).
+        overwrite: replace an existing bundle directory (only after the new one verified).
+        extra_parts: exporters of extra graphs (e.g. CBNet's ``CBNetResult.exporter(...)``), each
+            called as ``hook(bundle_tmp_dir, manifest)`` after the segments verified and before the
+            manifest is validated and written: it writes its files inside the directory, adds its own
+            manifest section (files via :func:`file_entry`) and raises ExportError if its own
+            verification fails (then nothing is left behind). A hook with a ``graphs(manifest)``
+            method (a list of :class:`converters.export.tflite.Graph`) gets TFLite/quantized files too.
+        backends: file formats to write: ``("onnx",)`` (default) or ``("onnx", "tflite")``.
+        tflite_batch_sizes: one ``.tflite`` file per graph and batch size (TFLite has no dynamic batch).
+        quantize: ``format/precision`` variants to add, e.g. ``("onnx/int8", "tflite/int8")``
+            (see :mod:`converters.export.quantize`); each is verified and gets re-calibrated thresholds.
+        calibration_inputs: the recipe's calibration split (model inputs, an array), for static int8
+            and for re-calibrating each variant's thresholds; ``calibration_labels`` optionally.
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        ExportError: export, check or verification failed; no bundle is left behind.
+        ConfigError: bad arguments (policy, thresholds, labels, existing output).
+
+    Example:
+        >>> from converters.models import create_model
+        >>> m = create_model("tiny_cnn")
+        >>> export_bundle(m, torch.randn(1, 1, 16, 16), "out/tiny", name="tiny")   # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
+    if example_input.dtype != torch.float32:
+        raise ConfigError(f"example_input must be float32, got {example_input.dtype}")
+    model = model.eval()
+    with torch.no_grad():
+        example_outputs = model(example_input[:1])
+    num_classes = int(example_outputs[-1].shape[-1])
+    labels = [str(c) for c in (labels if labels is not None else range(num_classes))]
+    if len(labels) != num_classes:
+        raise ConfigError(f"labels: {len(labels)} given for a model with {num_classes} outputs")
+    policy_kwargs = dict(policy_kwargs or {})
+    pol = create_policy(policy, model.num_exits, thresholds, **policy_kwargs)  # validates early
+
+    variant_hooks = variant_exporters(
+        model, example_input, backends=backends, tflite_batch_sizes=tflite_batch_sizes, quantize=quantize,
+        calibration_inputs=calibration_inputs, calibration_labels=calibration_labels, tolerance=tolerance,
+        fp16_tolerance=fp16_tolerance, verify_inputs=_verify_inputs(example_input, verify_batch_sizes, seed)
+        + ([verify_inputs.to(torch.float32)] if verify_inputs is not None else []),
+        extra_parts=extra_parts,
+    )
+
+    with staging_dir(out) as tmp:
+        manifest = _write_segments(model, example_input, tmp, opset, include_full_model)
+        manifest.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "name": name,
+                "labels": labels,
+                "policy": {"name": policy, "kwargs": pol.config(), "thresholds": pol.thresholds},
+            }
+        )
+        manifest["input"] = {
+            "name": "input",
+            "shape": [None, *example_input.shape[1:]],
+            "dtype": "float32",
+            "layout": "NCHW" if example_input.dim() == 4 else "N...",
+        }
+        if preprocessing:
+            manifest["input"]["preprocessing"] = dict(preprocessing)
+        manifest["created"] = {
+            "tool_version": edge_runtime.__version__,
+            "torch_version": torch.__version__,
+            "onnx_opset": opset,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for key, value in (sections or {}).items():
+            manifest[key] = value
+        inputs = _verify_inputs(example_input, verify_batch_sizes, seed)
+        if verify_inputs is not None:
+            inputs.append(verify_inputs.to(torch.float32))
+        manifest["verification"] = {"tolerance": tolerance, "batch_sizes": list(verify_batch_sizes),
+                                     "exits": [], "passed": False}
+        diffs, full_diff = verify_bundle_dir(model, tmp, manifest, inputs)
+        manifest["verification"] = {
+            "tolerance": tolerance,
+            "batch_sizes": sorted({int(x.shape[0]) for x in inputs}),
+            "exits": [{"index": i, "max_abs_diff": d, "format": "onnx", "precision": "fp32"}
+                      for i, d in enumerate(diffs)],
+            "passed": True,
+        }
+        if full_diff is not None:
+            manifest["verification"]["full_model_max_abs_diff"] = full_diff
+        worst = max(diffs + ([full_diff] if full_diff is not None else []))
+        if worst > tolerance:
+            detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
+            raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
+        for hook in [*extra_parts, *variant_hooks]:
+            hook(tmp, manifest)
+        validate_manifest(manifest, path=tmp / MANIFEST_NAME)
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        replace_dir(tmp, out, overwrite=overwrite)
+    return out
+
+
+def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
+
+
+def _write_segments(model: EarlyExitModel, example: torch.Tensor, root: Path, opset: int,
+                    include_full_model: bool) -> dict[str, Any]:
+    (root / "segments").mkdir()
+    segments, exits = [], []
+    h = example
+    cumulative = 0
+    with torch.no_grad():
+        for i, (segment, head) in enumerate(zip(model.segments, model.heads)):
+            last = i == model.num_exits - 1
+            wrapper = SegmentWithExit(segment, head, last).eval()
+            input_name = "input" if i == 0 else "hidden_in"
+            out_names = ["exit"] if last else ["hidden", "exit"]
+            path = root / "segments" / f"segment_{i}.onnx"
+            export_onnx(wrapper, h, path, input_name=input_name, output_names=out_names, opset=opset)
+            h_next = segment(h)
+            exit_out = head(h_next)
+            backbone_flops = count_flops(segment, h)
+            head_flops = count_flops(head, h_next)
+            cumulative += backbone_flops + head_flops
+            outputs = [tensor_spec("exit", exit_out)] if last else [tensor_spec("hidden", h_next), tensor_spec("exit", exit_out)]
+            segments.append({
+                "index": i,
+                "files": [file_entry(path, root)],
+                "inputs": [tensor_spec(input_name, h)],
+                "outputs": outputs,
+                "flops": backbone_flops + head_flops,
+                "backbone_flops": backbone_flops,
+                "head_flops": head_flops,
+                "params": count_params(segment) + count_params(head),
+                "op_counts": onnx_op_counts(path),
+                "flops_by_op": _merge(count_flops_by_kind(segment, h), count_flops_by_kind(head, h_next)),
+            })
+            # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
+            exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",
+                          "cumulative_flops": cumulative})
+            h = h_next
+    manifest: dict[str, Any] = {"segments": segments, "exits": exits}
+    if include_full_model:
+        full = FullModel(model).eval()
+        path = root / "full_model.onnx"
+        export_onnx(full, example, path, input_name="input", output_names=["exit"], opset=opset)
+        manifest["full_model"] = {
+            "files": [file_entry(path, root)],
+            "flops": count_flops(full, example),
+            "params": count_params(full),
+            "output": "exit",
+        }
+    return manifest

@@ -1,0 +1,125 @@
+"""ONNX export of one module and the per-graph facts a manifest records: FLOPs, parameters, op counts, file entries.
+
+Every graph of a bundle (segments, the one-graph model, a method's extra parts) goes through
+:func:`export_onnx`, which exports with a dynamic batch axis and runs ``onnx.checker`` (full check).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from edge_runtime.files import sha256_file
+from edge_runtime.errors import ExportError
+
+DEFAULT_OPSET = 17
+
+
+def count_flops(module: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass for ONE sample (matmul/conv/attention; 2 per multiply-add).
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode``; element-wise ops are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(example[:1])
+    return int(counter.get_total_flops())
+
+
+#: torch ops by the cost kind device profiles rate them with (see edge_runtime.estimate)
+_FLOP_KINDS = {"convolution": "conv", "_convolution": "conv", "mm": "matmul", "addmm": "matmul", "bmm": "matmul",
+               "baddbmm": "matmul"}
+
+
+def count_flops_by_kind(module: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """FLOPs of one sample split by op kind (``conv``, ``matmul``; attention counts as matmul)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(example[:1])
+    out: dict[str, int] = {}
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        name = str(op).split(".")[-1]
+        kind = _FLOP_KINDS.get(name, "matmul")
+        out[kind] = out.get(kind, 0) + int(flops)
+    return out
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    input_name: str,
+    output_names: Sequence[str],
+    opset: int = DEFAULT_OPSET,
+) -> None:
+    """Export ``module`` to ONNX with a dynamic batch axis on every input and output, then
+    run ``onnx.checker`` with ``full_check=True`` (shape inference included).
+
+    Raises:
+        ExportError: the exporter or the checker failed; names the file.
+    """
+    import onnx
+
+    dynamic = {name: {0: "batch"} for name in [input_name, *output_names]}
+    # torch's fused "fast path" for nn.TransformerEncoderLayer/MultiheadAttention has no ONNX export
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=list(output_names),
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the exporter and checker raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{path.name}: ONNX export/check failed: {first}") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def file_entry(path: Path, root: Path, *, fmt: str = "onnx", precision: str = "fp32",
+               batch_size: int | None = None) -> dict[str, Any]:
+    """A manifest ``file`` record (relative path, sha256, size) for a file inside ``root``."""
+    return {
+        "format": fmt,
+        "path": path.relative_to(root).as_posix(),
+        "sha256": sha256_file(path),
+        "batch_size": batch_size,
+        "precision": precision,
+        "bytes": path.stat().st_size,
+    }
+
+
+def onnx_op_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each op type the graph has (structure check material)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
+    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": "float32"}

@@ -1,0 +1,138 @@
+"""Export CBNet's parts (CBNet, 2024) into a bundle: each part one ONNX graph with a dynamic batch axis,
+checked with ``onnx.checker``, run in onnxruntime against PyTorch at batch 1, an odd batch and real
+inputs, and recorded under the manifest's ``cbnet`` section. Called by ``export_bundle`` through its
+``extra_parts`` hook, so a failed part leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from converters.export.onnx import count_flops, count_params, export_onnx, file_entry, onnx_op_counts, tensor_spec
+from converters.export.tflite import Graph
+from edge_runtime.backends import create_backend
+from edge_runtime.errors import ExportError
+
+#: part name -> (graph input name, graph output name)
+PART_IO = {"autoencoder": ("input", "converted"), "classifier": ("input", "exit"),
+           "classifier_base": ("input", "exit")}
+
+
+def _max_diff(module: nn.Module, path: Path, inputs: Sequence[torch.Tensor], io: tuple[str, str]) -> float:
+    session = create_backend("onnxruntime", threads=1).load(path)
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            ref = module(x).numpy()
+            got = session.run({io[0]: x.numpy()})[0]
+            if got.shape != ref.shape:
+                raise ExportError(f"{path.name}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+            worst = max(worst, float(np.max(np.abs(ref - got))))
+    return worst
+
+
+def export_parts(
+    root: Path,
+    manifest: dict[str, Any],
+    parts: dict[str, nn.Module],
+    example: torch.Tensor,
+    *,
+    real_inputs: torch.Tensor | None,
+    tolerance: float,
+    batch_sizes: Sequence[int],
+    opset: int,
+    seed: int,
+    section: dict[str, Any],
+) -> None:
+    """Write ``parts`` (name -> module, all taking model-ready inputs) under ``root/cbnet/`` and
+    set ``manifest["cbnet"]`` to ``section`` plus ``parts`` and ``verification``.
+
+    The classifier parts are verified on random inputs and on the autoencoder's outputs for
+    ``real_inputs`` (what they see on the device); the autoencoder on random and real inputs.
+
+    Raises:
+        ExportError: a part failed to export, check, or match PyTorch within ``tolerance``.
+    """
+    (root / "cbnet").mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    rand = [torch.randn((b, *example.shape[1:]), generator=g) for b in batch_sizes]
+    ae = parts["autoencoder"].eval()
+    with torch.no_grad():
+        real = [] if real_inputs is None else [real_inputs.float(), ae(real_inputs.float())]
+    records: dict[str, Any] = {}
+    diffs: dict[str, float] = {}
+    for name, module in parts.items():
+        module = module.eval()
+        io = PART_IO[name]
+        path = root / "cbnet" / f"{name}.onnx"
+        export_onnx(module, example, path, input_name=io[0], output_names=[io[1]], opset=opset)
+        with torch.no_grad():
+            out = module(example[:1])
+        inputs = rand + (real[:1] if name == "autoencoder" else real[1:])
+        diffs[name] = _max_diff(module, path, inputs, io)
+        records[name] = {
+            "files": [file_entry(path, root)],
+            "inputs": [tensor_spec(io[0], example)],
+            "outputs": [tensor_spec(io[1], out)],
+            "flops": count_flops(module, example),
+            "params": count_params(module),
+            "op_counts": onnx_op_counts(path),
+        }
+    worst = max(diffs.values())
+    if worst > tolerance:
+        detail = ", ".join(f"{k}: {v:.3g}" for k, v in diffs.items())
+        raise ExportError(f"CBNet verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} "
+                          f"({detail})")
+    sizes = sorted({int(x.shape[0]) for x in rand + real})
+    manifest["cbnet"] = {
+        "parts": records,
+        **section,
+        "verification": {"tolerance": tolerance, "batch_sizes": sizes, "passed": True,
+                         "parts": {k: {"max_abs_diff": v, "format": "onnx", "precision": "fp32"}
+                                   for k, v in diffs.items()}},
+    }
+
+
+class CBNetExporter:
+    """The ``export_bundle(..., extra_parts=[...])`` hook for CBNet's parts.
+
+    Calling it exports and verifies the ONNX parts (:func:`export_parts`) and adds the manifest
+    section; :meth:`graphs` lists the parts for ``export_bundle``'s TFLite/quantized variants
+    (``converters.export.variants`` asks every extra-parts hook for them).
+    """
+
+    def __init__(self, parts: dict[str, nn.Module], example: torch.Tensor, *, real_inputs: torch.Tensor | None,
+                 tolerance: float, batch_sizes: Sequence[int], opset: int, seed: int,
+                 section: dict[str, Any], finish: Any = None) -> None:
+        self.parts = parts
+        self.example = example
+        self.real_inputs = real_inputs
+        self.tolerance = tolerance
+        self.batch_sizes = tuple(batch_sizes)
+        self.opset = opset
+        self.seed = seed
+        self.section = section
+        self.finish = finish
+
+    def __call__(self, root: Path, manifest: dict[str, Any]) -> None:
+        export_parts(root, manifest, self.parts, self.example, real_inputs=self.real_inputs,
+                     tolerance=self.tolerance, batch_sizes=self.batch_sizes, opset=self.opset, seed=self.seed,
+                     section=self.section)
+        if self.finish is not None:
+            self.finish(manifest)
+
+    def graphs(self, manifest: dict[str, Any]) -> list[Any]:
+        """One :class:`converters.export.tflite.Graph` per part; classifiers calibrate on converted inputs."""
+        ae = self.parts["autoencoder"].eval()
+        out = []
+        for name, module in self.parts.items():
+            io = PART_IO[name]
+            out.append(Graph(field=f"cbnet.parts.{name}.files", module=module.eval(), example=self.example[:1],
+                             input_name=io[0], output_names=(io[1],), stem=f"cbnet/{name}",
+                             calibration_input=None if name == "autoencoder" else ae))
+        return out

@@ -1,0 +1,71 @@
+"""The generic exit-head types, registered in :data:`converters.models.registry.HEADS`.
+
+CNN heads take (B, C, H, W) feature maps; transformer heads take (B, tokens, dim)
+token sequences whose first token is CLS. LGViT's heads register here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from converters.models.registry import HEADS
+
+
+@HEADS.register("pool_linear")
+class PoolLinearHead(nn.Module):
+    """Global average pool then a linear classifier (the usual CNN classifier)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+@HEADS.register("flatten_linear")
+class FlattenLinearHead(nn.Module):
+    """Flatten then one or more linear layers (LeNet's classifier shape)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        if hidden:
+            layers += [nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        else:
+            layers += [nn.Linear(in_features, num_classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+@HEADS.register("branchy_conv")
+class BranchyConvHead(nn.Module):
+    """BranchyNet side branch: a small conv block, global pool, linear classifier."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.conv(h)), 1))
+
+
+@HEADS.register("cls_linear")
+class ClsLinearHead(nn.Module):
+    """Transformer head: LayerNorm, take the CLS token, linear classifier (ViT's own head)."""
+
+    def __init__(self, dim: int, num_classes: int, **_: Any) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(h)[:, 0])

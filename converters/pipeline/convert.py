@@ -1,0 +1,231 @@
+"""``convert``: recipe -> model -> train stages -> export + verify -> calibrate on the exported ONNX -> bundle.
+
+With a ``data`` section the data set is split (seeded, stratified) and recorded in the manifest;
+with ``train`` the stages run (checkpointed every epoch, ``resume`` continues an interrupted run;
+under ``torchrun`` every rank trains and rank 0 alone writes checkpoints and the bundle); with
+``calibrate`` the exported segments' outputs on the calibration split choose the policy's
+thresholds, and the test split reports per-exit accuracy and the chosen point's accuracy.
+The bundle appears atomically, complete, at ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+import edge_runtime
+from converters.export.bundle import export_bundle
+from converters.export.variants import add_part_variants, recalibrate_variants
+from converters.recipe import Recipe, load_recipe
+from converters.models import MODELS, create_model
+from edge_runtime.bundle import MANIFEST_NAME, read_bundle, validate_manifest
+from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
+from edge_runtime.errors import ConfigError
+from edge_runtime.files import replace_dir, staging_dir, write_json_atomic
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (and numpy's legacy global generator) for reproducible runs."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoint_path(out_dir: str | Path) -> Path:
+    """Where ``convert`` keeps the training checkpoint of a bundle: ``<out>.train/checkpoint.pt``."""
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.train" / "checkpoint.pt"
+
+
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    """The recipe's model, with the ``heads`` section passed to the builder as ``exit_heads``."""
+    spec = recipe["model"]
+    kwargs = dict(spec["kwargs"])
+    if recipe.get("heads") is not None:
+        kwargs["exit_heads"] = recipe["heads"]
+    try:
+        return create_model(spec["name"], **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"recipe key model.kwargs: {MODELS.kind} {spec['name']!r} rejected its arguments "
+                          f"({exc})") from None
+
+
+def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
+            resume: bool = False, progress: bool = True, callbacks: Sequence[Any] = ()) -> Path | None:
+    """Run a recipe end to end and write its bundle.
+
+    Args:
+        recipe: a :class:`Recipe` or the path of a YAML recipe.
+        out_dir: the bundle directory to write (atomically).
+        overwrite: replace an existing bundle.
+        resume: continue an interrupted training run from its checkpoint (``<out>.train/``).
+        progress: show progress bars.
+        callbacks: :class:`converters.training.trainer.TrainCallback` hooks for the training stages.
+
+    Returns:
+        The bundle directory; None on ranks other than 0 under ``torchrun``.
+
+    Example:
+        >>> convert("converters/recipes/branchynet_lenet.yaml", "out/lenet")     # doctest: +SKIP
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
+    seed_everything(recipe["seed"])
+    split = None
+    if recipe.get("data"):
+        from edge_runtime.datasets import build_split
+
+        split = build_split(recipe["data"])
+    model = build_model(recipe)
+    preprocessing = recipe["input"]["preprocessing"] or (split.normalization() if split else None)
+    sections: dict[str, Any] = {"recipe": recipe.resolved()}
+    if split is not None:
+        sections["data"] = split.manifest_section()
+    if recipe.get("train"):
+        if split is None:
+            raise ConfigError("recipe key 'train' needs a 'data' section (what to train on)")
+        history, is_main = _train(recipe, model, split, preprocessing, out, resume, progress, callbacks)
+        if not is_main:
+            return None
+        sections["extra"] = {"training": {"epochs": len(history),
+                                          "final": history[-1] if history else None}}
+    if recipe.get("calibrate") and split is None:
+        raise ConfigError("recipe key 'calibrate' needs a 'data' section (the calibration split)")
+    pre = _normalizer(preprocessing)
+    if split is not None:
+        xc, _ = split.arrays("calibration")
+        example = torch.from_numpy(pre(xc[:1]))
+        verify = torch.from_numpy(pre(xc[:64]))
+    else:
+        shape = recipe["input"]["shape"] or list(model.input_shape or ())
+        example, verify = torch.randn(1, *shape), None
+    exp, pol = recipe["export"], recipe["policy"]
+    kwargs = dict(name=recipe.name, policy=pol["name"], policy_kwargs=pol["kwargs"], thresholds=pol["thresholds"],
+                  preprocessing=preprocessing, tolerance=float(exp["tolerance"]),
+                  verify_batch_sizes=exp["verify_batch_sizes"], verify_inputs=verify,
+                  include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
+                  backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
+                  fp16_tolerance=float(exp["fp16_tolerance"]))
+    if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
+        xcal, ycal = split.arrays("calibration")
+        kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)
+    from converters.methods.cbnet import cbnet_stage  # CBNet (issue 8): trains with the calibrated policy
+
+    cbnet = cbnet_stage(recipe, model, split, pre, example, verify_inputs=verify,
+                        checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress)
+    if not recipe.get("calibrate"):
+        if cbnet is not None:
+            kwargs["extra_parts"] = [cbnet(pol)]
+        result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
+    else:
+        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, cbnet)
+    ckpt = checkpoint_path(out)
+    if ckpt.parent.is_dir():
+        shutil.rmtree(ckpt.parent, ignore_errors=True)   # the bundle is complete; the checkpoint has served
+    return result
+
+
+def _normalizer(preprocessing: dict[str, Any] | None) -> Any:
+    from edge_runtime.datasets import apply_preprocessing
+
+    return lambda x: apply_preprocessing(x, preprocessing)
+
+
+def _run_id(recipe: Recipe) -> str:
+    keys = ("seed", "model", "heads", "data", "train", "input")
+    blob = json.dumps({k: recipe.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: Any, out: Path, resume: bool,
+           progress: bool, callbacks: Sequence[Any]) -> tuple[list[dict[str, Any]], bool]:
+    from converters.training.dist import init_distributed, shutdown
+    from converters.training.trainer import StageConfig, Trainer
+
+    spec = recipe["train"]
+    ctx = init_distributed(spec["device"])
+    pre = _normalizer(preprocessing)
+    threads = torch.get_num_threads()
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    try:
+        x, y = split.arrays("train")
+        xc, yc = split.arrays("calibration")
+        trainer = Trainer(model, [StageConfig.from_dict(s) for s in spec["stages"]], pre(x), y,
+                          eval_data=(pre(xc), yc), seed=recipe["seed"], checkpoint_path=checkpoint_path(out),
+                          resume=resume, run_id=_run_id(recipe), progress=progress, callbacks=callbacks, dist=ctx)
+        history = trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+        shutdown(ctx)
+    model.to("cpu").eval()
+    return history, ctx.is_main
+
+
+def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Path, overwrite: bool,
+                          recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any], cbnet: Any = None) -> Path:
+    """Export into a staging directory, calibrate on its ONNX files, finish the manifest, move into place.
+
+    ``cbnet`` (from :func:`converters.methods.cbnet.cbnet_stage`) trains CBNet with the calibrated policy and adds
+    its ONNX parts to the staging bundle.
+    """
+    cal_spec = recipe["calibrate"]
+    with staging_dir(out) as staging_root:
+        staging = staging_root / "bundle"
+        export_bundle(model, example, staging, **kwargs)
+        rt = edge_runtime.load_bundle(staging, threads=1)
+        m = rt.manifest
+        xc, yc = split.arrays("calibration")
+        xt, yt = split.arrays("test")
+        xc, xt = pre(xc), pre(xt)
+        outs_c, outs_t = rt.exit_outputs(xc), rt.exit_outputs(xt)
+        flops = [int(e["cumulative_flops"]) for e in m["exits"]]
+        latency = full_latency = None
+        if cal_spec["measure_latency"]:
+            latency, full_latency = measure_segment_latency(rt, xc, repeats=cal_spec["latency_repeats"])
+        pol = m["policy"]
+        full_flops = (m.get("full_model") or {}).get("flops")
+        cost = (flops, latency, full_latency, full_flops)
+        cal = calibrate(outs_c, yc, pol["name"], pol["kwargs"], flops=flops, latency=latency,
+                        full_latency=full_latency, full_flops=full_flops, max_accuracy_drop=cal_spec["max_accuracy_drop"],
+                        cost=cal_spec["cost"], levels=cal_spec["levels"])
+        chosen = cal.chosen
+        section = cal.to_manifest()
+        if latency is not None:
+            section["latency"] = {"segment_s": latency, "full_model_s": full_latency, "batch_size": 1, "threads": 1,
+                                  "backend": "onnxruntime", "statistic": "median",
+                                  "repeats": cal_spec["latency_repeats"],
+                                  "source": "measured on the exported files on the converting machine"}
+        test_acc = [float((o.argmax(-1) == yt).mean()) for o in outs_t]
+        at_chosen = evaluate_point(outs_t, yt, pol["name"], cal.policy_kwargs, chosen.thresholds, *cost)
+        section["test"] = {"split": "test", "exit_accuracy": test_acc, "final_exit_accuracy": test_acc[-1],
+                           "chosen": at_chosen.to_dict(), "oracle": oracle(outs_t, yt, *cost),
+                           "oracle_at_chosen_accuracy": oracle(outs_t, yt, *cost, accuracy=at_chosen.accuracy)}
+        m["policy"] = {"name": pol["name"], "kwargs": cal.policy_kwargs, "thresholds": list(chosen.thresholds)}
+        m["calibration"] = section
+        if cbnet is not None:
+            parts = cbnet(m["policy"])
+            parts(staging, m)
+            add_part_variants(parts, staging, m, kwargs)  # TFLite/quantized files of the parts (issue 6)
+        variants = recalibrate_variants(staging, m, xc, yc)  # quantized variants: their own thresholds
+        if variants:
+            m["policy"]["variants"] = variants
+        for e, acc in zip(m["exits"], test_acc):
+            e["test_accuracy"] = acc
+        validate_manifest(m, path=staging / MANIFEST_NAME)
+        write_json_atomic(staging / MANIFEST_NAME, m)
+        read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
+        replace_dir(staging, out, overwrite=overwrite)
+    return out

@@ -1,0 +1,254 @@
+"""Train exit heads: the recipe's ``train.stages`` run in order, each with a registered loss
+(:data:`converters.training.losses.LOSSES`), optimiser and learning-rate schedule.
+
+Seeded and reproducible (shuffling comes from ``seed + stage`` and the epoch, never from
+hidden global state); a checkpoint is written atomically after every epoch so an interrupted
+run continues where it stopped (``resume=True``) and ends with the same weights as an
+uninterrupted one. Under ``torchrun --nproc_per_node=N`` the data is sharded per rank with
+``DistributedSampler``, gradients are averaged across ranks after every backward pass
+(gloo on CPU, nccl on GPU) — the arithmetic of DDP, done on the parameter gradients so a loss
+may call any model method (``forward_with_hidden``, a head's ``parts``) — BatchNorm statistics
+are averaged at every epoch end, and rank 0 alone writes checkpoints.
+
+Example:
+    >>> trainer = Trainer(model, [StageConfig(epochs=2)], x_train, y_train, seed=0)   # doctest: +SKIP
+    >>> history = trainer.fit()                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from converters.training.dist import DistContext
+from converters.training.losses import ExitLoss, create_loss
+from converters.training.registry import OPTIMIZERS, SCHEDULES
+from converters.models.contract import EarlyExitModel
+from edge_runtime.errors import ConfigError
+from edge_runtime.files import write_bytes_atomic
+
+CHECKPOINT_FORMAT = "edge-runtime-train-checkpoint-1"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage (a ``train.stages[i]`` entry of a recipe)."""
+
+    name: str = "stage"
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "weighted_exits", "kwargs": {}})
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam", "kwargs": {}})
+    lr: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine", "kwargs": {}})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageConfig:
+        return cls(**d)
+
+
+class TrainCallback:
+    """Hooks the trainer calls; override what you need (raising stops training, e.g. to test resume)."""
+
+    def on_batch_end(self, trainer: Trainer, stage: int, epoch: int, step: int, loss: float) -> None:
+        """After each optimiser step."""
+
+    def on_epoch_end(self, trainer: Trainer, stage: int, epoch: int, metrics: dict[str, Any]) -> None:
+        """After each epoch, once its checkpoint is written."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """After the last stage (every rank)."""
+
+
+class Trainer:
+    """Runs training stages on an :class:`EarlyExitModel`.
+
+    Args:
+        model: the model (trained in place).
+        stages: the stages, in order.
+        x, y: training inputs (already normalised, float32 N,C,H,W) and int labels.
+        eval_data: optional (x, y) to report per-exit accuracy on after each epoch (not the test split).
+        seed: base seed; stage s shuffles with ``seed + s`` and the epoch number.
+        checkpoint_path: where to write the per-epoch checkpoint (None: no checkpoints).
+        resume: continue from ``checkpoint_path`` if it exists.
+        run_id: a digest of what is trained; a checkpoint with another id is refused on resume.
+        progress: show tqdm bars (rank 0 only).
+        callbacks: :class:`TrainCallback` objects.
+        dist: the process group context (default: this process alone).
+    """
+
+    def __init__(self, model: EarlyExitModel, stages: Sequence[StageConfig], x: np.ndarray, y: np.ndarray, *,
+                 eval_data: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
+                 checkpoint_path: str | Path | None = None, resume: bool = False, run_id: str = "",
+                 progress: bool = True, callbacks: Sequence[TrainCallback] = (),
+                 dist: DistContext | None = None) -> None:
+        self.dist = dist or DistContext()
+        self.model = model.to(self.dist.device)
+        self.stages = list(stages)
+        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.eval_data = eval_data
+        self.seed = int(seed)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.resume = resume
+        self.run_id = run_id
+        self.progress = progress and self.dist.is_main
+        self.callbacks = list(callbacks)
+        self.history: list[dict[str, Any]] = []
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save(self, stage: int, epoch: int, optimizer: torch.optim.Optimizer, sched: Any) -> None:
+        if self.checkpoint_path is None or not self.dist.is_main:
+            return
+        state = {"format": CHECKPOINT_FORMAT, "run_id": self.run_id, "stage": stage, "epoch": epoch,
+                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "history": self.history}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_bytes_atomic(self.checkpoint_path, buf.getvalue())
+
+    def _load(self) -> dict[str, Any] | None:
+        p = self.checkpoint_path
+        if not self.resume or p is None or not p.is_file():
+            return None
+        try:
+            state = torch.load(p, map_location=self.dist.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise ConfigError(f"{p}: cannot read the training checkpoint ({exc}); delete it to start over") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{p}: not an edge-runtime training checkpoint")
+        if state.get("run_id") != self.run_id:
+            raise ConfigError(f"{p}: the checkpoint belongs to a different recipe (model/data/train changed); "
+                              "delete it or run without --resume")
+        return state
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Run every stage (continuing from the checkpoint when resuming); returns the per-epoch history."""
+        from tqdm.auto import tqdm
+
+        ckpt = self._load()       # every rank reads it (multi-node: keep the checkpoint on a shared disk)
+        start_stage, start_epoch = 0, 0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.history = list(ckpt["history"])
+            start_stage, start_epoch = int(ckpt["stage"]), int(ckpt["epoch"]) + 1
+            torch.set_rng_state(ckpt["torch_rng"].cpu())
+        self.dist.broadcast_module(self.model)
+        for s, cfg in enumerate(self.stages):
+            if s < start_stage or (s == start_stage and start_epoch >= cfg.epochs):
+                continue
+            loss_fn = create_loss(cfg.loss["name"], self.model, **cfg.loss.get("kwargs", {}))
+            params = self._select_parameters(loss_fn)
+            opt = OPTIMIZERS.get(cfg.optimizer["name"])(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                        **cfg.optimizer.get("kwargs", {}))
+            loader = self._loader(cfg, s)
+            total = cfg.epochs * len(loader)
+            factor = SCHEDULES.get(cfg.schedule["name"])(**cfg.schedule.get("kwargs", {}))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step, total))
+            first = start_epoch if s == start_stage else 0
+            if ckpt is not None and s == start_stage and first > 0:
+                opt.load_state_dict(ckpt["optimizer"])
+                sched.load_state_dict(ckpt["scheduler"])
+            for epoch in range(first, cfg.epochs):
+                loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+                metrics = self._epoch(loss_fn, opt, sched, loader, s, epoch, tqdm)
+                self.history.append(metrics)
+                self._save(s, epoch, opt, sched)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, s, epoch, metrics)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.model.eval()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _select_parameters(self, loss_fn: ExitLoss) -> list[nn.Parameter]:
+        chosen = {id(p) for p in loss_fn.trainable_parameters(self.model)}
+        params = []
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in chosen)
+            if id(p) in chosen:
+                params.append(p)
+        if not params:
+            raise ConfigError(f"loss {type(loss_fn).__name__}: no trainable parameters")
+        return params
+
+    def _loader(self, cfg: StageConfig, stage: int) -> torch.utils.data.DataLoader:
+        from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+        ds = TensorDataset(self.x, self.y)
+        sampler = DistributedSampler(ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
+                                     seed=self.seed + stage, drop_last=False)
+        per_rank = max(1, cfg.batch_size // self.dist.world_size)  # the global batch stays cfg.batch_size
+        return DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=0)
+
+    def _epoch(self, loss_fn: ExitLoss, opt: torch.optim.Optimizer, sched: Any, loader: Any, s: int,
+               epoch: int, tqdm: Any) -> dict[str, Any]:
+        cfg = self.stages[s]
+        loss_fn.train_mode(self.model)
+        n_exits = self.model.num_exits
+        correct = torch.zeros(n_exits, dtype=torch.float64)
+        seen, loss_sum = 0, 0.0
+        bar = tqdm(loader, desc=f"stage {s + 1}/{len(self.stages)} {cfg.name} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        dev = self.dist.device
+        for i, (xb, yb) in enumerate(bar):
+            xb, yb = xb.to(dev), yb.to(dev)
+            step = epoch * len(loader) + i
+            loss, logits = loss_fn(self.model, xb, yb, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.dist.average_gradients(self.model)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                for k, z in enumerate(logits):
+                    correct[k] += float((z.argmax(-1) == yb).sum())
+            seen += int(yb.shape[0])
+            loss_sum += float(loss.detach()) * int(yb.shape[0])
+            if self.progress:
+                bar.set_postfix_str(f"loss {loss_sum / seen:.4f} acc " +
+                                    " ".join(f"{100 * c / seen:.1f}" for c in correct.tolist()))
+            for cb in self.callbacks:
+                cb.on_batch_end(self, s, epoch, step, float(loss.detach()))
+        self.dist.average_buffers(self.model)
+        totals = self.dist.sum_tensor(torch.tensor([seen, loss_sum, *correct.tolist()], dtype=torch.float64))
+        n = max(1.0, float(totals[0]))
+        metrics: dict[str, Any] = {"stage": s, "name": cfg.name, "epoch": epoch, "loss": float(totals[1]) / n,
+                                   "train_accuracy": [float(c) / n for c in totals[2:]]}
+        if self.eval_data is not None:
+            metrics["eval_accuracy"] = evaluate(self.model, *self.eval_data, device=dev)
+        if self.progress:
+            acc = metrics.get("eval_accuracy", metrics["train_accuracy"])
+            tqdm.write(f"stage {s + 1} {cfg.name} epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.4f}, "
+                       f"{'eval' if 'eval_accuracy' in metrics else 'train'} accuracy per exit "
+                       + " ".join(f"{100 * a:.2f}%" for a in acc))
+        return metrics
+
+
+@torch.no_grad()
+def exit_logits(model: EarlyExitModel, x: np.ndarray, *, batch_size: int = 256, device: str = "cpu") -> list[np.ndarray]:
+    """Every exit's logits for ``x`` (eval mode), as numpy arrays."""
+    was = model.training
+    model.eval()
+    outs: list[list[np.ndarray]] = [[] for _ in range(model.num_exits)]
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(np.ascontiguousarray(x[start:start + batch_size]), dtype=torch.float32, device=device)
+        for k, z in enumerate(model(xb)):
+            outs[k].append(z.float().cpu().numpy())
+    model.train(was)
+    return [np.concatenate(o) for o in outs]
+
+
+def evaluate(model: EarlyExitModel, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> list[float]:
+    """Accuracy of every exit on (x, y)."""
+    return [float((z.argmax(-1) == np.asarray(y)).mean()) for z in exit_logits(model, x, device=device)]

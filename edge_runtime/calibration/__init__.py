@@ -1,0 +1,11 @@
+"""Exit-threshold calibration ("calibrate" means only this in the project): sweep a policy's thresholds on
+held-out exit outputs, keep the accuracy-vs-cost Pareto front, choose an operating point; plus the oracle
+bound and the Pareto front every report uses (one definition each). Numpy only, so it runs on the device too.
+"""
+
+from edge_runtime.calibration.bounds import oracle_exits, pareto_front
+from edge_runtime.calibration.search import (Calibration, OperatingPoint, calibrate, evaluate_point,
+                                             measure_segment_latency, oracle, threshold_candidates)
+
+__all__ = ["oracle_exits", "pareto_front", "Calibration", "OperatingPoint", "calibrate", "evaluate_point",
+           "measure_segment_latency", "oracle", "threshold_candidates"]

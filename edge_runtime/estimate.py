@@ -1,0 +1,226 @@
+"""Estimate a bundle's per-segment and per-exit latency and energy on a device from its profile (no run needed).
+
+Per segment (batch b), from the manifest's FLOPs by op kind and ONNX op counts and the
+profile's latency model (see :class:`edge_runtime.profiles.LatencyModel`):
+
+    t = call_overhead + Σ_kind nodes_kind · op_s[kind] + b · Σ_kind flops_kind / gflops[kind]
+        + decision (non-final segments)
+
+Energy = t · the profile's power with ``threads`` cores busy. At the bundle's calibrated
+operating point (``calibration.chosen.exit_fractions``) the expected figures are the
+exit-fraction-weighted means; without one, the expectation is stated as the upper bound
+where every sample runs to the final exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.profiles import DeviceProfile, resolve_profile
+
+#: ONNX op types by cost category (data, not branches); unlisted ops cost ``other`` (the profile's
+#: generic per-node figure). Constant and Identity are removed by onnxruntime's graph optimisation.
+OP_CATEGORY = {
+    **dict.fromkeys(["Conv", "ConvTranspose"], "conv"),
+    **dict.fromkeys(["MatMul", "Gemm", "Einsum"], "matmul"),
+    **dict.fromkeys(["Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Sqrt",
+                     "Pow", "Neg", "Clip", "HardSigmoid", "HardSwish", "Exp", "Log", "Abs"], "elementwise"),
+    **dict.fromkeys(["Softmax", "LayerNormalization", "BatchNormalization", "ReduceMean", "ReduceSum",
+                     "GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool"], "normalize"),
+    **dict.fromkeys(["Transpose", "Reshape", "Flatten", "Squeeze", "Split", "Expand", "Tile"], "layout"),
+    **dict.fromkeys(["Shape", "Gather", "Unsqueeze", "Concat", "Slice", "Cast", "Equal", "Where",
+                     "ConstantOfShape", "Range"], "shape"),
+}
+FREE_OPS = {"Constant", "Identity"}
+#: categories that also cost per element of the segment's largest tensor (conv/matmul cost per FLOP instead)
+PER_ELEMENT = ("elementwise", "normalize", "layout", "other")
+
+
+@dataclass(frozen=True)
+class SegmentEstimate:
+    index: int
+    flops: int
+    flops_by_kind: Mapping[str, float]
+    nodes_by_kind: Mapping[str, int]
+    latency_s: float
+    energy_j: float
+    op_mix_source: str
+
+
+@dataclass(frozen=True)
+class ExitEstimate:
+    index: int
+    latency_s: float
+    energy_j: float
+    cumulative_flops: int
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What :func:`estimate_bundle` returns."""
+
+    bundle: str
+    profile: str
+    batch_size: int
+    threads: int
+    power_w: float
+    segments: list[SegmentEstimate]
+    exits: list[ExitEstimate]
+    expected_latency_s: float
+    expected_energy_j: float
+    operating_point: str
+    exit_fractions: list[float]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def op_mix(segment: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int], str]:
+    """(FLOPs by kind, node counts by kind, where the FLOP split came from) for one manifest segment."""
+    nodes: dict[str, int] = {"conv": 0, "matmul": 0}
+    for op, count in (segment.get("op_counts") or {}).items():
+        if op not in FREE_OPS:
+            kind = OP_CATEGORY.get(op, "other")
+            nodes[kind] = nodes.get(kind, 0) + int(count)
+    flops = float(segment["flops"])
+    by_op = segment.get("flops_by_op")
+    if by_op:
+        split = {k: float(by_op.get(k, 0.0)) for k in ("conv", "matmul")}
+        rest = max(0.0, flops - sum(split.values()))
+        if rest:  # FLOPs of kinds the profile has no rate for count as matmul
+            split["matmul"] += rest
+        return split, nodes, "manifest flops_by_op"
+    heavy = nodes["conv"] + nodes["matmul"]
+    if heavy == 0:
+        return {"conv": 0.0, "matmul": flops}, nodes, "no op_counts: all FLOPs treated as matmul"
+    return ({"conv": flops * nodes["conv"] / heavy, "matmul": flops * nodes["matmul"] / heavy}, nodes,
+            "split by Conv vs MatMul/Gemm node counts (manifest has no flops_by_op)")
+
+
+def exit_fractions(manifest: Mapping[str, Any]) -> tuple[list[float] | None, str]:
+    """Fraction of samples answered at each exit at the calibrated point, and where it came from."""
+    n = len(manifest["exits"])
+    chosen = (manifest.get("calibration") or {}).get("chosen") or {}
+    for key in ("exit_fractions", "exit_histogram", "exit_counts"):
+        values = chosen.get(key)
+        if values is not None:
+            if len(values) != n or sum(values) <= 0:
+                raise ConfigError(f"calibration.chosen.{key}: expected {n} non-negative numbers, got {values}")
+            total = float(sum(values))
+            return [float(v) / total for v in values], f"calibration.chosen.{key}"
+    if chosen:
+        return None, "calibration.chosen has no exit_fractions"
+    return None, "the manifest has no calibration.chosen"
+
+
+def estimate_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile, *, batch_size: int = 1,
+                            last: bool = False, first: bool = False) -> float:
+    """Estimated seconds for one manifest segment on ``profile`` (see the module docstring)."""
+    lat = profile.latency
+    if lat is None:
+        raise ConfigError(f"profile {profile.name!r} has no 'latency' section; run `edge-runtime profile "
+                          "calibrate` on the device or pick a profile with one")
+    split, nodes, _ = op_mix(segment)
+    elems = batch_size * max([_elements(tsr) for tsr in [*segment.get("inputs", []), *segment.get("outputs", [])]]
+                             or [0])
+    t = lat.call_overhead_s
+    for kind, count in nodes.items():
+        known = kind in lat.op_s
+        t += count * lat.op_s[kind if known else "other"]
+        if kind in PER_ELEMENT:  # approximated on the segment's largest input/output tensor
+            t += count * elems * lat.elem_s.get(kind if known else "other", lat.other_elem_s)
+    for kind, f in split.items():
+        rate = lat.gflops.get(kind) or lat.gflops.get("matmul")
+        t += batch_size * f / (rate * 1e9)
+    if last:
+        t += lat.final_s
+    elif first and lat.first_s is not None:
+        t += lat.first_s
+    else:
+        t += lat.decision_s
+    return t
+
+
+def _elements(tensor: Mapping[str, Any]) -> int:
+    n = 1
+    for d in tensor.get("shape", [])[1:]:
+        n *= int(d or 1)
+    return n
+
+
+def estimate_bundle(bundle: str | Path | Mapping[str, Any], profile: DeviceProfile | str | None = None, *,
+                   batch_size: int = 1) -> CostEstimate:
+    """Estimate latency and energy per segment, per exit and at the calibrated operating point.
+
+    Args:
+        bundle: a bundle directory or its manifest dict.
+        profile: a profile (object, name or YAML path); None: this machine's.
+        batch_size: samples per call.
+
+    Example:
+        >>> p = estimate_bundle("out/tiny_cnn", "rpi4")                 # doctest: +SKIP
+        >>> [round(e.latency_s * 1e3, 3) for e in p.exits]             # doctest: +SKIP
+    """
+    if isinstance(bundle, Mapping):
+        manifest, label = bundle, str(bundle.get("name", "bundle"))
+    else:
+        from edge_runtime.bundle import read_bundle
+
+        manifest = read_bundle(bundle, verify_hashes=False).manifest
+        label = str(bundle)
+    prof = resolve_profile(profile)
+    threads = int((prof.latency.threads if prof.latency and prof.latency.threads else None) or prof.threads
+                  or prof.cpu.cores)
+    power_w = prof.power.watts(threads, prof.cpu.cores)
+    segs = manifest["segments"]
+    seg_preds = []
+    for i, seg in enumerate(segs):
+        split, nodes, source = op_mix(seg)
+        t = estimate_segment_latency(seg, prof, batch_size=batch_size, last=i == len(segs) - 1, first=i == 0)
+        seg_preds.append(SegmentEstimate(i, int(seg["flops"]), split, nodes, t, t * power_w, source))
+    exits = []
+    for ex in manifest["exits"]:
+        ran = seg_preds[: ex["segment"] + 1]
+        cum_t = sum(s.latency_s for s in ran)
+        flops = int(ex.get("cumulative_flops", sum(s.flops for s in ran)))
+        exits.append(ExitEstimate(ex["index"], cum_t, cum_t * power_w, flops))
+    fractions, where = exit_fractions(manifest)
+    notes = []
+    if fractions is None:
+        notes.append(f"{where}: expected figures assume every sample runs to the final exit (upper bound)")
+        fractions = [0.0] * (len(exits) - 1) + [1.0]
+        point = f"none ({where}); upper bound: all samples at the final exit"
+    else:
+        point = f"{where} (policy {manifest['policy']['name']}, thresholds {manifest['policy']['thresholds']})"
+    exp_t = sum(f * e.latency_s for f, e in zip(fractions, exits))
+    if prof.latency is not None and prof.latency.sources:
+        notes.append("latency model: " + sorted(set(prof.latency.sources.values()))[0])
+    notes.append(f"energy: estimated from {prof.name}'s power model ({power_w:.2f} W with {threads} busy core(s))")
+    return CostEstimate(label, prof.name, batch_size, threads, power_w, seg_preds, exits, exp_t, exp_t * power_w,
+                      point, fractions, notes)
+
+
+def format_estimate(p: CostEstimate) -> str:
+    """The table ``edge-runtime estimate`` prints."""
+    lines = [f"bundle {p.bundle} on profile {p.profile!r}: batch {p.batch_size}, {p.threads} thread(s), "
+             f"power model {p.power_w:.2f} W while running"]
+    lines.append(f"{'seg':>3} {'MFLOPs':>8} {'conv %':>6} {'nodes':>5} {'latency ms':>10} {'energy mJ':>9}")
+    for s in p.segments:
+        conv = 100 * s.flops_by_kind.get("conv", 0.0) / max(s.flops, 1)
+        lines.append(f"{s.index:>3} {s.flops / 1e6:>8.3f} {conv:>5.0f}% {sum(s.nodes_by_kind.values()):>5} "
+                     f"{s.latency_s * 1e3:>10.4f} {s.energy_j * 1e3:>9.4f}")
+    lines.append(f"{'exit':>4} {'cum MFLOPs':>10} {'latency ms':>10} {'energy mJ':>9} {'fraction':>8}")
+    for e, f in zip(p.exits, p.exit_fractions):
+        lines.append(f"{e.index:>4} {e.cumulative_flops / 1e6:>10.3f} {e.latency_s * 1e3:>10.4f} "
+                     f"{e.energy_j * 1e3:>9.4f} {f:>8.3f}")
+    lines.append(f"expected at the operating point: {p.expected_latency_s * 1e3:.4f} ms, "
+                 f"{p.expected_energy_j * 1e3:.4f} mJ per call  [{p.operating_point}]")
+    lines.append(f"op mix: {p.segments[0].op_mix_source}")
+    lines += [f"note: {n}" for n in p.notes]
+    return "\n".join(lines)
