@@ -100,15 +100,15 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     for key, rt in runtimes.items():
         pol = rt.default_policy
         ee, full = itertools.cycle(range(len(x))), itertools.cycle(range(len(x)))
-        fns[f"{key} early_exit"] = lambda rt=rt, pol=pol, it=ee: rt.run_early_exit(x[(i := next(it)):i + 1], pol)
-        fns[f"{key} full"] = lambda rt=rt, it=full: rt.run_full(x[(i := next(it)):i + 1])
+        fns[f"{key} early_exit"] = lambda rt=rt, pol=pol, it=ee: rt.infer(x[(i := next(it)):i + 1], policy=pol)
+        fns[f"{key} full"] = lambda rt=rt, it=full: rt.infer(x[(i := next(it)):i + 1], mode="full")
     times = interleaved(fns, warmup=args.warmup, repeats=args.repeats)
     verification = {(v["format"], v["precision"]): v for v in bundle.manifest["verification"].get("variants", [])}
     verification[("onnx", "fp32")] = bundle.manifest["verification"]
     rows = []
     for key, rt in runtimes.items():
         res = rt.infer(x)  # accuracy at the variant's calibrated point, whole test split
-        full = rt.run_full(x)
+        full = rt.infer(x, mode="full")
         ver = verification.get(tuple(key.split("/")), {})
         rows.append({
             "variant": key, "thresholds": list(rt.default_policy.thresholds),

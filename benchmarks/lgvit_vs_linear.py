@@ -7,7 +7,7 @@ For each bundle (``lgvit_vit`` and ``vit_linear``, converted from their recipes 
     cost is within each budget), so "LGViT beats linear at equal cost" is a printed comparison;
   * the bundle's calibrated point on the test split, and its measured onnxruntime batch-1 latency
     (``Runtime.infer`` with the calibrated policy, every test sample, one at a time) against the
-    one-graph full model (``Runtime.run_full``) timed interleaved in the same run.
+    one-graph full model (``Runtime.infer(x, mode="full")``) timed interleaved in the same run.
 
 With ``--same-backbone`` it also trains ONE backbone (stage 1 of ``lgvit_vit.yaml``) and, on that frozen
 backbone, fresh LGViT heads and fresh linear heads (stage 2 each): the heads' effect alone.
@@ -141,7 +141,7 @@ def speedup(rt, x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
     xs = rt.preprocess(x)
     for i in range(min(50, len(xs))):                 # warm-up
         rt.infer(xs[i:i + 1])
-        rt.run_full(xs[i:i + 1])
+        rt.infer(xs[i:i + 1], mode="full")
     ee, full, correct, exits = 0.0, 0.0, 0, []
     clock = time.perf_counter
     for _ in range(repeats):
@@ -150,7 +150,7 @@ def speedup(rt, x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
             t0 = clock()
             res = rt.infer(xi)
             t1 = clock()
-            rt.run_full(xi)
+            rt.infer(xi, mode="full")
             t2 = clock()
             ee += t1 - t0
             full += t2 - t1

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         never = edge_runtime.create_policy("never", rt.num_exits)
         times = interleaved(
             {
-                "one_graph": lambda: rt.run_full(x),
-                "segmented_never": lambda: rt.run_early_exit(x, never),
+                "one_graph": lambda: rt.infer(x, mode="full"),
+                "segmented_never": lambda: rt.infer(x, policy=never),
                 "segmented_never_infer": lambda: rt.infer(x, policy=never),
             },
             warmup=args.warmup, repeats=args.repeats,

@@ -54,13 +54,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from converters.export.bundle import export_bundle
-    from converters.export.onnx import count_flops, count_params, export_onnx
-    from converters.methods.lgvit.model import attach_lgvit_heads, load_backbone_weights
-    from converters.models.contract import EarlyExitModel, from_sequential_cnn, from_transformer_encoder
-    from converters.models.registry import HEADS, MODELS, create_head, create_model
-    from converters.pipeline.convert import convert
-    from converters.recipe.core import Recipe, load_recipe, parse_recipe
-    from converters.training.registry import OPTIMIZERS, SCHEDULES
-    from converters.training.trainer import StageConfig, TrainCallback, Trainer
-    from edge_runtime.calibration import Calibration, OperatingPoint, calibrate, oracle
+    from converters.export.bundle import export_bundle  # noqa: F401
+    from converters.export.onnx import count_flops, count_params, export_onnx  # noqa: F401
+    from converters.methods.lgvit.model import attach_lgvit_heads, load_backbone_weights  # noqa: F401
+    from converters.models.contract import EarlyExitModel, from_sequential_cnn, from_transformer_encoder  # noqa: F401
+    from converters.models.registry import HEADS, MODELS, create_head, create_model  # noqa: F401
+    from converters.pipeline.convert import convert  # noqa: F401
+    from converters.recipe.core import Recipe, load_recipe, parse_recipe  # noqa: F401
+    from converters.training.registry import OPTIMIZERS, SCHEDULES  # noqa: F401
+    from converters.training.trainer import StageConfig, TrainCallback, Trainer  # noqa: F401
+    from edge_runtime.calibration import Calibration, OperatingPoint, calibrate, oracle  # noqa: F401

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from edge_runtime.bundle import read_bundle
 from edge_runtime.errors import ConfigError
+from edge_runtime.manifest import GraphSpec, Manifest, TensorSpec
 from edge_runtime.profiles import DeviceProfile, resolve_profile
 
 #: ONNX op types by cost category (data, not branches); unlisted ops cost ``other`` (the profile's
@@ -81,15 +83,15 @@ class CostEstimate:
         return asdict(self)
 
 
-def op_mix(segment: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int], str]:
-    """(FLOPs by kind, node counts by kind, where the FLOP split came from) for one manifest segment."""
+def op_mix(segment: GraphSpec) -> tuple[dict[str, float], dict[str, int], str]:
+    """(FLOPs by kind, node counts by kind, where the FLOP split came from) for one manifest graph."""
     nodes: dict[str, int] = {"conv": 0, "matmul": 0}
-    for op, count in (segment.get("op_counts") or {}).items():
+    for op, count in segment.op_counts.items():
         if op not in FREE_OPS:
             kind = OP_CATEGORY.get(op, "other")
             nodes[kind] = nodes.get(kind, 0) + int(count)
-    flops = float(segment["flops"])
-    by_op = segment.get("flops_by_op")
+    flops = float(segment.flops)
+    by_op = segment.extra.get("flops_by_op")
     if by_op:
         split = {k: float(by_op.get(k, 0.0)) for k in ("conv", "matmul")}
         rest = max(0.0, flops - sum(split.values()))
@@ -103,32 +105,30 @@ def op_mix(segment: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int]
             "split by Conv vs MatMul/Gemm node counts (manifest has no flops_by_op)")
 
 
-def exit_fractions(manifest: Mapping[str, Any]) -> tuple[list[float] | None, str]:
+def exit_fractions(manifest: Manifest) -> tuple[list[float] | None, str]:
     """Fraction of samples answered at each exit at the calibrated point, and where it came from."""
-    n = len(manifest["exits"])
-    chosen = (manifest.get("calibration") or {}).get("chosen") or {}
-    for key in ("exit_fractions", "exit_histogram", "exit_counts"):
-        values = chosen.get(key)
-        if values is not None:
-            if len(values) != n or sum(values) <= 0:
-                raise ConfigError(f"calibration.chosen.{key}: expected {n} non-negative numbers, got {values}")
-            total = float(sum(values))
-            return [float(v) / total for v in values], f"calibration.chosen.{key}"
-    if chosen:
+    n = manifest.num_exits
+    chosen = manifest.calibration.chosen if manifest.calibration is not None else None
+    if chosen is None:
+        return None, "the manifest has no calibration.chosen"
+    values = chosen.exit_fractions
+    if not values:
         return None, "calibration.chosen has no exit_fractions"
-    return None, "the manifest has no calibration.chosen"
+    if len(values) != n or sum(values) <= 0 or min(values) < 0:
+        raise ConfigError(f"calibration.chosen.exit_fractions: expected {n} non-negative numbers, got {values}")
+    total = float(sum(values))
+    return [float(v) / total for v in values], "calibration.chosen.exit_fractions"
 
 
-def estimate_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile, *, batch_size: int = 1,
+def estimate_segment_latency(segment: GraphSpec, profile: DeviceProfile, *, batch_size: int = 1,
                             last: bool = False, first: bool = False) -> float:
     """Estimated seconds for one manifest segment on ``profile`` (see the module docstring)."""
     lat = profile.latency
     if lat is None:
         raise ConfigError(f"profile {profile.name!r} has no 'latency' section; run `edge-runtime profile "
-                          "calibrate` on the device or pick a profile with one")
+                          "fit` on the device or pick a profile with one")
     split, nodes, _ = op_mix(segment)
-    elems = batch_size * max([_elements(tsr) for tsr in [*segment.get("inputs", []), *segment.get("outputs", [])]]
-                             or [0])
+    elems = batch_size * max([_elements(tsr) for tsr in [*segment.inputs, *segment.outputs]] or [0])
     t = lat.call_overhead_s
     for kind, count in nodes.items():
         known = kind in lat.op_s
@@ -147,19 +147,19 @@ def estimate_segment_latency(segment: Mapping[str, Any], profile: DeviceProfile,
     return t
 
 
-def _elements(tensor: Mapping[str, Any]) -> int:
+def _elements(tensor: TensorSpec) -> int:
     n = 1
-    for d in tensor.get("shape", [])[1:]:
+    for d in tensor.shape[1:]:
         n *= int(d or 1)
     return n
 
 
-def estimate_bundle(bundle: str | Path | Mapping[str, Any], profile: DeviceProfile | str | None = None, *,
+def estimate_bundle(bundle: str | Path | Manifest, profile: DeviceProfile | str | None = None, *,
                    batch_size: int = 1) -> CostEstimate:
     """Estimate latency and energy per segment, per exit and at the calibrated operating point.
 
     Args:
-        bundle: a bundle directory or its manifest dict.
+        bundle: a bundle directory or its :class:`~edge_runtime.manifest.Manifest`.
         profile: a profile (object, name or YAML path); None: this machine's.
         batch_size: samples per call.
 
@@ -167,29 +167,27 @@ def estimate_bundle(bundle: str | Path | Mapping[str, Any], profile: DeviceProfi
         >>> p = estimate_bundle("out/tiny_cnn", "rpi4")                 # doctest: +SKIP
         >>> [round(e.latency_s * 1e3, 3) for e in p.exits]             # doctest: +SKIP
     """
-    if isinstance(bundle, Mapping):
-        manifest, label = bundle, str(bundle.get("name", "bundle"))
+    if isinstance(bundle, Manifest):
+        manifest, label = bundle, bundle.name
     else:
-        from edge_runtime.bundle import read_bundle
-
         manifest = read_bundle(bundle, verify_hashes=False).manifest
         label = str(bundle)
     prof = resolve_profile(profile)
     threads = int((prof.latency.threads if prof.latency and prof.latency.threads else None) or prof.threads
                   or prof.cpu.cores)
     power_w = prof.power.watts(threads, prof.cpu.cores)
-    segs = manifest["segments"]
+    segs = manifest.segments
     seg_preds = []
     for i, seg in enumerate(segs):
         split, nodes, source = op_mix(seg)
         t = estimate_segment_latency(seg, prof, batch_size=batch_size, last=i == len(segs) - 1, first=i == 0)
-        seg_preds.append(SegmentEstimate(i, int(seg["flops"]), split, nodes, t, t * power_w, source))
+        seg_preds.append(SegmentEstimate(i, int(seg.flops), split, nodes, t, t * power_w, source))
     exits = []
-    for ex in manifest["exits"]:
-        ran = seg_preds[: ex["segment"] + 1]
+    for ex in manifest.exits:
+        ran = seg_preds[: ex.segment + 1]
         cum_t = sum(s.latency_s for s in ran)
-        flops = int(ex.get("cumulative_flops", sum(s.flops for s in ran)))
-        exits.append(ExitEstimate(ex["index"], cum_t, cum_t * power_w, flops))
+        flops = int(ex.cumulative_flops if ex.cumulative_flops is not None else sum(s.flops for s in ran))
+        exits.append(ExitEstimate(ex.index, cum_t, cum_t * power_w, flops))
     fractions, where = exit_fractions(manifest)
     notes = []
     if fractions is None:
@@ -197,7 +195,7 @@ def estimate_bundle(bundle: str | Path | Mapping[str, Any], profile: DeviceProfi
         fractions = [0.0] * (len(exits) - 1) + [1.0]
         point = f"none ({where}); upper bound: all samples at the final exit"
     else:
-        point = f"{where} (policy {manifest['policy']['name']}, thresholds {manifest['policy']['thresholds']})"
+        point = f"{where} (policy {manifest.policy.name}, thresholds {list(manifest.policy.thresholds)})"
     exp_t = sum(f * e.latency_s for f, e in zip(fractions, exits))
     if prof.latency is not None and prof.latency.sources:
         notes.append("latency model: " + sorted(set(prof.latency.sources.values()))[0])

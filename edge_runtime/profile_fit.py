@@ -29,9 +29,14 @@ import numpy as np
 import yaml
 
 from edge_runtime import _profile_fit_graphs as G
-from edge_runtime import _onnx_proto as P
 from edge_runtime.errors import ConfigError
-from edge_runtime.files import sha256_file, write_text_atomic
+from edge_runtime.estimate import FREE_OPS, OP_CATEGORY
+from edge_runtime.files import write_text_atomic
+from edge_runtime.meters.powerlog import PowerLog
+from edge_runtime.profiles import load_profile, resolve_profile
+from edge_runtime.policies import create_policy
+from edge_runtime.runtime import load_bundle
+from edge_runtime.synthetic import write_synthetic_bundle
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,6 @@ def _fit_other_nodes(call_s: float, conv_op_s: float, conv_gflops: float, mm_op_
                      settings: FitSettings) -> tuple[float, float, dict[str, float]]:
     """(seconds per non-FLOP node, per node and element) so that the predicted time of a transformer
     block and a CNN block (graphs shaped like exported segments) matches their measured time."""
-    from edge_runtime.estimate import FREE_OPS, OP_CATEGORY
-
     rows, measured = [], {}
     for name, (model, x, _flops, info) in (("transformer", G.transformer_block()), ("cnn", G.conv_block())):
         t = _run_graph(model, x, settings)
@@ -155,40 +158,11 @@ def _fit_other_nodes(call_s: float, conv_op_s: float, conv_gflops: float, mm_op_
 def _executor_overhead(settings: FitSettings) -> tuple[float, float, float]:
     """Seconds the executor adds to the first segment, a middle one and the final one, beyond the graph's run.
 
-    Runs a synthetic 3-segment bundle (Relu + MatMul per segment) through :class:`Runtime` with an
+    Runs a synthetic 3-segment bundle (:mod:`edge_runtime.synthetic`) through :class:`Runtime` with an
     entropy policy that never exits, and subtracts the same graph's bare session time.
     """
-    import json
-
-    from edge_runtime.policies import create_policy
-    from edge_runtime.runtime import load_bundle
-
-    w = np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        segs, exits = [], []
-        for i in range(3):
-            last = i == 2
-            inp = "input" if i == 0 else "hidden_in"
-            outs = [P.value_info("exit", ["N", 10])] if last else [P.value_info("hidden", ["N", 16]),
-                                                                   P.value_info("exit", ["N", 10])]
-            nodes = [P.node("Relu", [inp], ["hidden"]), P.node("MatMul", ["hidden", "w"], ["exit"])]
-            graph = P.model(nodes, [P.value_info(inp, ["N", 16])], outs, [P.tensor("w", w)])
-            f = root / f"segment_{i}.onnx"
-            f.write_bytes(graph)
-            tensors = [{"name": "exit", "shape": [None, 10], "dtype": "float32"}]
-            if not last:
-                tensors.insert(0, {"name": "hidden", "shape": [None, 16], "dtype": "float32"})
-            segs.append({"index": i, "flops": 320, "params": 160,
-                         "files": [{"format": "onnx", "path": f.name, "sha256": sha256_file(f), "batch_size": None}],
-                         "inputs": [{"name": inp, "shape": [None, 16], "dtype": "float32"}], "outputs": tensors})
-            exits.append({"index": i, "segment": i, "head_type": "linear", "output_kind": "logits"})
-        manifest = {"format": "edge-runtime-bundle", "format_version": 1, "name": "profile-fit",
-                    "input": {"name": "input", "shape": [None, 16], "dtype": "float32"},
-                    "labels": [str(k) for k in range(10)], "segments": segs, "exits": exits,
-                    "policy": {"name": "entropy", "kwargs": {}, "thresholds": [-1.0, -1.0]},
-                    "verification": {"tolerance": 1.0, "batch_sizes": [1], "exits": [], "passed": True}}
-        (root / "manifest.json").write_text(json.dumps(manifest))
+        root = write_synthetic_bundle(Path(tmp) / "bundle", num_exits=3, features=16, classes=10)
         rt = load_bundle(root, backend="onnxruntime", threads=settings.threads)
         x = np.ones((1, 16), np.float32)
         pol = create_policy("entropy", 3, [-1.0, -1.0])
@@ -200,7 +174,7 @@ def _executor_overhead(settings: FitSettings) -> tuple[float, float, float]:
         while len(lat) < 3 * settings.min_runs or clock() < deadline:
             lat.append(rt.infer(x, policy=pol).segment_latency_s)
         med = np.median(np.array(lat), axis=0)
-        bare = [_run_graph((root / f"segment_{i}.onnx").read_bytes(), x, settings) for i in (0, 1, 2)]
+        bare = [_run_graph((root / "segments" / f"segment_{i}.onnx").read_bytes(), x, settings) for i in (0, 1, 2)]
     return tuple(max(0.0, float(m - b)) for m, b in zip(med, bare))  # type: ignore[return-value]
 
 
@@ -259,8 +233,6 @@ def fit_profile(out: str | Path, *, name: str | None = None, base: Any = None,
     import onnxruntime
     import psutil
 
-    from edge_runtime.profiles import load_profile, resolve_profile
-
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"--out {out}: a profile file must end in .yaml")
@@ -271,8 +243,6 @@ def fit_profile(out: str | Path, *, name: str | None = None, base: Any = None,
     fig = measure_latency_model(settings, progress)
     cores = os.cpu_count() or 1
     if powerlog is not None:
-        from edge_runtime.meters.powerlog import PowerLog
-
         if progress:
             progress(f"power: {settings.idle_s:g} s idle, {settings.busy_s:g} s busy")
         t0 = time.time()

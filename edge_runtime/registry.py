@@ -35,17 +35,18 @@ class Registry(Generic[T]):
         'Never'
     """
 
-    def __init__(self, kind: str, *, plugins: str | None = None) -> None:
+    def __init__(self, kind: str, *, plugins: str | tuple[str, ...] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T | str] = {}
-        self._plugins = plugins
+        self._plugins: tuple[str, ...] | None = (plugins,) if isinstance(plugins, str) else plugins
 
     def _discover(self) -> None:
         """Import the plug-in package's modules (``plugins=``) before the first look-up, so entries a
         method registers from its own folder are there without any shared file naming it."""
         if self._plugins is not None:
-            package, self._plugins = self._plugins, None
-            discover_plugins(package)
+            packages, self._plugins = self._plugins, None
+            for package in packages:
+                discover_plugins(package)
 
     def register(self, name: str, obj: T | None = None) -> Any:
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is None."""

@@ -1,145 +1,30 @@
-"""The on-device runtime: load a bundle, run its segments in sequence, leave early per sample.
+"""The on-device runtime: load a bundle, check inputs, and run it in one of its modes.
 
-The batch shrinks as samples leave: after each segment the exit policy decides per
-sample from that segment's exit output, and only the samples still undecided go
-into the next segment. Nothing here imports torch.
+:func:`load_bundle` reads and checks a bundle and opens one backend session per segment file;
+:meth:`Runtime.infer` checks a batch against the manifest's inputs and hands it to a registered
+:class:`~edge_runtime.modes.Mode` (``early_exit`` by default: the shrinking-batch executor). A mode's own
+state (a method's extra sessions) is kept per runtime through :meth:`Runtime.mode_state`. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edge_runtime import _env
-from edge_runtime.backends import Backend, Session, create_backend
-from edge_runtime.bundle import Bundle, BundleFile, read_bundle
+from edge_runtime import _env, profiles
+from edge_runtime.backends import Backend, create_backend
+from edge_runtime.bundle import Bundle, read_bundle
 from edge_runtime.errors import BundleError, ConfigError, InputError
+from edge_runtime.executor import ExitRun, GraphRunner, OnExit, Tensors, decide_exits, simulate_exits
+from edge_runtime.manifest import EXIT_OUTPUT, GraphSpec, InputSpec, Manifest
+from edge_runtime.meters import create_meter
+from edge_runtime.modes import MODES, InferenceResult, Mode
 from edge_runtime.policies import ExitPolicy, create_policy
-from edge_runtime.registry import Registry
 
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
-              "int32": np.int32, "int64": np.int64}
-
-
-@dataclass
-class InferenceResult:
-    """What one :meth:`Runtime.infer` call returns.
-
-    Attributes:
-        predictions: argmax class per sample, shape (N,).
-        exit_index: the exit that answered each sample, shape (N,).
-        outputs: the answering exit's output per sample, shape (N, ...).
-        segment_latency_s: wall time spent in each segment for this batch (model run
-            plus the exit decision), shape (num_segments,); 0 for segments no sample reached.
-        segment_batch_size: how many samples entered each segment, shape (num_segments,).
-        sample_latency_s: time from the call's start until each sample was answered, shape (N,).
-        latency_s: wall time of the whole call.
-        mode: ``early_exit``, ``full`` or another registered mode.
-        energy_j: energy attributed to the call, when a meter is attached.
-        energy_source: ``measured:<meter>`` or ``estimated:<profile>`` when energy_j is set.
-        sample_energy_j: energy per sample, when a meter is attached: each segment's energy is
-            shared by the samples that entered it (they sum to ``energy_j``).
-        segment_energy_j: energy per segment, when a meter is attached (integrated per segment
-            when the meter samples faster than the segments run, else split by segment latency).
-        part_latency_s: wall time per named part, for modes that run parts rather than
-            segments (``cbnet``: ``autoencoder``, ``classifier``); None otherwise.
-    """
-
-    predictions: np.ndarray
-    exit_index: np.ndarray
-    outputs: np.ndarray
-    segment_latency_s: np.ndarray
-    segment_batch_size: np.ndarray
-    sample_latency_s: np.ndarray
-    latency_s: float
-    mode: str = "early_exit"
-    energy_j: float | None = None
-    energy_source: str | None = None
-    sample_energy_j: np.ndarray | None = None
-    labels: list[str] = field(default_factory=list, repr=False)
-    part_latency_s: dict[str, float] | None = None
-    segment_energy_j: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.predictions.shape[0])
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with one record per sample plus the batch totals."""
-        samples = []
-        for i in range(len(self)):
-            rec: dict[str, Any] = {
-                "prediction": int(self.predictions[i]),
-                "exit_index": int(self.exit_index[i]),
-                "output": self.outputs[i].tolist(),
-                "latency_s": float(self.sample_latency_s[i]),
-            }
-            if self.labels:
-                rec["label"] = self.labels[int(self.predictions[i])]
-            if self.sample_energy_j is not None:
-                rec["energy_j"] = float(self.sample_energy_j[i])
-                rec["energy_source"] = self.energy_source
-            samples.append(rec)
-        out = {
-            "mode": self.mode,
-            "latency_s": self.latency_s,
-            "segment_latency_s": self.segment_latency_s.tolist(),
-            "segment_batch_size": self.segment_batch_size.tolist(),
-            "energy_j": self.energy_j,
-            "energy_source": self.energy_source,
-            "samples": samples,
-        }
-        if self.part_latency_s is not None:
-            out["part_latency_s"] = dict(self.part_latency_s)
-        if self.segment_energy_j is not None:
-            out["segment_energy_j"] = np.asarray(self.segment_energy_j).tolist()
-        return out
-
-
-class SegmentRunner:
-    """Runs one segment (or one whole graph) from its files: a dynamic-batch file runs any
-    batch at once; fixed-batch files run a batch as chunks of the best-fitting size.
-    """
-
-    def __init__(self, sessions: list[Session], name: str) -> None:
-        self.name = name
-        dynamic = [s for s in sessions if s.batch_size is None]
-        self._dynamic = dynamic[0] if dynamic else None
-        self._fixed = sorted((s for s in sessions if s.batch_size is not None), key=lambda s: s.batch_size)
-        first = self._dynamic or self._fixed[0]
-        self.input_name = first.input_names[0]
-        self.output_names = list(first.output_names)
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        if self._dynamic is not None:
-            return self._dynamic.run({self.input_name: x})
-        return self._run_chunked(x)
-
-    def _run_chunked(self, x: np.ndarray) -> list[np.ndarray]:
-        n = x.shape[0]
-        pieces: list[list[np.ndarray]] = []
-        start = 0
-        while start < n:  # greedy: the largest file that fits what is left, else the smallest (padded)
-            left = n - start
-            fitting = [s for s in self._fixed if s.batch_size <= left]
-            session = fitting[-1] if fitting else self._fixed[0]
-            b = session.batch_size
-            chunk = x[start:start + b]
-            start += b
-            real = chunk.shape[0]
-            if real < b:  # pad the last chunk; padded rows are dropped below
-                pad = np.zeros((b - real,) + chunk.shape[1:], dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outs = session.run({session.input_names[0]: chunk})
-            pieces.append([o[:real] for o in outs])
-        return [np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))]
-
-
-#: inference modes: functions ``(runtime, x, policy) -> InferenceResult``; CBNet adds its own.
-MODES: Registry[Callable[..., InferenceResult]] = Registry("inference mode", plugins="edge_runtime.methods")
+__all__ = ["MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits"]
 
 
 class Runtime:
@@ -156,226 +41,198 @@ class Runtime:
         self.bundle = bundle
         self.backend = backend
         self.precision = precision
+        self.batch_sizes = None if batch_sizes is None else tuple(batch_sizes)
         #: ``format/precision`` of the files this runtime runs (key of ``policy.variants``)
         self.variant = f"{backend.file_format}/{precision}"
         m = bundle.manifest
-        self.manifest = m
-        self.name: str = m["name"]
-        self.labels: list[str] = list(m["labels"])
-        self.num_exits = len(m["exits"])
-        self.input_spec: dict[str, Any] = m["input"]
-        self._dtype = np.dtype(_NP_DTYPES[self.input_spec["dtype"]])
-        self._sample_shape = tuple(self.input_spec["shape"][1:])
+        self.manifest: Manifest = m
+        self.name: str = m.name
+        self.labels: list[str] = list(m.labels)
+        self.num_exits = m.num_exits
+        self.inputs: tuple[InputSpec, ...] = m.inputs
         self.meter: Any = None  # an energy meter (see edge_runtime.meters), attached by the caller
         self.profile: Any = None  # the DeviceProfile applied by load_bundle, if any
-        self.segments = [
-            self._runner(files, f"segment {i}")
-            for i, files in enumerate(bundle.segment_files(backend.file_format, precision, batch_sizes))
-        ]
-        self._hidden_pos: list[int] = []
-        self._exit_pos: list[int] = []
-        for i, seg in enumerate(self.segments):
-            names = seg.output_names
-            if "exit" not in names or (i < len(self.segments) - 1 and "hidden" not in names):
-                raise BundleError(
-                    f"segment {i} graph outputs {names}; expected 'hidden' and 'exit' (last: 'exit')",
-                    path=bundle.manifest_path,
-                    field=f"segments.{i}.outputs",
-                )
-            self._exit_pos.append(names.index("exit"))
-            self._hidden_pos.append(names.index("hidden") if "hidden" in names else -1)
-        self._full: SegmentRunner | None = None
-        full = m.get("full_model")
-        if full:
+        self._mode_state: dict[str, Any] = {}
+        self.segments = [self.open_graph(seg, f"segments.{seg.index}") for seg in m.segments]
+        for seg, runner in zip(m.segments, self.segments):
+            missing = sorted(set(seg.input_names) - set(runner.input_names)) + \
+                sorted(set(seg.output_names) - set(runner.output_names))
+            if missing:
+                raise BundleError(f"segment {seg.index} graph has inputs {runner.input_names} and outputs "
+                                  f"{runner.output_names}; the manifest names {missing} too",
+                                  path=bundle.manifest_path, field=f"segments.{seg.index}")
+        later: set[str] = set()
+        carry: list[tuple[str, ...]] = []
+        for seg in reversed(m.segments):  # names each cut must keep: what later segments read
+            carry.append(tuple(sorted(later)))
+            later |= set(seg.input_names)
+        self._carry = list(reversed(carry))
+        self._full: GraphRunner | None = None
+        if m.full_model is not None:
             try:
-                files = bundle.files_for(full["files"], "full_model.files", backend.file_format, precision,
-                                         batch_sizes)
+                self._full = self.open_graph(m.full_model, "full_model")
             except BundleError:
-                files = []
-            if files:
-                self._full = self._runner(files, "full model")
+                self._full = None
         self.default_policy = self.make_policy()
 
-    def _runner(self, files: list[BundleFile], name: str) -> SegmentRunner:
-        return SegmentRunner([self.backend.load(f.path) for f in files], name)
+    @property
+    def input_spec(self) -> InputSpec:
+        """The first (for most bundles: the only) model input."""
+        return self.inputs[0]
+
+    def open_graph(self, graph: GraphSpec, field: str) -> GraphRunner:
+        """Open a graph's files for this runtime's backend, precision and batch sizes.
+
+        Raises:
+            BundleError: the graph has no file of this format/precision (names ``field``).
+        """
+        files = self.bundle.files_for(graph, field, self.backend.file_format, self.precision, self.batch_sizes)
+        return GraphRunner([self.backend.load(f.path) for f in files], field)
+
+    def mode_state(self, name: str, factory: Callable[[], Any]) -> Any:
+        """A mode's per-runtime state (e.g. its parts' sessions), created by ``factory`` on first use."""
+        if name not in self._mode_state:
+            self._mode_state[name] = factory()
+        return self._mode_state[name]
+
+    @property
+    def full_model_runner(self) -> GraphRunner | None:
+        """The one-graph model, when the bundle has it for this backend and precision."""
+        return self._full
+
+    @property
+    def has_full_model(self) -> bool:
+        return self._full is not None
 
     # -- policies -------------------------------------------------------------------------
-    def make_policy(self, policy: str | ExitPolicy | None = None, thresholds: Any = None, **kwargs: Any) -> ExitPolicy:
+    def make_policy(self, policy: str | ExitPolicy | None = None, thresholds: Any = None,
+                    **kwargs: Any) -> ExitPolicy:
         """The bundle's policy, or another by name, with optional threshold overrides."""
         if isinstance(policy, ExitPolicy):
             if thresholds is not None:
                 raise ConfigError("give thresholds either inside the policy object or as 'thresholds', not both")
             return policy
-        spec = self.manifest["policy"]
-        if policy is None or policy == spec["name"]:
-            name = spec["name"]
-            kw = {**spec["kwargs"], **kwargs}
-            variant = spec.get("variants", {}).get(self.variant, {})  # re-calibrated for quantized files
-            thr = thresholds if thresholds is not None else (variant.get("thresholds") or spec["thresholds"] or None)
+        spec = self.manifest.policy
+        if policy is None or policy == spec.name:
+            name = spec.name
+            kw = {**spec.kwargs, **kwargs}
+            thr = thresholds if thresholds is not None else spec.thresholds_for(self.variant)
         else:
             name, kw, thr = policy, kwargs, thresholds
         return create_policy(name, self.num_exits, thr, **kw)
 
     # -- input ----------------------------------------------------------------------------
-    def check_input(self, x: Any) -> np.ndarray:
-        """Validate an input batch against the bundle's input spec.
+    def check_input(self, x: Any) -> Any:
+        """Validate a batch against the manifest's inputs; returns it contiguous, in the form it came in.
+
+        ``x`` is an array for a single-input bundle (an array comes back), or a mapping input name -> array
+        (a dict comes back).
 
         Raises:
-            InputError: wrong type, rank, shape, dtype, or NaN/Inf values.
+            InputError: wrong type, names, rank, shape, dtype, batch sizes, or NaN/Inf values.
         """
-        expected = "(N, " + ", ".join(str(d) for d in self._sample_shape) + ")"
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"input must be a numpy array of shape {expected}, got {type(x).__name__}")
-        if x.ndim != len(self._sample_shape) + 1:
-            raise InputError(f"input has rank {x.ndim} (shape {tuple(x.shape)}); expected rank "
-                             f"{len(self._sample_shape) + 1}, shape {expected}")
-        for axis, (got, want) in enumerate(zip(x.shape[1:], self._sample_shape), start=1):
-            if want is not None and got != want:
-                raise InputError(f"input shape {tuple(x.shape)} does not match {expected} at axis {axis}")
-        if x.shape[0] == 0:
-            raise InputError("input batch is empty")
-        if x.dtype != self._dtype:
-            raise InputError(f"input dtype is {x.dtype}; expected {self._dtype} "
-                             f"(convert with x.astype(np.{self._dtype}))")
-        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum())
-            raise InputError(f"input contains NaN or Inf values in {bad} sample(s)")
-        return np.ascontiguousarray(x)
+        feeds = self.feeds(x)
+        return feeds if isinstance(x, Mapping) else feeds[self.inputs[0].name]
+
+    def feeds(self, x: Any) -> Tensors:
+        """Validate a batch (see :meth:`check_input`) and return it as named model inputs.
+
+        Raises:
+            InputError: wrong type, names, rank, shape, dtype, batch sizes, or NaN/Inf values.
+        """
+        if isinstance(x, Mapping):
+            unknown = sorted(set(x) - {s.name for s in self.inputs})
+            missing = [s.name for s in self.inputs if s.name not in x]
+            if unknown or missing:
+                raise InputError(f"inputs: expected {[s.name for s in self.inputs]}"
+                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+            items = [(s, x[s.name]) for s in self.inputs]
+        else:
+            if len(self.inputs) != 1:
+                raise InputError(f"this bundle takes {len(self.inputs)} inputs {[s.name for s in self.inputs]}; "
+                                 "pass a mapping name -> array")
+            items = [(self.inputs[0], x)]
+        out: Tensors = {}
+        n = None
+        for spec, arr in items:
+            out[spec.name] = _check_one(spec, arr, len(self.inputs) > 1)
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise InputError(f"input {spec.name!r} has batch size {arr.shape[0]}; {self.inputs[0].name!r} has {n}")
+        return out
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the manifest's preprocessing (scale, per-channel mean/std) to raw inputs."""
-        pre = self.input_spec.get("preprocessing", {})
-        x = np.asarray(raw, dtype=np.float64) * pre.get("scale", 1.0)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        if "mean" in pre:
-            x = x - np.asarray(pre["mean"]).reshape(shape)
-        if "std" in pre:
-            x = x / np.asarray(pre["std"]).reshape(shape)
-        return x.astype(self._dtype)
+        """Apply the manifest's preprocessing (scale, per-channel mean/std) to raw inputs of the first input."""
+        pre = self.input_spec.preprocessing
+        dtype = self.input_spec.np_dtype
+        if pre is None:
+            return np.asarray(raw).astype(dtype)
+        return pre.apply(raw, dtype)
 
     # -- inference ------------------------------------------------------------------------
-    def infer(self, x: np.ndarray, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
-              mode: str = "early_exit") -> InferenceResult:
-        """Run a batch; each sample leaves at the first exit whose policy decision says so.
+    def modes(self) -> list[str]:
+        """Modes this bundle can run."""
+        return [name for name in MODES.ordered() if MODES.get(name).unsupported(self.manifest) is None]
+
+    def mode(self, name: str) -> Mode:
+        """A registered mode this bundle supports.
+
+        Raises:
+            ConfigError: unknown mode, or one this bundle does not support (says why).
+        """
+        mode = MODES.get(name)
+        why = mode.unsupported(self.manifest)
+        if why is not None:
+            raise ConfigError(f"{self.bundle.root}: bundle {self.name!r} cannot run mode {name!r}: {why}; "
+                              f"its modes: {', '.join(self.modes())}")
+        return mode
+
+    def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
+              mode: str = "early_exit", on_exit: OnExit | None = None) -> InferenceResult:
+        """Run a batch in a mode (default: early exit, each sample leaving at the first exit its policy accepts).
 
         Args:
-            x: model-ready input, shape (N, *input.shape[1:]), the manifest's dtype.
+            x: model-ready input, shape (N, *input.shape[1:]), the manifest's dtype; or a mapping
+                input name -> array for a bundle with several inputs.
             policy: a policy name or object; None uses the bundle's calibrated policy.
             thresholds: per-exit thresholds overriding the policy's.
-            mode: ``early_exit`` (default), ``full`` or a mode the bundle adds (``cbnet``).
+            mode: a registered mode the bundle supports (``early_exit``, ``full``, a method's own).
+            on_exit: ``on_exit(rows, exit, outputs, seconds)`` as soon as samples have their answer.
 
         Raises:
             InputError: the input does not match the bundle's input spec.
             ConfigError: unknown policy/mode or bad thresholds.
         """
-        x = self.check_input(x)
+        feeds = self.feeds(x)
+        handler = self.mode(mode)
         if policy is None and thresholds is None:
-            pol = self.default_policy
+            pol: ExitPolicy | None = self.default_policy
         else:
             pol = self.make_policy(policy, thresholds)
-        handler = MODES.get(mode)
         meter = self.meter
         if meter is None:
-            return handler(self, x, pol)
+            return handler.run(self, feeds, pol, on_exit=on_exit)
         window = meter.start_window()
-        result = handler(self, x, pol)
+        result = handler.run(self, feeds, pol, on_exit=on_exit)
         meter.finish_window(window, result)
         return result
 
-    def run_early_exit(self, x: np.ndarray, policy: ExitPolicy,
-                       on_exit: Callable[[np.ndarray, int, np.ndarray, float], None] | None = None) -> InferenceResult:
-        """The shrinking-batch executor (no input checks; use :meth:`infer`).
+    def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
+        """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
+        segments = self.segments
+        return decide_exits(lambda i, f, alive: segments[i].run(f), len(segments), feeds, policy,
+                            carry=self._carry, on_exit=on_exit)
 
-        Args:
-            x: model-ready input batch.
-            policy: the exit policy deciding per sample after each segment.
-            on_exit: optional ``on_exit(indices, exit_index, outputs, t)`` called as soon as samples
-                leave: their row indices in ``x``, the exit they left at, their answering outputs and
-                the seconds since the call started (the daemon answers each request from here).
-        """
-        n = x.shape[0]
-        num = len(self.segments)
-        predictions = np.empty(n, dtype=np.int64)
-        exit_index = np.empty(n, dtype=np.int64)
-        sample_latency = np.empty(n, dtype=np.float64)
-        seg_latency = np.zeros(num, dtype=np.float64)
-        seg_batch = np.zeros(num, dtype=np.int64)
-        outputs: np.ndarray | None = None
-        alive = np.arange(n)
-        state = policy.start(n)
-        h = x
-        clock = time.perf_counter
-        start = clock()
-        for i, runner in enumerate(self.segments):
-            t0 = clock()
-            outs = runner.run(h)
-            exit_out = outs[self._exit_pos[i]]
-            if outputs is None:
-                outputs = np.empty((n,) + exit_out.shape[1:], dtype=exit_out.dtype)
-            seg_batch[i] = alive.shape[0]
-            if i == num - 1:
-                leave = np.ones(alive.shape[0], dtype=bool)
-            else:
-                leave = np.asarray(policy.decide(i, exit_out, state), dtype=bool)
-            if leave.any():
-                gone = alive[leave]
-                answered = exit_out[leave]
-                outputs[gone] = answered
-                predictions[gone] = answered.argmax(axis=-1)
-                exit_index[gone] = i
-            t1 = clock()
-            seg_latency[i] = t1 - t0
-            if leave.any():
-                sample_latency[alive[leave]] = t1 - start
-                if on_exit is not None:
-                    on_exit(alive[leave], i, exit_out[leave], t1 - start)
-            if leave.all():
-                break
-            if leave.any():
-                keep = ~leave
-                h = outs[self._hidden_pos[i]][keep]
-                alive = alive[keep]
-                state = {k: v[keep] for k, v in state.items()}
-            else:
-                h = outs[self._hidden_pos[i]]
-        assert outputs is not None
-        return InferenceResult(
-            predictions=predictions, exit_index=exit_index, outputs=outputs,
-            segment_latency_s=seg_latency, segment_batch_size=seg_batch,
-            sample_latency_s=sample_latency, latency_s=clock() - start,
-            mode="early_exit", labels=self.labels,
-        )
-
-    def run_full(self, x: np.ndarray) -> InferenceResult:
-        """The unsplit model as one graph when the bundle has it (else every segment)."""
-        if self._full is None:
-            res = self.run_early_exit(x, create_policy("never", self.num_exits))
-            res.mode = "full"
-            return res
-        clock = time.perf_counter
-        start = clock()
-        out = self._full.run(x)[0]
-        elapsed = clock() - start
-        n = x.shape[0]
-        seg_latency = np.zeros(len(self.segments))
-        seg_latency[-1] = elapsed
-        return InferenceResult(
-            predictions=out.argmax(axis=-1), exit_index=np.full(n, self.num_exits - 1, dtype=np.int64),
-            outputs=out, segment_latency_s=seg_latency,
-            segment_batch_size=np.full(len(self.segments), n, dtype=np.int64),
-            sample_latency_s=np.full(n, elapsed), latency_s=elapsed, mode="full", labels=self.labels,
-        )
-
-    def exit_outputs(self, x: np.ndarray) -> list[np.ndarray]:
-        """Every exit's output for every sample (runs all segments); for calibration and oracles."""
-        x = self.check_input(x)
-        h = x
+    def exit_outputs(self, x: Any) -> list[np.ndarray]:
+        """Every exit's ``exit`` output for every sample (runs all segments); for calibration and oracles."""
+        feeds = self.feeds(x)
         result = []
         for i, runner in enumerate(self.segments):
-            outs = runner.run(h)
-            result.append(outs[self._exit_pos[i]])
-            if self._hidden_pos[i] >= 0:
-                h = outs[self._hidden_pos[i]]
+            outs = runner.run(feeds)
+            result.append(outs[EXIT_OUTPUT])
+            feeds = {**{k: v for k, v in feeds.items() if k in self._carry[i]},
+                     **{k: v for k, v in outs.items() if k != EXIT_OUTPUT}}
         return result
 
     def close(self) -> None:
@@ -384,17 +241,27 @@ class Runtime:
         if meter is not None and hasattr(meter, "stop"):
             meter.stop()
 
-    @property
-    def has_full_model(self) -> bool:
-        return self._full is not None
 
-    def modes(self) -> list[str]:
-        """Modes this bundle can run."""
-        return [m for m in MODES.names() if m != "cbnet" or "cbnet" in self.manifest]
-
-
-MODES.register("early_exit", lambda rt, x, policy: rt.run_early_exit(x, policy))
-MODES.register("full", lambda rt, x, policy: rt.run_full(x))
+def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
+    what = f"input {spec.name!r}" if named else "input"
+    sample = spec.sample_shape
+    expected = "(N, " + ", ".join(str(d) for d in sample) + ")"
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{what} must be a numpy array of shape {expected}, got {type(x).__name__}")
+    if x.ndim != len(sample) + 1:
+        raise InputError(f"{what} has rank {x.ndim} (shape {tuple(x.shape)}); expected rank {len(sample) + 1}, "
+                         f"shape {expected}")
+    for axis, (got, want) in enumerate(zip(x.shape[1:], sample), start=1):
+        if want is not None and got != want:
+            raise InputError(f"{what} shape {tuple(x.shape)} does not match {expected} at axis {axis}")
+    if x.shape[0] == 0:
+        raise InputError(f"{what} batch is empty")
+    if x.dtype != spec.np_dtype:
+        raise InputError(f"{what} dtype is {x.dtype}; expected {spec.dtype} (convert with x.astype(np.{spec.dtype}))")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum())
+        raise InputError(f"{what} contains NaN or Inf values in {bad} sample(s)")
+    return np.ascontiguousarray(x)
 
 
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
@@ -442,39 +309,14 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
     rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
     rt.profile = prof
     if meter is not None:
-        from edge_runtime.meters import create_meter
-
         rt.meter = create_meter(meter, profile=prof).start()
     return rt
 
 
 def _resolve_profile(profile: Any) -> Any:
     """A DeviceProfile, or None when no profile was asked for (and ``EDGE_RUNTIME_PROFILE`` is unset)."""
-    from edge_runtime import profiles
-
     if profile is None and _env.profile_name() is None:
         return None
     if profile == "auto":
         return profiles.get_profile(profiles.detect_profile().name)
     return profiles.resolve_profile(profile)
-
-
-def simulate_exits(exit_outputs: Sequence[np.ndarray], policy: ExitPolicy) -> np.ndarray:
-    """Exit index per sample that ``policy`` would choose, from precomputed outputs of all exits.
-
-    Uses the same per-exit ``decide`` calls (and state handling) as the executor, so
-    calibration and reports agree with what the device does.
-    """
-    n = exit_outputs[0].shape[0]
-    exit_index = np.full(n, len(exit_outputs) - 1, dtype=np.int64)
-    alive = np.arange(n)
-    state = policy.start(n)
-    for i, out in enumerate(exit_outputs[:-1]):
-        leave = np.asarray(policy.decide(i, out[alive], state), dtype=bool)
-        exit_index[alive[leave]] = i
-        keep = ~leave
-        alive = alive[keep]
-        state = {k: v[keep] for k, v in state.items()}
-        if alive.size == 0:
-            break
-    return exit_index

@@ -17,6 +17,13 @@ HEAVY_MODULES = ("sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 
                  f"or (m.split('.')[0] == 'converters' and m not in {PLUGIN_MODULES!r}))")
 
 
+def manifest_json(bundle: Path) -> dict:
+    """A bundle's manifest as written on disk (plain JSON), for tests of the file format itself."""
+    import json
+
+    return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """name -> bundle dir for the two shipped smoke recipes (random init)."""

@@ -41,7 +41,7 @@ def test_sha256_mismatch(bundle_copy):
 
 def test_unknown_format_version(bundle_copy):
     _edit(bundle_copy, lambda m: m.update(format_version=99))
-    with pytest.raises(BundleError, match=r"manifest\.json.*format_version.*unsupported format version 99"):
+    with pytest.raises(BundleError, match=r"manifest\.json.*format_version.*unsupported bundle format version 99"):
         edge_runtime.load_bundle(bundle_copy)
 
 
@@ -71,7 +71,7 @@ def test_malformed_json(bundle_copy):
     "edit, field",
     [
         (lambda m: m.pop("segments"), "(top level)"),
-        (lambda m: m["input"].update(dtype="complex64"), "input.dtype"),
+        (lambda m: m["inputs"][0].update(dtype="complex64"), "inputs.0.dtype"),
         (lambda m: m["segments"][1]["files"][0].update(sha256="xyz"), "segments.1.files.0.sha256"),
         (lambda m: m["policy"].update(thresholds=[0.1]), "policy.thresholds"),
         (lambda m: m["exits"].pop(), "exits"),

@@ -152,14 +152,14 @@ def cbnet_bundle(tmp_path_factory):
 def test_both_parts_match_torch_at_batch_1_and_an_odd_batch(cbnet_bundle):
     model, res, path = cbnet_bundle
     rt = edge_runtime.load_bundle(path, threads=1)
-    parts = rt.manifest["cbnet"]["parts"]
+    parts = rt.manifest.parts["cbnet"].graphs
     assert sorted(parts) == ["autoencoder", "classifier", "classifier_base"]
     be = edge_runtime.create_backend("onnxruntime", threads=1)
     modules = res.parts()
     for batch in (1, 5):
         x = torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
         for name, module in modules.items():
-            session = be.load(path / parts[name]["files"][0]["path"])
+            session = be.load(path / parts[name].files[0].path)
             with torch.no_grad():
                 ref = module.eval()(x).numpy()
             np.testing.assert_allclose(session.run({"input": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)
@@ -169,7 +169,7 @@ def test_both_parts_match_torch_at_batch_1_and_an_odd_batch(cbnet_bundle):
         np.testing.assert_allclose(res_rt.outputs, ref, atol=1e-4, rtol=1e-4)
         assert (res_rt.exit_index == 0).all() and res_rt.mode == "cbnet"
         assert set(res_rt.part_latency_s) == {"autoencoder", "classifier"}
-    ver = rt.manifest["cbnet"]["verification"]
+    ver = rt.manifest.parts["cbnet"].verification
     assert ver["passed"] and 16 in ver["batch_sizes"] and 1 in ver["batch_sizes"]
     assert all(v["max_abs_diff"] <= ver["tolerance"] for v in ver["parts"].values())
 
@@ -186,14 +186,15 @@ def test_lightweight_classifier_shares_the_models_first_segment_and_head(cbnet_b
 def test_manifest_reports_cost_and_training_and_other_modes_still_run(cbnet_bundle):
     _, res, path = cbnet_bundle
     rt = edge_runtime.load_bundle(path, threads=1)
-    cb = rt.manifest["cbnet"]
-    cost = cb["cost"]
-    assert cost["autoencoder_flops"] == cb["parts"]["autoencoder"]["flops"] > 0
-    assert cost["full_model_flops"] == rt.manifest["full_model"]["flops"]
+    cb = rt.manifest.parts["cbnet"]
+    cost = cb.info["cost"]
+    assert cb.mode == "cbnet"
+    assert cost["autoencoder_flops"] == cb.graphs["autoencoder"].flops > 0
+    assert cost["full_model_flops"] == rt.manifest.full_model.flops
     assert cost["saved_flops"] == cost["full_model_flops"] - cost["classifier_flops"]
-    assert cb["exemplars"]["method"] == "medoid" and len(cb["exemplars"]["easy_per_class"]) == 10
-    assert len(cb["training"]["autoencoder_loss"]) == 2 and "cbnet_finetuned_accuracy" in cb["training"]
-    assert rt.modes() == ["cbnet", "early_exit", "full"]
+    assert cb.info["exemplars"]["method"] == "medoid" and len(cb.info["exemplars"]["easy_per_class"]) == 10
+    assert len(cb.info["training"]["autoencoder_loss"]) == 2 and "cbnet_finetuned_accuracy" in cb.info["training"]
+    assert sorted(rt.modes()) == ["cbnet", "early_exit", "full"]
     x = np.zeros((2, 1, 8, 8), np.float32)
     assert rt.infer(x).mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
     base = edge_runtime.methods.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
@@ -212,14 +213,14 @@ def test_tampered_cbnet_part_is_refused(cbnet_bundle, tmp_path):
     shutil.copytree(path, copy)
     with open(copy / "cbnet" / "autoencoder.onnx", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(edge_runtime.BundleError, match="cbnet.parts.autoencoder.files.0.sha256"):
+    with pytest.raises(edge_runtime.BundleError, match="parts.cbnet.graphs.autoencoder.files.0.sha256"):
         edge_runtime.load_bundle(copy)
 
 
 def test_cbnet_mode_on_a_bundle_without_cbnet_parts_names_the_bundle(cnn_bundle):
     rt = edge_runtime.load_bundle(cnn_bundle, threads=1)
     x = np.zeros((1, 1, 16, 16), np.float32)
-    with pytest.raises(ConfigError, match=rf"{cnn_bundle}.*'tiny_cnn' has no CBNet parts.*early_exit, full"):
+    with pytest.raises(ConfigError, match=rf"{cnn_bundle}.*'tiny_cnn' cannot run mode 'cbnet': it has no CBNet parts.*early_exit, full"):
         rt.infer(x, mode="cbnet")
     assert "cbnet" not in rt.modes()
     with pytest.raises(ConfigError, match="unknown inference mode 'cbnt'"):
@@ -303,10 +304,10 @@ def test_convert_with_cbnet_runs_in_all_three_modes(tmp_path):
     assert not (tmp_path / "b.train").exists()          # checkpoints are removed once the bundle is complete
     rt = edge_runtime.load_bundle(out, threads=1)
     m = rt.manifest
-    cb = m["cbnet"]
-    assert cb["training"]["settings"]["epochs"] == 30 and cb["verification"]["passed"]
+    cb = m.parts["cbnet"]
+    assert cb.info["training"]["settings"]["epochs"] == 30 and cb.verification["passed"]
     # easy samples were decided with the calibrated thresholds, the ones the bundle ships
-    assert m["calibration"]["chosen"]["thresholds"] == m["policy"]["thresholds"]
+    assert tuple(m.calibration.chosen.thresholds) == m.policy.thresholds
     x_raw, y = load_split(out, "test")
     x = rt.preprocess(x_raw)
     acc = {mode: float((rt.infer(x, mode=mode).predictions == y).mean()) for mode in ("early_exit", "full", "cbnet")}

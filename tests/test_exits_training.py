@@ -306,7 +306,7 @@ def test_convert_trains_calibrates_and_inspect_shows_it(tmp_path):
     assert m["policy"]["thresholds"] == cal["chosen"]["thresholds"]
     assert cal["chosen"]["accuracy"] >= cal["final_exit_accuracy"] - 0.01
     assert all(0 <= e["test_accuracy"] <= 1 for e in m["exits"]) and "oracle" in cal["test"]
-    assert m["data"]["counts"]["test"] == 359 and m["input"]["preprocessing"]["std"][0] > 0
+    assert m["data"]["counts"]["test"] == 359 and m["inputs"][0]["preprocessing"]["std"][0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "r.yaml"]      # no checkpoint or staging left
     shown = subprocess.run([sys.executable, "-m", "edge_runtime", "inspect", str(out)], capture_output=True,
                            text=True, check=True).stdout

@@ -10,6 +10,7 @@ import torch
 import edge_runtime
 from converters import MODELS, create_model, export_bundle
 from edge_runtime.errors import ConfigError, ExportError
+from conftest import manifest_json
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +37,23 @@ def test_every_exit_matches_torch_at_batch_1_and_odd_batch(exported, name):
         assert len(got) == len(ref) == model.num_exits
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
-    recorded = rt.manifest["verification"]
-    assert recorded["passed"] and len(recorded["exits"]) == model.num_exits
-    assert all(e["max_abs_diff"] <= recorded["tolerance"] for e in recorded["exits"])
-    assert 1 in recorded["batch_sizes"] and any(b % 2 == 1 and b > 1 for b in recorded["batch_sizes"])
+    recorded = rt.manifest.verification
+    assert recorded.passed and len(recorded.exits) == model.num_exits
+    assert all(e["max_abs_diff"] <= recorded.tolerance for e in recorded.exits)
+    assert 1 in recorded.batch_sizes and any(b % 2 == 1 and b > 1 for b in recorded.batch_sizes)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_segment_graph_structure(exported, name):
     model, path = exported[name]
-    manifest = edge_runtime.read_bundle(path).manifest
+    manifest = manifest_json(path)
     n = model.num_exits
     for i, seg in enumerate(manifest["segments"]):
         g = onnx.load(str(path / seg["files"][0]["path"])).graph
-        assert [o.name for o in g.output] == (["exit"] if i == n - 1 else ["hidden", "exit"])
-        assert [x.name for x in g.input] == ["input" if i == 0 else "hidden_in"]
+        assert [o.name for o in g.output] == (["exit"] if i == n - 1 else [f"hidden_{i}", "exit"])
+        assert [x.name for x in g.input] == ["input" if i == 0 else f"hidden_{i - 1}"]
+        assert [o.name for o in g.output] == [t["name"] for t in seg["outputs"]]
+        assert [x.name for x in g.input] == [t["name"] for t in seg["inputs"]]
         # dynamic batch axis on the input
         assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
         assert seg["op_counts"] == {k: v for k, v in seg["op_counts"].items() if v > 0}
@@ -62,7 +65,7 @@ def test_segment_graph_structure(exported, name):
 
 def test_full_model_flops_equal_backbone_plus_final_head(exported):
     _, path = exported["tiny_cnn"]
-    m = edge_runtime.read_bundle(path).manifest
+    m = manifest_json(path)
     backbone = sum(s["backbone_flops"] for s in m["segments"])
     assert m["full_model"]["flops"] == backbone + m["segments"][-1]["head_flops"]
     cum = [e["cumulative_flops"] for e in m["exits"]]

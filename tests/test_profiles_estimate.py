@@ -10,7 +10,8 @@ import yaml
 
 from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError
-from edge_runtime.estimate import exit_fractions, op_mix, estimate_bundle
+from edge_runtime.estimate import estimate_bundle, op_mix
+from edge_runtime.manifest import GraphSpec, Manifest
 from edge_runtime.profile_fit import FitSettings, fit_profile, fit_power_model
 from edge_runtime.profiles import BUILTIN_DIR, PROFILES, detect_profile, get_profile, load_profile, profile_from_dict
 
@@ -89,13 +90,21 @@ def test_predict_hand_computed_and_operating_point(tmp_path):
         "conv_op_s": {"value": 2e-6, "source": "s"}, "matmul_op_s": {"value": 3e-6, "source": "s"},
         "conv_gflops": {"value": 1.0, "source": "s"}, "matmul_gflops": {"value": 2.0, "source": "s"},
         "decision_s": {"value": 5e-6, "source": "s"}, "final_s": {"value": 4e-6, "source": "s"}}))
-    seg = lambda i, conv, mm: {"index": i, "flops": conv + mm, "flops_by_op": {"conv": conv, "matmul": mm},  # noqa: E731
-                               "op_counts": {"Conv": 1, "Gemm": 1, "Relu": 2, "Constant": 5},
-                               "inputs": [{"name": "x", "shape": [None, 4]}], "outputs": []}
-    manifest = {"name": "m", "segments": [seg(0, 10_000, 20_000), seg(1, 0, 40_000)],
-                "exits": [{"index": 0, "segment": 0}, {"index": 1, "segment": 1}],
-                "policy": {"name": "entropy", "thresholds": [0.5]}}
-    p = estimate_bundle(manifest, prof)
+    def seg(i, conv, mm):
+        return {"index": i, "flops": conv + mm, "flops_by_op": {"conv": conv, "matmul": mm}, "params": 1,
+                "op_counts": {"Conv": 1, "Gemm": 1, "Relu": 2, "Constant": 5},
+                "files": [{"format": "onnx", "path": f"s{i}.onnx", "sha256": "0" * 64}],
+                "inputs": [{"name": "x" if i == 0 else "h", "shape": [None, 4], "dtype": "float32"}],
+                "outputs": ([] if i else [{"name": "h", "shape": [None, 4], "dtype": "float32"}])
+                + [{"name": "exit", "shape": [None, 2], "dtype": "float32"}]}
+
+    manifest = {"format": "edge-runtime-bundle", "format_version": 2, "name": "m", "labels": ["a", "b"],
+                "inputs": [{"name": "x", "shape": [None, 4], "dtype": "float32"}],
+                "segments": [seg(0, 10_000, 20_000), seg(1, 0, 40_000)],
+                "exits": [{"index": 0, "segment": 0, "head_type": "h"}, {"index": 1, "segment": 1, "head_type": "h"}],
+                "policy": {"name": "entropy", "kwargs": {}, "thresholds": [0.5]},
+                "verification": {"tolerance": 1e-4, "passed": True, "batch_sizes": [1], "exits": []}}
+    p = estimate_bundle(Manifest.from_dict(manifest), prof)
     # seg 0: 10 us call + 2 us conv node + 3 us gemm node + 2 x 1 us other + 10k/1e9 + 20k/2e9 + 5 us decision
     assert p.segments[0].latency_s == pytest.approx(10e-6 + 2e-6 + 3e-6 + 2e-6 + 10e-6 + 10e-6 + 5e-6)
     assert p.segments[1].latency_s == pytest.approx(10e-6 + 2e-6 + 3e-6 + 2e-6 + 20e-6 + 4e-6)
@@ -103,19 +112,19 @@ def test_predict_hand_computed_and_operating_point(tmp_path):
     assert p.power_w == pytest.approx(2.0)                              # 1 W idle + 1 W per busy core
     assert p.segments[0].energy_j == pytest.approx(2.0 * p.segments[0].latency_s)
     assert "upper bound" in p.operating_point and p.expected_latency_s == p.exits[1].latency_s
-    manifest["calibration"] = {"chosen": {"exit_fractions": [0.75, 0.25]}}
-    q = estimate_bundle(manifest, prof)
+    point = {"thresholds": [0.5], "accuracy": 0.9, "exit_fractions": [0.75, 0.25]}
+    manifest["calibration"] = {"chosen": point, "curve": [point]}
+    q = estimate_bundle(Manifest.from_dict(manifest), prof)
     assert q.expected_latency_s == pytest.approx(0.75 * q.exits[0].latency_s + 0.25 * q.exits[1].latency_s)
-    manifest["calibration"] = {"chosen": {"exit_counts": [1, 2, 3]}}
-    with pytest.raises(ConfigError, match="calibration.chosen.exit_counts: expected 2"):
-        estimate_bundle(manifest, prof)
+    manifest["calibration"]["chosen"] = {**point, "exit_fractions": [1, 2, 3]}
+    with pytest.raises(ConfigError, match="calibration.chosen.exit_fractions: expected 2"):
+        estimate_bundle(Manifest.from_dict(manifest), prof)
 
 
 def test_op_mix_fallback_without_flops_by_op():
-    split, nodes, src = op_mix({"flops": 300, "op_counts": {"Conv": 2, "MatMul": 1, "Identity": 3, "Add": 1}})
+    split, nodes, src = op_mix(GraphSpec(files=(), flops=300, op_counts={"Conv": 2, "MatMul": 1, "Identity": 3, "Add": 1}))
     assert split == {"conv": 200.0, "matmul": 100.0} and nodes == {"conv": 2, "matmul": 1, "elementwise": 1}
     assert "node counts" in src
-    assert exit_fractions({"exits": [{}, {}], "calibration": {"chosen": {"thresholds": [1]}}})[0] is None
 
 
 def test_profile_fit_writes_a_loadable_measured_profile(tmp_path):

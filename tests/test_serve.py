@@ -57,7 +57,7 @@ def test_health_server_and_model_metadata(daemon, runtimes):
         meta = c.get(f"/v2/models/{name}").json()
         assert meta["inputs"][0]["shape"] == [-1, 1, 16, 16] and meta["inputs"][0]["datatype"] == "FP32"
         assert len(meta["exits"]) == rt.num_exits
-        assert meta["policy"]["name"] == rt.manifest["policy"]["name"]
+        assert meta["policy"]["name"] == rt.manifest.policy.name
         assert meta["policy"]["thresholds"] == pytest.approx(rt.default_policy.thresholds)
         assert {o["name"] for o in meta["outputs"]} == {"output", "prediction", "exit_index"}
         assert c.get(f"/v2/models/{name}/ready").json()["ready"] is True

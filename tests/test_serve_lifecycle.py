@@ -204,7 +204,7 @@ class _SlowRunner:
 
     def __init__(self, inner, delay: float) -> None:
         self.inner, self.delay = inner, delay
-        self.output_names, self.input_name = inner.output_names, inner.input_name
+        self.output_names, self.input_names = inner.output_names, inner.input_names
 
     def run(self, x):
         time.sleep(self.delay)

@@ -15,8 +15,8 @@ import pytest
 import edge_runtime
 from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.errors import BundleError, ConfigError
-from edge_runtime.runtime import SegmentRunner
-from conftest import HEAVY_MODULES
+from edge_runtime.executor import GraphRunner
+from conftest import HEAVY_MODULES, manifest_json
 
 ONNX_VARIANTS = ("onnx/int8", "onnx/int8_dynamic")
 TFLITE_VARIANTS = ("tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
@@ -97,9 +97,9 @@ def test_every_exit_matches_torch_on_both_backends(bundle_for, tiny, backend, pr
     got = rt.exit_outputs(x)
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g, r, atol=atol, rtol=0)
-    full = rt.run_full(x).outputs
+    full = rt.infer(x, mode="full").outputs
     np.testing.assert_allclose(full, ref[-1], atol=atol, rtol=0)
-    recorded = [v for v in rt.manifest["verification"]["variants"]
+    recorded = [v for v in rt.manifest.verification.variants
                 if (v["format"], v["precision"]) == (rt.backend.file_format, precision)]
     if (backend, precision) != ("onnxruntime", "fp32"):
         assert len(recorded) == 1 and len(recorded[0]["exits"]) == 2
@@ -137,9 +137,9 @@ class _Counting:
                                               ((1, 2, 8), 11, [8, 2, 1])])
 def test_chunking_picks_the_best_fitting_file(sizes, n, expected):
     calls: list[int] = []
-    runner = SegmentRunner([_Counting(b, calls) for b in sizes], "seg")
+    runner = GraphRunner([_Counting(b, calls) for b in sizes], "seg")
     x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
-    out = runner.run(x)[0]
+    out = runner.run({"input": x})["exit"]
     assert calls == expected
     np.testing.assert_allclose(out[:, 0], x.sum(axis=1))
 
@@ -147,7 +147,7 @@ def test_chunking_picks_the_best_fitting_file(sizes, n, expected):
 @pytest.mark.parametrize("backend,variants", [("onnxruntime", ONNX_VARIANTS), ("litert", TFLITE_VARIANTS)])
 def test_thresholds_are_recalibrated_per_variant(bundle_for, backend, variants):
     path = bundle_for(backend)
-    m = edge_runtime.read_bundle(path).manifest
+    m = manifest_json(path)
     assert sorted(m["policy"]["variants"]) == sorted(variants)
     for key, rec in m["policy"]["variants"].items():
         fmt, precision = key.split("/")
@@ -188,7 +188,7 @@ def test_bundle_lists_its_variants(bundle_for, cnn_bundle):
             ("tflite", "int8_dynamic", [2])]
     onnx_only = edge_runtime.read_bundle(cnn_bundle)
     assert onnx_only.variants() == [("onnx", "fp32", [None])]
-    assert "variants" not in onnx_only.manifest["policy"] and "variants" not in onnx_only.manifest["verification"]
+    assert not onnx_only.manifest.policy.variants and not onnx_only.manifest.verification.variants
 
 
 def test_known_bad_combination_is_refused(variant_bundle):
@@ -196,7 +196,7 @@ def test_known_bad_combination_is_refused(variant_bundle):
 
     from edge_runtime.backends.litert_backend import check_runtime_supports, model_quantization
 
-    m = edge_runtime.read_bundle(variant_bundle).manifest
+    m = manifest_json(variant_bundle)
     kinds = {}
     for e in m["segments"][0]["files"]:
         if e["format"] == "tflite":
@@ -248,7 +248,7 @@ def test_parts_added_after_export_get_tflite_files(variant_bundle, tmp_path):
     import torch
 
     from converters.methods.cbnet.export import CBNetExporter
-    from converters.export.bundle import write_json_atomic
+    from edge_runtime.manifest import write_manifest
     from converters.export.variants import add_part_variants
 
     root = tmp_path / "b"
@@ -261,10 +261,10 @@ def test_parts_added_after_export_get_tflite_files(variant_bundle, tmp_path):
     add_part_variants(hook, root, m, {"backends": ("onnx", "tflite"), "tflite_batch_sizes": (2,),
                                       "quantize": ("tflite/int8",), "calibration_inputs": x.numpy(),
                                       "verify_inputs": x})
-    write_json_atomic(root / "manifest.json", m)
+    write_manifest(root, m)
     records = {(v["format"], v["precision"]): v for v in m["verification"]["variants"]}
-    assert sorted(records[("tflite", "fp32")]["graphs"]) == ["cbnet.parts.autoencoder.files",
-                                                             "cbnet.parts.classifier.files"]
+    assert sorted(records[("tflite", "fp32")]["graphs"]) == ["parts.cbnet.graphs.autoencoder.files",
+                                                             "parts.cbnet.graphs.classifier.files"]
     assert max(records[("tflite", "fp32")]["graphs"].values()) <= 1e-4
     xs = _x(5, 10)
     with torch.no_grad():
@@ -314,7 +314,7 @@ def test_profile_precision_is_used_when_the_bundle_holds_it(onnx_bundle, cnn_bun
     prof = dataclasses.replace(get_profile("generic_x86_64"), backend="onnxruntime", precision="int8", threads=1)
     rt = edge_runtime.load_bundle(onnx_bundle, profile=prof)
     assert (rt.precision, rt.variant) == ("int8", "onnx/int8")
-    assert rt.default_policy.thresholds == rt.manifest["policy"]["variants"]["onnx/int8"]["thresholds"]
+    assert rt.default_policy.thresholds == rt.manifest.policy.variants["onnx/int8"]["thresholds"]
     assert edge_runtime.load_bundle(onnx_bundle, profile=prof, precision="fp32").precision == "fp32"
     assert edge_runtime.load_bundle(cnn_bundle, profile=prof).precision == "fp32"  # not held: the reference
 
@@ -340,7 +340,7 @@ def test_transformer_segments_convert_and_match_on_litert(tmp_path):
         got = edge_runtime.load_bundle(path, backend="litert", precision=precision).exit_outputs(x)
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r, atol=atol, rtol=0)
-    assert "tflite/int8" in edge_runtime.read_bundle(path).manifest["policy"]["variants"]
+    assert "tflite/int8" in edge_runtime.read_bundle(path).manifest.policy.variants
 
 
 @pytest.mark.slow
@@ -358,8 +358,8 @@ def test_extra_parts_hooks_get_variants_inside_export_bundle(tiny, tmp_path):
     path = export_bundle(tiny, x[:1], tmp_path / "b", name="b", policy="never", extra_parts=[hook],
                          backends=("onnx", "tflite"), tflite_batch_sizes=(1,), quantize=("onnx/int8", "tflite/fp16"),
                          calibration_inputs=x.numpy())
-    m = edge_runtime.read_bundle(path).manifest
-    got = {(e["format"], e["precision"]) for e in m["cbnet"]["parts"]["classifier"]["files"]}
+    m = manifest_json(path)
+    got = {(e["format"], e["precision"]) for e in m["parts"]["cbnet"]["graphs"]["classifier"]["files"]}
     assert got == {("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16")}
     with torch.no_grad():
         ref = parts["classifier"](parts["autoencoder"](x[:3])).numpy()

@@ -44,5 +44,5 @@ def test_torchrun_two_cpu_ranks_identical_weights_one_bundle(tmp_path):
     from edge_runtime.bundle import read_bundle
 
     m = read_bundle(tmp_path / "bundle").manifest
-    assert m["calibration"]["chosen"]["thresholds"] == m["policy"]["thresholds"]
+    assert tuple(m.calibration.chosen.thresholds) == m.policy.thresholds
     print(f"torchrun 2 ranks: {time.perf_counter() - t0:.1f} s")

@@ -10,16 +10,10 @@ The bundle is written into a temporary directory and renamed into place.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,20 +22,31 @@ from converters.export.onnx import (DEFAULT_OPSET, count_flops, count_flops_by_k
                                     file_entry, onnx_op_counts, tensor_spec)
 from converters.export.variants import variant_exporters
 from converters.export.verify import verify_bundle_dir
-from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit
-from edge_runtime.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, validate_manifest
+from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
+from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
 from edge_runtime.errors import ConfigError, ExportError
-from edge_runtime.files import replace_dir, staging_dir, write_json_atomic
+from edge_runtime.files import replace_dir, staging_dir
 from edge_runtime.policies import create_policy
 
-def _verify_inputs(example: torch.Tensor, batch_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+def _verify_inputs(example: Any, batch_sizes: Sequence[int], seed: int) -> list[Any]:
+    """Random inputs of each batch size shaped like ``example``: float tensors standard normal; integer and
+    boolean tensors (token ids, masks) as rows drawn from the example itself, so they stay valid."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn((b, *example.shape[1:]), generator=g, dtype=example.dtype) for b in batch_sizes]
+    out = []
+    for b in batch_sizes:
+        parts = []
+        for t in as_tuple(example):
+            if t.is_floating_point():
+                parts.append(torch.randn((b, *t.shape[1:]), generator=g, dtype=t.dtype))
+            else:
+                parts.append(t[torch.randint(0, t.shape[0], (b,), generator=g)])
+        out.append(tuple(parts) if isinstance(example, tuple) else parts[0])
+    return out
 
 
 def export_bundle(
     model: EarlyExitModel,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
     out_dir: str | Path,
     *,
     name: str,
@@ -82,7 +87,7 @@ def export_bundle(
         include_full_model: also export the unsplit model as one graph (the baseline).
         sections: extra manifest sections (``calibration``, ``data``, ``recipe``, ``extra``).
         overwrite: replace an existing bundle directory (only after the new one verified).
-        extra_parts: exporters of extra graphs (e.g. CBNet's ``CBNetResult.exporter(...)``), each
+        extra_parts: exporters of extra graphs (a method's parts, e.g. its ``exporter(...)`` hook), each
             called as ``hook(bundle_tmp_dir, manifest)`` after the segments verified and before the
             manifest is validated and written: it writes its files inside the directory, adds its own
             manifest section (files via :func:`file_entry`) and raises ExportError if its own
@@ -110,11 +115,13 @@ def export_bundle(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
-    if example_input.dtype != torch.float32:
-        raise ConfigError(f"example_input must be float32, got {example_input.dtype}")
+    for t in as_tuple(example_input):
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ConfigError(f"example_input: float inputs must be float32, got {t.dtype}")
     model = model.eval()
+    first = tuple(t[:1] for t in as_tuple(example_input))
     with torch.no_grad():
-        example_outputs = model(example_input[:1])
+        example_outputs = model(*first)
     num_classes = int(example_outputs[-1].shape[-1])
     labels = [str(c) for c in (labels if labels is not None else range(num_classes))]
     if len(labels) != num_classes:
@@ -126,7 +133,7 @@ def export_bundle(
         model, example_input, backends=backends, tflite_batch_sizes=tflite_batch_sizes, quantize=quantize,
         calibration_inputs=calibration_inputs, calibration_labels=calibration_labels, tolerance=tolerance,
         fp16_tolerance=fp16_tolerance, verify_inputs=_verify_inputs(example_input, verify_batch_sizes, seed)
-        + ([verify_inputs.to(torch.float32)] if verify_inputs is not None else []),
+        + ([_as_float32(verify_inputs)] if verify_inputs is not None else []),
         extra_parts=extra_parts,
     )
 
@@ -141,14 +148,10 @@ def export_bundle(
                 "policy": {"name": policy, "kwargs": pol.config(), "thresholds": pol.thresholds},
             }
         )
-        manifest["input"] = {
-            "name": "input",
-            "shape": [None, *example_input.shape[1:]],
-            "dtype": "float32",
-            "layout": "NCHW" if example_input.dim() == 4 else "N...",
-        }
+        manifest["inputs"] = [{**tensor_spec(n, t), "layout": "NCHW" if t.dim() == 4 else "N..."}
+                              for n, t in zip(model.input_names(example_input), as_tuple(example_input))]
         if preprocessing:
-            manifest["input"]["preprocessing"] = dict(preprocessing)
+            manifest["inputs"][0]["preprocessing"] = dict(preprocessing)
         manifest["created"] = {
             "tool_version": edge_runtime.__version__,
             "torch_version": torch.__version__,
@@ -159,13 +162,13 @@ def export_bundle(
             manifest[key] = value
         inputs = _verify_inputs(example_input, verify_batch_sizes, seed)
         if verify_inputs is not None:
-            inputs.append(verify_inputs.to(torch.float32))
+            inputs.append(_as_float32(verify_inputs))
         manifest["verification"] = {"tolerance": tolerance, "batch_sizes": list(verify_batch_sizes),
                                      "exits": [], "passed": False}
         diffs, full_diff = verify_bundle_dir(model, tmp, manifest, inputs)
         manifest["verification"] = {
             "tolerance": tolerance,
-            "batch_sizes": sorted({int(x.shape[0]) for x in inputs}),
+            "batch_sizes": sorted({int(as_tuple(x)[0].shape[0]) for x in inputs}),
             "exits": [{"index": i, "max_abs_diff": d, "format": "onnx", "precision": "fp32"}
                       for i, d in enumerate(diffs)],
             "passed": True,
@@ -178,8 +181,7 @@ def export_bundle(
             raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
         for hook in [*extra_parts, *variant_hooks]:
             hook(tmp, manifest)
-        validate_manifest(manifest, path=tmp / MANIFEST_NAME)
-        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        write_manifest(tmp, manifest)
         replace_dir(tmp, out, overwrite=overwrite)
     return out
 
@@ -188,51 +190,74 @@ def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
-def _write_segments(model: EarlyExitModel, example: torch.Tensor, root: Path, opset: int,
+def _as_float32(x: Any) -> Any:
+    """Real inputs to verify on: float tensors as float32, integer ones (token ids, masks) as they are."""
+    parts = tuple(t.to(torch.float32) if t.is_floating_point() else t for t in as_tuple(x))
+    return parts if isinstance(x, tuple) else parts[0]
+
+
+def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
                     include_full_model: bool) -> dict[str, Any]:
+    """Export each (segment i + head i) as ``segments/segment_<i>.onnx``; the tensors crossing cut i are named
+    by :meth:`EarlyExitModel.hidden_names` in both segment i's outputs and segment i+1's inputs."""
     (root / "segments").mkdir()
     segments, exits = [], []
-    h = example
+    h: Any = example if isinstance(example, tuple) else example
+    in_names = model.input_names(example)
     cumulative = 0
     with torch.no_grad():
         for i, (segment, head) in enumerate(zip(model.segments, model.heads)):
             last = i == model.num_exits - 1
             wrapper = SegmentWithExit(segment, head, last).eval()
-            input_name = "input" if i == 0 else "hidden_in"
-            out_names = ["exit"] if last else ["hidden", "exit"]
+            h_next = call_with(segment, h)
+            exit_out = call_with(head, h_next)
+            hidden_names = [] if last else model.hidden_names(i, h_next)
+            out_names = [*hidden_names, EXIT_OUTPUT]
             path = root / "segments" / f"segment_{i}.onnx"
-            export_onnx(wrapper, h, path, input_name=input_name, output_names=out_names, opset=opset)
-            h_next = segment(h)
-            exit_out = head(h_next)
-            backbone_flops = count_flops(segment, h)
-            head_flops = count_flops(head, h_next)
+            export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset)
+            backbone_flops = count_flops(_Positional(segment), as_tuple(h))
+            head_flops = count_flops(_Positional(head), as_tuple(h_next))
             cumulative += backbone_flops + head_flops
-            outputs = [tensor_spec("exit", exit_out)] if last else [tensor_spec("hidden", h_next), tensor_spec("exit", exit_out)]
+            outputs = [tensor_spec(n, t) for n, t in zip(hidden_names, as_tuple(h_next))] if not last else []
+            outputs.append(tensor_spec(EXIT_OUTPUT, exit_out))
             segments.append({
                 "index": i,
                 "files": [file_entry(path, root)],
-                "inputs": [tensor_spec(input_name, h)],
+                "inputs": [tensor_spec(n, t) for n, t in zip(in_names, as_tuple(h))],
                 "outputs": outputs,
                 "flops": backbone_flops + head_flops,
                 "backbone_flops": backbone_flops,
                 "head_flops": head_flops,
                 "params": count_params(segment) + count_params(head),
                 "op_counts": onnx_op_counts(path),
-                "flops_by_op": _merge(count_flops_by_kind(segment, h), count_flops_by_kind(head, h_next)),
+                "flops_by_op": _merge(count_flops_by_kind(_Positional(segment), as_tuple(h)),
+                                      count_flops_by_kind(_Positional(head), as_tuple(h_next))),
             })
             # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
             exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",
                           "cumulative_flops": cumulative})
-            h = h_next
+            h, in_names = h_next, hidden_names
     manifest: dict[str, Any] = {"segments": segments, "exits": exits}
     if include_full_model:
         full = FullModel(model).eval()
         path = root / "full_model.onnx"
-        export_onnx(full, example, path, input_name="input", output_names=["exit"], opset=opset)
+        export_onnx(full, as_tuple(example), path, input_names=model.input_names(example), output_names=[EXIT_OUTPUT],
+                    opset=opset)
         manifest["full_model"] = {
             "files": [file_entry(path, root)],
-            "flops": count_flops(full, example),
+            "flops": count_flops(full, as_tuple(example)),
             "params": count_params(full),
-            "output": "exit",
+            "output": EXIT_OUTPUT,
         }
     return manifest
+
+
+class _Positional(nn.Module):
+    """Calls a segment or head the way the model does (a tuple hidden state as positional arguments)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *h: Any) -> Any:  # type: ignore[override]
+        return call_with(self.module, h if len(h) > 1 else h[0])

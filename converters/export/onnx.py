@@ -19,15 +19,20 @@ from edge_runtime.errors import ExportError
 DEFAULT_OPSET = 17
 
 
-def count_flops(module: nn.Module, example: torch.Tensor) -> int:
+def _one_sample(example: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(t[:1] for t in (example if isinstance(example, (tuple, list)) else (example,)))
+
+
+def count_flops(module: nn.Module, example: Any) -> int:
     """FLOPs of one forward pass for ONE sample (matmul/conv/attention; 2 per multiply-add).
 
-    Counted with ``torch.utils.flop_counter.FlopCounterMode``; element-wise ops are not counted.
+    ``example``: one input batch, or a tuple of them (passed positionally). Counted with
+    ``torch.utils.flop_counter.FlopCounterMode``; element-wise ops are not counted.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(example[:1])
+        module(*_one_sample(example))
     return int(counter.get_total_flops())
 
 
@@ -36,12 +41,12 @@ _FLOP_KINDS = {"convolution": "conv", "_convolution": "conv", "mm": "matmul", "a
                "baddbmm": "matmul"}
 
 
-def count_flops_by_kind(module: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def count_flops_by_kind(module: nn.Module, example: Any) -> dict[str, int]:
     """FLOPs of one sample split by op kind (``conv``, ``matmul``; attention counts as matmul)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(example[:1])
+        module(*_one_sample(example))
     out: dict[str, int] = {}
     for op, flops in counter.get_flop_counts().get("Global", {}).items():
         name = str(op).split(".")[-1]
@@ -57,22 +62,33 @@ def count_params(module: nn.Module) -> int:
 
 def export_onnx(
     module: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
     path: Path,
     *,
-    input_name: str,
+    input_names: Sequence[str],
     output_names: Sequence[str],
     opset: int = DEFAULT_OPSET,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> None:
     """Export ``module`` to ONNX with a dynamic batch axis on every input and output, then
     run ``onnx.checker`` with ``full_check=True`` (shape inference included).
+
+    Args:
+        module: takes the inputs positionally.
+        example: one example input, or a tuple of them (one per name in ``input_names``).
+        dynamic_axes: more dynamic axes (e.g. a sequence axis), merged with the batch axis.
 
     Raises:
         ExportError: the exporter or the checker failed; names the file.
     """
     import onnx
 
-    dynamic = {name: {0: "batch"} for name in [input_name, *output_names]}
+    args = example if isinstance(example, tuple) else (example,)
+    if len(args) != len(input_names):
+        raise ExportError(f"{path.name}: {len(args)} example inputs for input names {list(input_names)}")
+    dynamic = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    for name, axes in (dynamic_axes or {}).items():
+        dynamic.setdefault(name, {}).update(axes)
     # torch's fused "fast path" for nn.TransformerEncoderLayer/MultiheadAttention has no ONNX export
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -81,9 +97,9 @@ def export_onnx(
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
-                (example,),
+                args,
                 str(path),
-                input_names=[input_name],
+                input_names=list(input_names),
                 output_names=list(output_names),
                 dynamic_axes=dynamic,
                 opset_version=opset,
@@ -121,5 +137,12 @@ def onnx_op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int64", torch.int32: "int32",
+           torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
+
+
 def tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
-    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": "float32"}
+    """A manifest tensor record: the name, the shape with a dynamic batch axis, the dtype."""
+    if t.dtype not in _DTYPES:
+        raise ExportError(f"tensor {name!r}: dtype {t.dtype} cannot cross a bundle graph boundary")
+    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": _DTYPES[t.dtype]}

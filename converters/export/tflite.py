@@ -5,7 +5,7 @@ batch size; the device's ``SegmentRunner`` runs other batch sizes as padded chun
 file. Inputs and outputs keep the bundle's names (``input``/``hidden_in`` -> ``hidden``, ``exit``) as the
 file's signature, and keep the PyTorch layout (NCHW): ``litert-torch`` inserts the transposes itself.
 
-Reusable for any graph of a bundle (segments, the one-graph model, CBNet parts) through :class:`Graph`
+Reusable for any graph of a bundle (segments, the one-graph model, methods' parts) through :class:`Graph`
 and :func:`export_tflite_files`. Needs ``pip install edge-runtime[tflite]``.
 """
 
@@ -31,7 +31,7 @@ class Graph:
 
     Attributes:
         field: the manifest field of its ``files`` list, dotted (``segments.0.files``,
-            ``full_model.files``, ``cbnet.parts.autoencoder.files``).
+            ``full_model.files``, ``parts.<method>.graphs.<part>.files``).
         module: the module that the ONNX file was exported from (eval mode).
         example: one input batch of the graph (any batch size; only the sample shape is used).
         input_name: the graph's input name.
@@ -119,8 +119,8 @@ def export_tflite_files(graph: Graph, root: Path, batch_sizes: Sequence[int]) ->
     here: the caller appends them to ``graph.field``.
 
     Example:
-        >>> g = Graph("cbnet.parts.autoencoder.files", ae, torch.randn(1, 1, 28, 28), "input", ("output",),
-        ...           "cbnet/autoencoder")                                           # doctest: +SKIP
+        >>> g = Graph("parts.m.graphs.ae.files", ae, torch.randn(1, 1, 28, 28), "input", ("output",),
+        ...           "m/ae")                                                        # doctest: +SKIP
         >>> entries = export_tflite_files(g, bundle_tmp_dir, batch_sizes=(1, 8))     # doctest: +SKIP
     """
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):

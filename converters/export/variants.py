@@ -2,7 +2,7 @@
 
 :func:`variant_exporters` turns ``export_bundle``'s ``backends=``, ``tflite_batch_sizes=`` and
 ``quantize=`` options into one hook that runs after the ONNX segments verified (and after the
-``extra_parts`` hooks, so CBNet parts exist). It
+``extra_parts`` hooks, so a method's parts exist). It
 
 1. writes every graph (segments, the one-graph model, and the :class:`~converters.export.tflite.Graph`\\ s an
    ``extra_parts`` hook lists through an optional ``graphs(manifest)`` method) as ``.tflite``, one file
@@ -25,16 +25,16 @@ import numpy as np
 import torch
 
 import edge_runtime
-from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit
+from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
 from converters.export.quantize import NEEDS_REPRESENTATIVE_DATA, representative_batches, parse_variant, quantize_file, \
     recalibrate_thresholds
 from converters.export.onnx import file_entry
 from converters.export.tflite import Graph, export_tflite_files, require_litert_torch
-from converters.export.verify import verify_bundle_dir
+from converters.export.verify import graph_max_diff, staged_bundle, verify_bundle_dir
 from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency
 from edge_runtime.errors import ConfigError, ExportError
-from edge_runtime.runtime import SegmentRunner
+from edge_runtime.manifest import EXIT_OUTPUT
 
 KNOWN_BACKENDS = tuple(FORMAT_BACKENDS)  # file formats: onnx, tflite
 
@@ -90,22 +90,20 @@ class VariantExporter:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def graphs(self, manifest: dict[str, Any]) -> list[Graph]:
-        """Every graph of the bundle that gets variants: segments, full model, extra parts' graphs."""
-        model, n = self.model, self.model.num_exits
-        out, h = [], self.example[:1]
-        with torch.no_grad():
-            for i, (segment, head) in enumerate(zip(model.segments, model.heads)):
-                last = i == n - 1
-                out.append(Graph(
-                    field=f"segments.{i}.files", module=SegmentWithExit(segment, head, last).eval(), example=h,
-                    input_name="input" if i == 0 else "hidden_in",
-                    output_names=("exit",) if last else ("hidden", "exit"), stem=f"segments/segment_{i}",
-                    calibration_input=_prefix(model, i),
-                ))
-                h = segment(h)
+        """Every graph of the bundle that gets variants: segments, full model, extra parts' graphs (names as in
+        the manifest)."""
+        model = self.model
+        out: list[Graph] = []
+        for i, seg in enumerate(manifest["segments"]):
+            module = SegmentWithExit(model.segments[i], model.heads[i], i == model.num_exits - 1).eval()
+            out.append(Graph(
+                field=f"segments.{i}.files", module=module, example=_prefix(model, i)(self.example[:1]),
+                input_name=seg["inputs"][0]["name"], output_names=tuple(o["name"] for o in seg["outputs"]),
+                stem=f"segments/segment_{i}", calibration_input=_prefix(model, i) if i else None,
+            ))
         if "full_model" in manifest:
-            out.append(Graph("full_model.files", FullModel(model).eval(), self.example[:1], "input", ("exit",),
-                             "full_model"))
+            out.append(Graph("full_model.files", FullModel(model).eval(), self.example[:1],
+                             manifest["inputs"][0]["name"], (EXIT_OUTPUT,), "full_model"))
         for hook in self.extra_parts:
             if hasattr(hook, "graphs"):
                 out.extend(hook.graphs(manifest))
@@ -189,7 +187,7 @@ class VariantExporter:
         tol = self._tolerance(precision)
         rec: dict[str, Any] = {
             "format": fmt, "precision": precision, "tolerance": tol,
-            "batch_sizes": sorted({int(x.shape[0]) for x in inputs}),
+            "batch_sizes": sorted({int(as_tuple(x)[0].shape[0]) for x in inputs}),
             "exits": [{"index": i, "max_abs_diff": d} for i, d in enumerate(diffs)],
         }
         if full_diff is not None:
@@ -208,21 +206,10 @@ class VariantExporter:
 
     def _graph_diff(self, root: Path, manifest: dict[str, Any], g: Graph, fmt: str, precision: str,
                     inputs: list[torch.Tensor]) -> float:
-        """One extra graph (e.g. a CBNet part) alone, against its PyTorch module."""
-        bundle = edge_runtime.Bundle(root=root, manifest=manifest)
-        be = edge_runtime.create_backend(FORMAT_BACKENDS[fmt], threads=1)
-        runner = SegmentRunner([be.load(f.path) for f in bundle.files_for(_files(manifest, g.field), g.field, fmt,
-                                                                          precision)], g.field)
-        worst = 0.0
-        with torch.no_grad():
-            for x in inputs:
-                gx = g.inputs_for(x)
-                ref = g.module(gx)
-                ref = ref if isinstance(ref, (tuple, list)) else (ref,)
-                got = runner.run(gx.numpy())
-                for name, r in zip(g.output_names, ref):
-                    worst = max(worst, float(np.max(np.abs(got[runner.output_names.index(name)] - r.numpy()))))
-        return worst
+        """One extra graph (a method's part) alone, against its PyTorch module (the one verifier)."""
+        graph = {"files": _files(manifest, g.field), "outputs": [{"name": n} for n in g.output_names]}
+        return graph_max_diff(g.module, root, {"files": graph["files"]}, inputs, fmt=fmt, precision=precision,
+                              field=g.field, prepare=g.inputs_for)
 
     def _recalibrate(self, root: Path, manifest: dict[str, Any]) -> None:
         variants = recalibrate_variants(root, manifest, self.calibration_inputs.numpy(), self.calibration_labels)
@@ -248,7 +235,7 @@ def recalibrate_variants(root: Path, manifest: dict[str, Any], x: np.ndarray, y:
     Example:
         >>> m["policy"]["variants"] = recalibrate_variants(bundle_dir, m, x_cal, y_cal)   # doctest: +SKIP
     """
-    bundle = edge_runtime.Bundle(root=root, manifest=manifest)
+    bundle = staged_bundle(root, manifest)
     x = np.ascontiguousarray(x, dtype=np.float32)
     spec = manifest["policy"]
     reference = edge_runtime.Runtime(bundle, edge_runtime.create_backend("onnxruntime", threads=1)).exit_outputs(x)
@@ -315,13 +302,20 @@ def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends:
         raise ConfigError(f"quantize {[v for v in options.quantize if v in NEEDS_REPRESENTATIVE_DATA]} needs "
                           "calibration_inputs (the recipe's calibration split)")
     labels = None if calibration_labels is None else np.asarray(calibration_labels)
+    if model is not None:
+        with torch.no_grad():
+            _, hidden = model.forward_with_hidden(*as_tuple(example[:1] if isinstance(example, torch.Tensor)
+                                                            else tuple(e[:1] for e in example)))
+        if isinstance(example, tuple) or any(len(as_tuple(h)) > 1 for h in hidden[:-1]):
+            raise ConfigError("export.backends/quantize: TFLite and quantized variants take graphs with one input "
+                              "tensor; this model passes several tensors into a segment (keep backends: [onnx])")
     if "tflite" in options.backends:
         require_litert_torch()
     return [VariantExporter(model, example, options, list(verify_inputs), calib, labels, extra_parts)]
 
 
 def add_part_variants(hook: Any, root: Path, manifest: dict[str, Any], export_kwargs: dict[str, Any]) -> None:
-    """TFLite/quantized files for the graphs of a hook that ran after ``export_bundle`` (e.g. CBNet's parts,
+    """TFLite/quantized files for the graphs of a hook that ran after ``export_bundle`` (e.g. a method's parts
     trained with the calibrated policy), with the same ``export_bundle`` options; no-op for ONNX fp32 only.
 
     Example:
@@ -339,15 +333,15 @@ def add_part_variants(hook: Any, root: Path, manifest: dict[str, Any], export_kw
         exporter.add_parts(root, manifest, hook)
 
 
-def _prefix(model: EarlyExitModel, i: int):
-    """Maps model inputs to the hidden state entering segment i."""
-    if i == 0:
-        return None
+def _prefix(model: EarlyExitModel, i: int) -> Any:
+    """Maps model inputs to the hidden state entering segment i (the identity for i = 0)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        for segment in model.segments[:i]:
-            x = segment(x)
-        return x
+        h: Any = x
+        with torch.no_grad():
+            for segment in model.segments[:i]:
+                h = call_with(segment, h)
+        return h
 
     return run
 

@@ -8,39 +8,86 @@ Both return the max absolute difference; the callers compare it with their toler
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-import edge_runtime
-from converters.models.contract import EarlyExitModel
+from edge_runtime.backends import create_backend
+from edge_runtime.bundle import Bundle
+from edge_runtime.errors import ExportError
+from edge_runtime.executor import GraphRunner
+from edge_runtime.manifest import GraphSpec, Manifest
+from edge_runtime.runtime import Runtime
+from converters.models.contract import EarlyExitModel, as_tuple
 
 
-def verify_bundle_dir(
-    model: EarlyExitModel,
-    root: Path,
-    manifest: dict[str, Any],
-    inputs: Sequence[torch.Tensor],
-    *,
-    backend: str = "onnxruntime",
-    precision: str = "fp32",
-) -> tuple[list[float], float | None]:
-    """Run the bundle's segment chain (and one-graph model) on ``inputs`` and compare every
-    exit output with PyTorch. Returns (max abs diff per exit, full-model max abs diff).
+def staged_bundle(root: Path, manifest: Mapping[str, Any]) -> Bundle:
+    """A bundle being written (its manifest dict validated and typed, its files in ``root``)."""
+    return Bundle(root=root, manifest=Manifest.from_dict(dict(manifest), path=root / "manifest.json"))
+
+
+def model_feeds(manifest: Mapping[str, Any], x: Any) -> dict[str, np.ndarray]:
+    """The bundle's named model inputs for a PyTorch example (tensor or tuple)."""
+    names = [i["name"] for i in manifest["inputs"]]
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, as_tuple(x))}
+
+
+def verify_bundle_dir(model: EarlyExitModel, root: Path, manifest: Mapping[str, Any], inputs: Sequence[Any], *,
+                      backend: str = "onnxruntime", precision: str = "fp32") -> tuple[list[float], float | None]:
+    """Run the bundle's segment chain (and one-graph model) on ``inputs`` and compare every exit output with
+    PyTorch. Returns (max abs diff per exit, full-model max abs diff).
+
+    Args:
+        inputs: model inputs (tensors, or tuples of tensors for a model with several inputs).
     """
-    bundle = edge_runtime.Bundle(root=root, manifest=manifest)
-    be = edge_runtime.create_backend(backend, threads=1)
-    rt = edge_runtime.Runtime(bundle, be, precision=precision)
+    rt = Runtime(staged_bundle(root, manifest), create_backend(backend, threads=1), precision=precision)
     diffs = [0.0] * model.num_exits
     full_diff: float | None = 0.0 if rt.has_full_model else None
     with torch.no_grad():
         for x in inputs:
-            ref = [o.numpy() for o in model(x)]
-            got = rt.exit_outputs(x.numpy())
+            ref = [o.numpy() for o in model(*as_tuple(x))]
+            feeds = model_feeds(manifest, x)
+            got = rt.exit_outputs(feeds)
             for i, (r, g) in enumerate(zip(ref, got)):
-                diffs[i] = max(diffs[i], float(np.max(np.abs(r - g))))
+                diffs[i] = max(diffs[i], _max_abs(r, g, f"exit {i}"))
             if rt.has_full_model:
-                full = rt.run_full(x.numpy()).outputs
-                full_diff = max(full_diff or 0.0, float(np.max(np.abs(ref[-1] - full))))
+                full = rt.infer(feeds, mode="full").outputs
+                full_diff = max(full_diff or 0.0, _max_abs(ref[-1], full, "full model"))
     return diffs, full_diff
+
+
+def graph_max_diff(module: nn.Module, root: Path, graph: GraphSpec | Mapping[str, Any], inputs: Sequence[torch.Tensor],
+                   *, fmt: str = "onnx", precision: str = "fp32", field: str = "graph",
+                   prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """One graph's files of ``fmt``/``precision`` alone, against ``module`` on ``inputs`` (max abs diff over
+    every output the module returns).
+
+    Args:
+        module: the PyTorch module the graph was exported from (single input).
+        graph: the graph's manifest record.
+        prepare: maps each of ``inputs`` to the graph's input (e.g. model inputs to a part's own input).
+    """
+    spec = graph if isinstance(graph, GraphSpec) else GraphSpec.from_dict(graph)
+    be = create_backend({"onnx": "onnxruntime", "tflite": "litert"}[fmt], threads=1)
+    files = [f for f in spec.files if f.format == fmt and f.precision == precision]
+    if not files:
+        raise ExportError(f"{field}: no {fmt}/{precision} file to verify")
+    runner = GraphRunner([be.load(root / f.path) for f in files], field)
+    worst = 0.0
+    names = spec.output_names or runner.output_names
+    with torch.no_grad():
+        for x in inputs:
+            gx = prepare(x) if prepare is not None else x
+            ref = as_tuple(module(gx))
+            got = runner.run({runner.input_names[0]: gx.numpy()})
+            for name, r in zip(names, ref):
+                worst = max(worst, _max_abs(r.numpy(), got[name], f"{field} output {name!r}"))
+    return worst
+
+
+def _max_abs(ref: np.ndarray, got: np.ndarray, what: str) -> float:
+    if ref.shape != got.shape:
+        raise ExportError(f"{what}: exported output shape {got.shape} != PyTorch {ref.shape}")
+    return float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0

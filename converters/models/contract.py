@@ -3,16 +3,31 @@
 Segment i maps h_{i-1} to h_i; head i maps h_i to exit output i; the last head is
 the model's own classifier. Splitting the model at segment boundaries gives
 exactly what the unsplit model gives.
+
+A hidden state may be several tensors (hidden states plus an attention mask, a skip connection that
+crosses the cut): a segment may return a tuple, and the next segment and the head then receive its
+items as positional arguments. A model may likewise take several inputs (a tuple). Each tensor crossing a
+cut is exported under its own name (:meth:`EarlyExitModel.hidden_names`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from edge_runtime.errors import ConfigError
+
+
+def call_with(module: nn.Module, h: Any) -> Any:
+    """Call ``module`` on a hidden state: a tuple's items become positional arguments."""
+    return module(*h) if isinstance(h, tuple) else module(h)
+
+
+def as_tuple(h: Any) -> tuple[torch.Tensor, ...]:
+    """A hidden state (tensor or tuple/list of tensors) as a tuple."""
+    return tuple(h) if isinstance(h, (tuple, list)) else (h,)
 
 
 class EarlyExitModel(nn.Module):
@@ -23,6 +38,9 @@ class EarlyExitModel(nn.Module):
         heads: head i maps h_i to exit output i (logits); the last is the model's classifier.
         head_types: registered head-type name per head (recorded in the manifest).
         input_shape: one sample's input shape (no batch axis), used for export.
+        input_names: the model inputs' names in the bundle (default ``input``, or ``input_0``.. for several).
+        hidden_names: per cut, the names of the tensors crossing it (default ``hidden_<i>`` for one tensor,
+            ``hidden_<i>_<k>`` for several).
 
     Example:
         >>> m = EarlyExitModel([nn.Flatten(), nn.Linear(4, 4)], [nn.Linear(4, 2), nn.Linear(4, 2)],
@@ -38,6 +56,8 @@ class EarlyExitModel(nn.Module):
         *,
         head_types: Sequence[str] | None = None,
         input_shape: Sequence[int] | None = None,
+        input_names: Sequence[str] | None = None,
+        hidden_names: Sequence[Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         if len(segments) != len(heads):
@@ -52,33 +72,57 @@ class EarlyExitModel(nn.Module):
             raise ConfigError(f"head_types has {len(head_types)} names for {len(heads)} heads")
         self.head_types = list(head_types)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._input_names = list(input_names) if input_names is not None else None
+        if hidden_names is not None and len(hidden_names) != len(segments) - 1:
+            raise ConfigError(f"hidden_names: expected one list per cut ({len(segments) - 1}), got {len(hidden_names)}")
+        self._hidden_names = [list(n) for n in hidden_names] if hidden_names is not None else None
+
+    def input_names(self, example: Any) -> list[str]:
+        """The bundle names of the model inputs for an example input (tensor or tuple)."""
+        n = len(as_tuple(example))
+        if self._input_names is not None:
+            if len(self._input_names) != n:
+                raise ConfigError(f"input_names has {len(self._input_names)} names for {n} model inputs")
+            return list(self._input_names)
+        return ["input"] if n == 1 else [f"input_{k}" for k in range(n)]
+
+    def hidden_names(self, cut: int, hidden: Any) -> list[str]:
+        """The bundle names of the tensors crossing cut ``cut`` (after segment ``cut``)."""
+        n = len(as_tuple(hidden))
+        if self._hidden_names is not None:
+            names = self._hidden_names[cut]
+            if len(names) != n:
+                raise ConfigError(f"hidden_names[{cut}] has {len(names)} names for {n} tensors crossing the cut")
+            return list(names)
+        return [f"hidden_{cut}"] if n == 1 else [f"hidden_{cut}_{k}" for k in range(n)]
 
     @property
     def num_exits(self) -> int:
         return len(self.segments)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, *x: Any) -> list[torch.Tensor]:
         """All exit outputs, in order (the last is the final classifier's)."""
         outputs = []
-        h = x
+        h: Any = x if len(x) > 1 else x[0]
         for segment, head in zip(self.segments, self.heads):
-            h = segment(h)
-            outputs.append(head(h))
+            h = call_with(segment, h)
+            outputs.append(call_with(head, h))
         return outputs
 
-    def forward_with_hidden(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward_with_hidden(self, *x: Any) -> tuple[list[torch.Tensor], list[Any]]:
         """All exit outputs and all hidden states h_0..h_{n-1} (for feature losses)."""
         outputs, hidden = [], []
-        h = x
+        h: Any = x if len(x) > 1 else x[0]
         for segment, head in zip(self.segments, self.heads):
-            h = segment(h)
+            h = call_with(segment, h)
             hidden.append(h)
-            outputs.append(head(h))
+            outputs.append(call_with(head, h))
         return outputs, hidden
 
 
 class SegmentWithExit(nn.Module):
-    """Segment i plus head i as one module: returns (hidden, exit), or exit alone for the last."""
+    """Segment i plus head i as one module (the exported segment graph): takes the tensors crossing the
+    previous cut as positional arguments and returns (*hidden, exit), or exit alone for the last."""
 
     def __init__(self, segment: nn.Module, head: nn.Module, last: bool) -> None:
         super().__init__()
@@ -86,12 +130,12 @@ class SegmentWithExit(nn.Module):
         self.head = head
         self.last = last
 
-    def forward(self, h: torch.Tensor):  # type: ignore[override]
-        h = self.segment(h)
-        out = self.head(h)
+    def forward(self, *h: Any) -> Any:  # type: ignore[override]
+        hidden = call_with(self.segment, h if len(h) > 1 else h[0])
+        out = call_with(self.head, hidden)
         if self.last:
             return out
-        return h, out
+        return (*as_tuple(hidden), out)
 
 
 class FullModel(nn.Module):
@@ -102,10 +146,11 @@ class FullModel(nn.Module):
         self.segments = model.segments
         self.head = model.heads[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, *x: Any) -> torch.Tensor:  # type: ignore[override]
+        h: Any = x if len(x) > 1 else x[0]
         for segment in self.segments:
-            x = segment(x)
-        return self.head(x)
+            h = call_with(segment, h)
+        return call_with(self.head, h)
 
 
 def _group(blocks: Sequence[nn.Module], exits_after: Sequence[int]) -> list[nn.Sequential]:

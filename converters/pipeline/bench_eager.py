@@ -18,6 +18,7 @@ from converters.pipeline.convert import build_model
 from converters.recipe import parse_recipe
 from edge_runtime.bench.configs import BenchConfig
 from edge_runtime.errors import ConfigError
+from edge_runtime.manifest import Manifest
 
 
 @dataclass
@@ -34,10 +35,10 @@ class EagerResult:
     sample_energy_j: np.ndarray | None = None
 
 
-def load_source_model(manifest: dict[str, Any], checkpoint: str | Path) -> torch.nn.Module:
+def load_source_model(manifest: Manifest, checkpoint: str | Path) -> torch.nn.Module:
     """Rebuild the bundle's model from its resolved recipe and load ``checkpoint`` (a state_dict, or a
     training checkpoint holding one under ``model``)."""
-    recipe_data = manifest.get("recipe")
+    recipe_data = manifest.recipe
     if not recipe_data:
         raise ConfigError("the bundle's manifest has no 'recipe' section: the source model cannot be rebuilt")
     recipe = parse_recipe(recipe_data)

@@ -25,10 +25,11 @@ from converters.export.bundle import export_bundle
 from converters.export.variants import add_part_variants, recalibrate_variants
 from converters.recipe import Recipe, load_recipe
 from converters.models import MODELS, create_model
-from edge_runtime.bundle import MANIFEST_NAME, read_bundle, validate_manifest
+from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
 from edge_runtime.errors import ConfigError
-from edge_runtime.files import replace_dir, staging_dir, write_json_atomic
+from edge_runtime.files import replace_dir, staging_dir
+from edge_runtime.manifest import write_manifest
 
 
 def seed_everything(seed: int) -> None:
@@ -186,7 +187,7 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
         staging = staging_root / "bundle"
         export_bundle(model, example, staging, **kwargs)
         rt = edge_runtime.load_bundle(staging, threads=1)
-        m = rt.manifest
+        m = rt.manifest.to_dict()
         xc, yc = split.arrays("calibration")
         xt, yt = split.arrays("test")
         xc, xt = pre(xc), pre(xt)
@@ -224,8 +225,7 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
             m["policy"]["variants"] = variants
         for e, acc in zip(m["exits"], test_acc):
             e["test_accuracy"] = acc
-        validate_manifest(m, path=staging / MANIFEST_NAME)
-        write_json_atomic(staging / MANIFEST_NAME, m)
+        write_manifest(staging, m)
         read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
         replace_dir(staging, out, overwrite=overwrite)
     return out

@@ -8,7 +8,7 @@ A recipe names registered components as ``name:`` + ``kwargs:`` (torchdistill's 
     policy: {name: entropy, kwargs: {}, thresholds: 0.5}
     export: {tolerance: 1.0e-4, verify_batch_sizes: [1, 3]}
 
-Sections other issues add (``data``, ``heads``, ``train``, ``calibrate``, ``cbnet``) register a
+Sections (built-in ones in :mod:`converters.recipe.builtin`, a method's own in its folder) register a
 validator in :data:`SECTIONS`; an unknown top-level key is an error naming it.
 """
 

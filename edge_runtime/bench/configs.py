@@ -1,9 +1,10 @@
 """What a benchmark measures: one :class:`BenchConfig` per row of the report.
 
 Each kind of row (the one-graph full model, the segmented model with policy ``never``,
-early exit at the calibrated point, the threshold sweep, CBNet, other backend/precision
-variants, PyTorch eager) is a function registered in :data:`CONFIG_KINDS` that looks at
-the bundle and returns its rows (none when the bundle lacks what it needs). The oracle
+early exit at the calibrated point, the threshold sweep, the rows of the bundle's other modes
+(:meth:`edge_runtime.modes.Mode.bench_rows`), other backend/precision variants, rows installed
+packages add through the ``edge_runtime.bench_rows`` entry point) is a function registered in
+:data:`CONFIG_KINDS` that looks at the bundle and returns its rows (none when the bundle lacks what it needs). The oracle
 bound is derived after measuring (see :mod:`edge_runtime.bench.oracle`).
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge_runtime.modes.base import MODES
 from edge_runtime.plugins import BENCH_GROUP, entry_points
 from edge_runtime.registry import Registry
 
@@ -25,7 +27,7 @@ class BenchConfig:
     """One measured configuration.
 
     Attributes:
-        name: unique row id (``full``, ``never``, ``early_exit``, ``sweep_03``, ``cbnet``, ...).
+        name: unique row id (``full``, ``never``, ``early_exit``, ``sweep_03``, a mode's name, ...).
         kind: the registered kind that produced it.
         label: what the report calls it.
         run: ``x -> InferenceResult`` (or anything with ``predictions``, ``exit_index``, ``segment_latency_s``,
@@ -88,15 +90,15 @@ class BenchContext:
 
 #: row kinds: name -> ``builder(ctx) -> list[BenchConfig]``; rows appear in registration order
 CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry("benchmark configuration kind", plugins="edge_runtime.methods")
-_ORDER: list[str] = []
+#: modes whose rows the built-in kinds below already measure
+_BUILTIN_ROWS = ("early_exit", "full")
 
 
 def config_kind(name: str) -> Callable[[Callable[[BenchContext], list[BenchConfig]]], Any]:
-    """Register a row kind (a builder ``ctx -> list[BenchConfig]``); rows follow registration order."""
+    """Register a row kind (a builder ``ctx -> list[BenchConfig]``); rows follow registration order (built-ins, then plug-ins)."""
 
     def decorator(fn: Callable[[BenchContext], list[BenchConfig]]) -> Callable[[BenchContext], list[BenchConfig]]:
         CONFIG_KINDS.register(name, fn)
-        _ORDER.append(name)
         return fn
 
     return decorator
@@ -105,14 +107,15 @@ def config_kind(name: str) -> Callable[[Callable[[BenchContext], list[BenchConfi
 def build_configs(ctx: BenchContext, kinds: list[str] | None = None) -> list[BenchConfig]:
     """Every row the bundle supports, in registration order (or only ``kinds``)."""
     out: list[BenchConfig] = []
-    for kind in kinds or _ORDER:
+    for kind in kinds or CONFIG_KINDS.ordered():
         out.extend(CONFIG_KINDS.get(kind)(ctx))
     names = [c.name for c in out]
     assert len(names) == len(set(names)), f"duplicate benchmark rows: {names}"
     return out
 
 
-def _suffix(key: tuple[str, str], primary: tuple[str, str]) -> str:
+def variant_suffix(key: tuple[str, str], primary: tuple[str, str]) -> str:
+    """The row-name suffix of a non-primary variant (``@litert/int8``); empty for the primary."""
     return "" if key == primary else f"@{key[0]}/{key[1]}"
 
 
@@ -123,7 +126,7 @@ def _full(ctx: BenchContext) -> list[BenchConfig]:
         one_graph = rt.has_full_model
         note = "" if one_graph else "the bundle has no one-graph file: this row runs every segment (policy never)"
         rows.append(BenchConfig(
-            name="full" + _suffix(key, ctx.primary_key), kind="full",
+            name="full" + variant_suffix(key, ctx.primary_key), kind="full",
             label="full model (one graph)" if one_graph else "full model (segments, no one-graph file)",
             run=lambda x, rt=rt: rt.infer(x, mode="full"), backend=key[0], precision=key[1], notes=note))
     return rows
@@ -135,7 +138,7 @@ def _never(ctx: BenchContext) -> list[BenchConfig]:
     for key, rt in ctx.runtimes.items():
         pol = rt.make_policy("never")
         rows.append(BenchConfig(
-            name="never" + _suffix(key, ctx.primary_key), kind="never", label="segmented, policy never",
+            name="never" + variant_suffix(key, ctx.primary_key), kind="never", label="segmented, policy never",
             run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol), backend=key[0], precision=key[1],
             policy="never", segmented=True,
             notes="every sample runs every segment: the cost of splitting" if key == ctx.primary_key else ""))
@@ -148,9 +151,9 @@ def _early_exit(ctx: BenchContext) -> list[BenchConfig]:
     for key, rt in ctx.runtimes.items():
         pol = rt.default_policy  # the runtime applies thresholds re-calibrated for its variant (policy.variants)
         rows.append(BenchConfig(
-            name="early_exit" + _suffix(key, ctx.primary_key), kind="early_exit",
+            name="early_exit" + variant_suffix(key, ctx.primary_key), kind="early_exit",
             label="early exit, calibrated point", run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol),
-            backend=key[0], precision=key[1], policy=rt.manifest["policy"]["name"],
+            backend=key[0], precision=key[1], policy=rt.manifest.policy.name,
             thresholds=list(getattr(pol, "thresholds", []) or []), segmented=True))
     return rows
 
@@ -168,21 +171,21 @@ def _sweep(ctx: BenchContext) -> list[BenchConfig]:
         rows.append(BenchConfig(
             name=f"sweep_{k:02d}", kind="sweep", label=f"sweep point {k} ({origin})",
             run=lambda x, pol=pol: rt.infer(x, policy=pol), backend=ctx.primary_key[0],
-            precision=ctx.primary_key[1], policy=rt.manifest["policy"]["name"], thresholds=list(pol.thresholds),
+            precision=ctx.primary_key[1], policy=rt.manifest.policy.name, thresholds=list(pol.thresholds),
             segmented=True))
     return rows
 
 
-@config_kind("cbnet")
-def _cbnet(ctx: BenchContext) -> list[BenchConfig]:
-    rows = []
-    for key, rt in ctx.runtimes.items():
-        if "cbnet" not in rt.modes():
+@config_kind("modes")
+def _modes(ctx: BenchContext) -> list[BenchConfig]:
+    """Rows the bundle's other modes add (a method's mode: :meth:`edge_runtime.modes.Mode.bench_rows`)."""
+    rows: list[BenchConfig] = []
+    for name in MODES.ordered():
+        if name in _BUILTIN_ROWS:
             continue
-        rows.append(BenchConfig(
-            name="cbnet" + _suffix(key, ctx.primary_key), kind="cbnet",
-            label="CBNet (autoencoder + lightweight classifier)", run=lambda x, rt=rt: rt.infer(x, mode="cbnet"),
-            backend=key[0], precision=key[1]))
+        mode = MODES.get(name)
+        if mode.unsupported(ctx.primary.manifest) is None:
+            rows.extend(mode.bench_rows(ctx))
     return rows
 
 

@@ -101,7 +101,7 @@ def _load_registered(spec: str, runtime: Any, preprocess: bool | None) -> BenchD
     except ImportError:
         raise ConfigError(f"--data {spec!r}: the dataset registry (edge_runtime.datasets) is not available in this "
                           f"install; pass a .npz file with arrays x and y instead") from None
-    record = runtime.manifest.get("data") or {}
+    record = runtime.manifest.data or {}
     same = record.get("name") == name
     split_data = datasets.build_split(record if same else name)
     if split not in split_data.indices:
@@ -145,7 +145,7 @@ def _fit_to_bundle(data: BenchData, runtime: Any) -> BenchData:
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise InputError(f"{data.spec}: labels must lie in [0, {n_classes}) for this bundle's {n_classes} classes, "
                          f"got [{y.min()}, {y.max()}]")
-    want = np.dtype(runtime.input_spec["dtype"])
+    want = runtime.input_spec.np_dtype
     if np.issubdtype(x.dtype, np.floating) and x.dtype != want:
         x = x.astype(want)
     x = runtime.check_input(x)  # names the expected shape/dtype when it does not fit

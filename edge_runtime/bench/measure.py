@@ -94,7 +94,7 @@ def measure(configs: list[BenchConfig], x: np.ndarray, y: np.ndarray, settings: 
                     t.exits.append(np.asarray(res.exit_index))
                     if c.segmented:
                         t.seg += np.asarray(res.segment_latency_s, dtype=np.float64)
-                    for part, sec in (getattr(res, "part_latency_s", None) or {}).items():  # CBNet's parts
+                    for part, sec in (getattr(res, "part_latency_s", None) or {}).items():  # a method mode's parts
                         t.parts[part] = t.parts.get(part, 0.0) + float(sec)
                 if res.energy_j is not None:
                     t.energy += float(res.energy_j)

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-_MARKERS = {  # kind -> (marker, colour, size)
+_MARKERS = {  # kind -> (marker, colour, size); any other row kind (a method's mode) gets the next of _OTHER
     "full": ("s", "black", 70), "never": ("x", "dimgray", 60), "early_exit": ("*", "crimson", 180),
-    "cbnet": ("^", "seagreen", 90), "oracle": ("D", "purple", 60), "torch_eager": ("P", "saddlebrown", 70),
+    "oracle": ("D", "purple", 60), "torch_eager": ("P", "saddlebrown", 70),
 }
+_OTHER = [("^", "seagreen", 90), ("v", "darkorange", 90), ("<", "teal", 90), (">", "olive", 90)]
+
+
+def _marker(kind: str, others: dict[str, tuple[str, str, int]]) -> tuple[str, str, int]:
+    if kind in _MARKERS:
+        return _MARKERS[kind]
+    if kind not in others:
+        others[kind] = _OTHER[len(others) % len(_OTHER)]
+    return others[kind]
 
 
 def _pyplot() -> Any:
@@ -43,10 +52,11 @@ def _tradeoff(results: dict[str, Any], path: Path, cost: Callable[[dict[str, Any
         if len(front) > 1:
             ax.plot([cost(r) for r in front], [100 * r["accuracy"] for r in front], color="steelblue", lw=1.5,
                     label="Pareto front", zorder=3)
+        others: dict[str, tuple[str, str, int]] = {}
         for r in have:
-            if r["kind"] not in _MARKERS:
+            if r["kind"] in ("sweep",):
                 continue
-            marker, colour, size = _MARKERS[r["kind"]]
+            marker, colour, size = _marker(r["kind"], others)
             variant = "@" in r["name"]
             ax.scatter([cost(r)], [100 * r["accuracy"]], marker=marker, s=size * (0.6 if variant else 1.0),
                        color=colour, alpha=0.55 if variant else 1.0, zorder=4,
@@ -63,7 +73,7 @@ def _tradeoff(results: dict[str, Any], path: Path, cost: Callable[[dict[str, Any
 
 
 def accuracy_vs_latency(results: dict[str, Any], path: Path) -> None:
-    """Accuracy vs mean batch-1 latency: sweep, Pareto front, calibrated point, full model, CBNet, oracle."""
+    """Accuracy vs mean batch-1 latency: sweep, Pareto front, calibrated point, full model, methods' modes, oracle."""
     _tradeoff(results, path, lambda r: (r.get("latency_ms") or {}).get("mean"), "mean latency at batch 1 (ms)",
               "latency")
 
@@ -99,7 +109,7 @@ def exit_histogram(results: dict[str, Any], path: Path) -> None:
 
 
 def segment_latency(results: dict[str, Any], path: Path) -> None:
-    """Mean batch-1 latency per row, stacked by segment (one-graph and CBNet rows as one bar)."""
+    """Mean batch-1 latency per row, stacked by segment (or by a method's parts; one-graph rows as one bar)."""
     plt = _pyplot()
     rows = [r for r in results["configs"] if r["kind"] != "sweep" and r.get("latency_ms")]
     fig, ax = plt.subplots(figsize=(8.5, 0.5 * len(rows) + 1.6))
@@ -119,7 +129,7 @@ def segment_latency(results: dict[str, Any], path: Path) -> None:
         if r.get("per_segment_ms"):
             pieces = [(f"segment {i}", v, cmap(i / max(1, n_seg - 1)), hatch)
                       for i, v in enumerate(r["per_segment_ms"])]
-        else:  # CBNet: autoencoder, then classifier
+        else:  # a method's mode: its parts in the order they ran
             pieces = [(part, v, ("tab:orange", "tab:green", "tab:red")[k % 3], None)
                       for k, (part, v) in enumerate((r.get("per_part_ms") or {}).items())]
         if pieces:
@@ -136,7 +146,7 @@ def segment_latency(results: dict[str, Any], path: Path) -> None:
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("mean latency at batch 1 (ms)")
-    ax.set_title("per-segment (and CBNet per-part) latency; gray: one graph", fontsize=10)
+    ax.set_title("per-segment (or per-part) latency; gray: one graph", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

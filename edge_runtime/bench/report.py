@@ -74,7 +74,7 @@ def _segments_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]
         segs = r.get("per_segment_ms")
         cells = [_f(v, ".3f") for v in segs] if segs else ["–"] * n
         parts = r.get("per_part_ms")
-        if parts and not segs:  # CBNet: its parts instead of segments
+        if parts and not segs:  # a method's mode: its parts instead of segments
             cells = [", ".join(f"{k} {v:.3f}" for k, v in parts.items())] + ["–"] * (n - 1)
         rows.append([r["name"]] + cells + [" / ".join(str(c) for c in r["exit_histogram"])])
     return headers, rows
@@ -228,8 +228,12 @@ def render_report(results_json: str | Path, out_dir: str | Path) -> Path:
     return out / "report.md"
 
 
+_CORE_KINDS = ("full", "never", "early_exit", "sweep", "oracle", "torch_eager")
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """Five lines for a terminal: model, calibrated point, throughput at the largest batch, CBNet/oracle, targets."""
+    """Five lines for a terminal: model, calibrated point, throughput at the largest batch, other modes and the
+    oracle, targets."""
     rows = {r["name"]: r for r in results["configs"]}
     full, ee = rows.get("full"), rows.get("early_exit")
     big = max(results["settings"]["batch_sizes"])
@@ -245,11 +249,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"speed-up {_f(ee and ee['speedup_vs_full'], '.2f')}x, drop {_f(ee and ee['accuracy_drop_pts'], '.2f')} pts",
         f"{name}: batch {big}: early exit {thr(ee)} vs full {thr(full)}",
     ]
-    cb, orc = rows.get("cbnet"), rows.get("oracle")
+    orc = rows.get("oracle")
     extra = []
-    if cb:
-        extra.append(f"CBNet {_f(cb['accuracy'], '.2f', 100)}% at {_lat(cb, 'mean')} ms "
-                     f"({_f(cb['speedup_vs_full'], '.2f')}x)")
+    for r in results["configs"]:  # the rows of a method's mode (primary variant)
+        if r["kind"] not in _CORE_KINDS and "@" not in r["name"]:
+            extra.append(f"{r['label']} {_f(r['accuracy'], '.2f', 100)}% at {_lat(r, 'mean')} ms "
+                         f"({_f(r['speedup_vs_full'], '.2f')}x)")
     if orc:
         extra.append(f"oracle {_f(orc['accuracy'], '.2f', 100)}% at ~{_lat(orc, 'mean')} ms (estimated)")
     lines.append(f"{name}: " + "; ".join(extra))

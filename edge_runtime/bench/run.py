@@ -21,6 +21,7 @@ from edge_runtime.bench.results import (RESULTS_FORMAT, RESULTS_VERSION, machine
 from edge_runtime.bench.targets import evaluate_targets
 from edge_runtime.calibration.bounds import pareto_front
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.manifest import Manifest
 
 METHODS = {
     "latency": "wall time around each Runtime.infer call at batch 1 (input checks, every segment run, exit "
@@ -130,8 +131,8 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
             "bundle": {"path": str(bundle), "name": primary.name,
                        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
                        "num_segments": len(primary.segments), "num_exits": primary.num_exits,
-                       "policy": primary.manifest["policy"], "has_full_model": primary.has_full_model,
-                       "full_model_flops": (primary.manifest.get("full_model") or {}).get("flops")},
+                       "policy": primary.manifest.policy.to_dict(), "has_full_model": primary.has_full_model,
+                       "full_model_flops": primary.manifest.full_model_flops},
         },
         "data": {"spec": data.spec, "source": data.source, "n_samples": int(len(data.y)),
                  "split_check": data.split_check, "indices_sha256": data.indices_sha256, "notes": data.notes},
@@ -161,8 +162,7 @@ def _variants(load_bundle: Any, bundle: Any, settings: BenchSettings, primary: A
     """Runtimes for every other (format, precision) the bundle's segments hold, on a backend that runs it."""
     from edge_runtime.backends import BACKENDS
 
-    held = sorted({(f["format"], f.get("precision", "fp32")) for seg in primary.manifest["segments"]
-                   for f in seg["files"]})
+    held = primary.manifest.held_variants()
     out: dict[tuple[str, str], Any] = {}
     for fmt, precision in held:
         for name in BACKENDS.names():
@@ -235,13 +235,13 @@ def _mean(r: dict[str, Any]) -> float | None:
     return (r.get("latency_ms") or {}).get("mean")
 
 
-def _derive(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+def _derive(rows: list[dict[str, Any]], manifest: Manifest) -> None:
     """Speed-ups and accuracy drops against the same variant's full model (else the primary one); mean executed
     FLOPs fraction."""
     fulls = {(r["backend"], r["precision"]): r for r in rows if r["kind"] == "full"}
     primary_full = next((r for r in rows if r["name"] == "full"), None)
-    full_flops = (manifest.get("full_model") or {}).get("flops")
-    cum = [e.get("cumulative_flops") for e in manifest["exits"]]
+    full_flops = manifest.full_model_flops
+    cum = manifest.cumulative_flops
     for r in rows:
         base = fulls.get((r["backend"], r["precision"]), primary_full)  # e.g. PyTorch eager vs the primary
         r["baseline"] = base["name"] if base else None

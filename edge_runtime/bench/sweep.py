@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.manifest import Manifest
 from edge_runtime.policies import ScorePolicy
 
 
@@ -26,7 +27,7 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str, list[st
     num = rt.num_exits - 1
     policy = rt.default_policy
     if num < 1 or not getattr(policy, "uses_thresholds", False):
-        ctx.notes.append(f"no threshold sweep: policy {rt.manifest['policy']['name']!r} takes no thresholds")
+        ctx.notes.append(f"no threshold sweep: policy {rt.manifest.policy.name!r} takes no thresholds")
         return [], "none (policy takes no thresholds)", []
     curve = _spread(_curve_points(rt.manifest, num), k)
     source = f"manifest calibration curve ({len(curve)} points)" if curve else ""
@@ -50,26 +51,15 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str, list[st
     return curve + points, (f"{source} + {quant}" if source else quant), origins
 
 
-def _curve_points(manifest: dict[str, Any], num: int) -> list[list[float]]:
-    cal = manifest.get("calibration") or {}
-    curve = cal.get("curve") or cal.get("points") or []
-    policy_name = manifest["policy"]["name"]
-    cal_policy = cal.get("policy")
-    if isinstance(cal_policy, dict) and cal_policy.get("name", policy_name) != policy_name:
+def _curve_points(manifest: Manifest, num: int) -> list[list[float]]:
+    cal = manifest.calibration
+    if cal is None:
+        return []
+    cal_policy = cal.other.get("policy")
+    if isinstance(cal_policy, dict) and cal_policy.get("name", manifest.policy.name) != manifest.policy.name:
         return []  # the curve was computed for another policy
-    rows = []
-    for p in curve if isinstance(curve, list) else []:
-        if not isinstance(p, dict) or p.get("policy", policy_name) != policy_name:
-            continue
-        thr = p.get("thresholds")
-        if isinstance(thr, (int, float)) and not isinstance(thr, bool):
-            thr = [float(thr)] * num
-        if isinstance(thr, list) and len(thr) >= num and all(isinstance(t, (int, float)) for t in thr):
-            cost = next((p[c] for c in ("cost", "expected_flops", "mean_flops", "flops_fraction",
-                                        "expected_latency_ms") if isinstance(p.get(c), (int, float))), None)
-            rows.append((cost, [float(t) for t in thr[:num]]))
-    if any(c is not None for c, _ in rows):
-        rows.sort(key=lambda r: (r[0] is None, r[0] if r[0] is not None else 0.0))
+    rows = [(p.mean_flops, list(p.thresholds[:num])) for p in cal.curve if len(p.thresholds) >= num]
+    rows.sort(key=lambda r: r[0])
     return [thr for _, thr in rows]
 
 

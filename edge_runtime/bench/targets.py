@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from edge_runtime.modes.base import MODES
 from edge_runtime.registry import Registry
 
 #: name -> ``check(results) -> target dict`` (``status`` PASS / MISS / N/A, ``value``, ``goal``, ``detail``)
 TARGETS: Registry[Callable[[dict[str, Any]], dict[str, Any]]] = Registry("benchmark target", plugins="edge_runtime.methods")
-_ORDER: list[str] = []
 
 
 def target(name: str) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Any]:
@@ -16,15 +16,19 @@ def target(name: str) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], 
 
     def decorator(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
         TARGETS.register(name, fn)
-        _ORDER.append(name)
         return fn
 
     return decorator
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every registered target's verdict on ``results``."""
-    return [{"name": n, **TARGETS.get(n)(results)} for n in _ORDER]
+    """Every registered target's verdict on ``results``, then the targets of the modes the bundle ran."""
+    out = [{"name": n, **TARGETS.get(n)(results)} for n in TARGETS.ordered()]
+    kinds = {r["kind"] for r in results["configs"]}
+    for name in MODES.ordered():
+        if name in kinds:
+            out += [{"name": t, **check(results)} for t, check in MODES.get(name).targets().items()]
+    return out
 
 
 def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -63,36 +67,6 @@ def _batched(results: dict[str, Any]) -> dict[str, Any]:
         return _na(goal, "batch 32 was not measured (add 32 to --batch-sizes)")
     s = entry["speedup_vs_full"]
     return _verdict(s >= 1.5, s, goal, f"throughput ratio {s:.2f}x at batch 32")
-
-
-@target("cbnet_accuracy")
-def _cbnet_accuracy(results: dict[str, Any]) -> dict[str, Any]:
-    goal = "CBNet accuracy within 1.0 point of the full model"
-    cb = _row(results, "cbnet")
-    if not cb:
-        return _na(goal, "the bundle has no CBNet parts")
-    drop = cb["accuracy_drop_pts"]
-    return _verdict(drop <= 1.0, drop, goal, f"accuracy drop {drop:.2f} points")
-
-
-@target("cbnet_speedup")
-def _cbnet_speedup(results: dict[str, Any]) -> dict[str, Any]:
-    goal = "CBNet mean batch-1 latency >= 3x lower than the full model's"
-    cb = _row(results, "cbnet")
-    if not cb or not cb.get("speedup_vs_full"):
-        return _na(goal, "the bundle has no CBNet parts")
-    s = cb["speedup_vs_full"]
-    return _verdict(s >= 3.0, s, goal, f"speed-up {s:.2f}x")
-
-
-@target("cbnet_vs_branchynet")
-def _cbnet_vs_ee(results: dict[str, Any]) -> dict[str, Any]:
-    goal = "CBNet mean batch-1 latency lower than BranchyNet early exit's at its calibrated point"
-    cb, ee = _row(results, "cbnet"), _row(results, "early_exit")
-    if not cb or not ee or not cb.get("latency_ms") or not ee.get("latency_ms"):
-        return _na(goal, "the bundle has no CBNet parts")
-    ratio = ee["latency_ms"]["mean"] / cb["latency_ms"]["mean"]
-    return _verdict(ratio > 1.0, ratio, goal, f"early exit / CBNet mean latency = {ratio:.2f}x")
 
 
 @target("early_exit_speedup_variants")

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,23 +25,8 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ScorePolicy, create_policy
 from edge_runtime.calibration.bounds import oracle_exits, pareto_front
-from edge_runtime.runtime import simulate_exits
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """One threshold setting and what it costs and achieves on the data it was evaluated on."""
-
-    thresholds: list[float]
-    accuracy: float
-    mean_flops: float
-    flops_fraction: float
-    exit_fractions: list[float]
-    mean_latency_s: float | None = None
-    expected_speedup: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+from edge_runtime.executor import simulate_exits
+from edge_runtime.manifest import OperatingPoint
 
 
 @dataclass(frozen=True)
@@ -255,8 +240,8 @@ def measure_segment_latency(runtime: Any, x: np.ndarray, *, repeats: int = 200,
     full: list[float] = []
     for r in range(warmup + repeats):
         xi = x[r % n:r % n + 1]
-        res = runtime.run_early_exit(xi, pol)
-        t_full = runtime.run_full(xi).latency_s if runtime.has_full_model else None
+        res = runtime.infer(xi, policy=pol)
+        t_full = runtime.infer(xi, mode="full").latency_s if runtime.has_full_model else None
         if r >= warmup:
             seg.append(res.segment_latency_s)
             if t_full is not None:
@@ -266,9 +251,9 @@ def measure_segment_latency(runtime: Any, x: np.ndarray, *, repeats: int = 200,
 
 def _no_exit_policy(runtime: Any) -> Any:
     """The bundle's policy with thresholds no sample can meet (same decision cost, nobody leaves)."""
-    spec = runtime.manifest["policy"]
-    probe = _probe(spec["name"], runtime.num_exits, spec["kwargs"])
+    spec = runtime.manifest.policy
+    probe = _probe(spec.name, runtime.num_exits, spec.kwargs)
     if isinstance(probe, ScorePolicy):
         never = -1e30 if probe.lower_is_confident else 1e30
-        return create_policy(spec["name"], runtime.num_exits, never, **spec["kwargs"])
+        return create_policy(spec.name, runtime.num_exits, never, **spec.kwargs)
     return create_policy("never", runtime.num_exits)

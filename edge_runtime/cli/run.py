@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--random", type=int, metavar="N", help="run N random standard-normal inputs (a smoke test)")
     p.add_argument("--policy", help="exit policy name (default: the bundle's)")
     p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
-    p.add_argument("--mode", default="early_exit", help="early_exit (default), full, or cbnet where present")
+    p.add_argument("--mode", default="early_exit", help="inference mode: early_exit (default), full, or a mode the bundle adds (inspect lists them)")
     p.add_argument("--backend", help="inference backend (default: the profile's, else onnxruntime)")
     p.add_argument("--threads", type=int, help="backend threads")
     p.add_argument("--profile", help="device profile (name, YAML path or 'auto'): its threads/backend apply unless given")
@@ -71,7 +71,7 @@ def _run(rt: Any, args: argparse.Namespace) -> int:
     if args.random is not None:
         if args.random < 1:
             raise InputError(f"--random: expected a positive sample count, got {args.random}")
-        shape = [args.random] + [d or 1 for d in rt.input_spec["shape"][1:]]
+        shape = [args.random] + [d or 1 for d in rt.input_spec.shape[1:]]
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     else:
         x = load_npy(args.input)

@@ -43,6 +43,9 @@ class ExitPolicy(ABC):
 
     #: whether the policy takes per-exit thresholds
     uses_thresholds: bool = True
+    #: the segment outputs :meth:`decide` reads: ``("exit",)`` passes the exit array itself; more names (e.g.
+    #: ``("exit", "lambda")``) pass a dict of those outputs
+    reads: tuple[str, ...] = ("exit",)
 
     def __init__(self, num_exits: int, thresholds: float | Sequence[float] | None = None, **kwargs: Any) -> None:
         if kwargs:

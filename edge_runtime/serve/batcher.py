@@ -2,7 +2,7 @@
 
 Requests that share a mode and policy are concatenated into one batch (up to
 ``max_batch_size`` samples, waiting at most ``max_wait`` for company). The batch runs
-through :meth:`edge_runtime.runtime.Runtime.run_early_exit`, whose ``on_exit`` hook fires
+through the request's mode (:meth:`edge_runtime.modes.Mode.run`), whose ``on_exit`` hook fires
 as samples leave; a request is answered the moment its last sample has left, so easy
 samples do not wait for hard ones in later segments (the shrinking batch of
 BranchyNet-style early exit, applied across callers).
@@ -21,7 +21,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 from edge_runtime.policies import ExitPolicy
-from edge_runtime.runtime import MODES, InferenceResult, Runtime
+from edge_runtime.runtime import InferenceResult, Runtime
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -235,18 +235,8 @@ class MicroBatcher:
 
         policy = batch[0].policy
         window = meter.start_window() if meter is not None else None
-        if batch[0].mode == "early_exit":
-            result = rt.run_early_exit(x, policy, on_exit=on_exit)
-        else:
-            result = MODES.get(batch[0].mode)(rt, x, policy)
-            end = time.perf_counter()
-            for j, r in enumerate(batch):
-                rows = slice(offset[j], offset[j + 1])
-                r.outputs, r.exit_index = result.outputs[rows], result.exit_index[rows]
-                r.latency[:] = end - r.enqueued
-                r.remaining = 0
-                if meter is None:
-                    self._answer(r)
+        feeds = {rt.input_spec.name: x}
+        result = rt.mode(batch[0].mode).run(rt, feeds, policy, on_exit=on_exit)
         if meter is not None:
             meter.finish_window(window, result)
             for j, r in enumerate(batch):

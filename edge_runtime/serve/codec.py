@@ -73,11 +73,11 @@ class Overrides:
 
 
 def expected_shape(rt: Runtime) -> str:
-    return "[N, " + ", ".join(str(d) for d in rt.input_spec["shape"][1:]) + "]"
+    return "[N, " + ", ".join(str(d) for d in rt.input_spec.shape[1:]) + "]"
 
 
 def expected_dtype(rt: Runtime) -> str:
-    dtype = rt.input_spec["dtype"]
+    dtype = rt.input_spec.dtype
     return f"{NUMPY_TO_V2.get(dtype, dtype)} ({dtype})"
 
 
@@ -136,7 +136,7 @@ def make_policy(rt: Runtime, ov: Overrides, field_prefix: str) -> ExitPolicy:
 
 def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.ndarray:
     """Shape/dtype/finiteness checks against the bundle's input spec, as 422s naming ``field``."""
-    if x.dtype.name != rt.input_spec["dtype"]:
+    if x.dtype.name != rt.input_spec.dtype:
         raise RequestError(422, f"dtype is {NUMPY_TO_V2.get(x.dtype.name, x.dtype.name)} ({x.dtype.name})",
                            field=field, expected=expected_dtype(rt))
     if x.ndim >= 1 and x.shape[0] > max_samples:
@@ -177,22 +177,22 @@ def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray,
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestError(422, "missing or malformed 'inputs'", field="inputs",
-                           expected=f"a list with exactly one tensor named {rt.input_spec['name']!r}")
+                           expected=f"a list with exactly one tensor named {rt.input_spec.name!r}")
     t = inputs[0]
     for key in ("shape", "datatype", "data"):
         if key not in t:
             raise RequestError(422, f"input tensor has no {key!r}", field=f"inputs[0].{key}",
                                expected={"shape": expected_shape(rt), "datatype": expected_dtype(rt),
                                          "data": "numbers (flat, row-major, or nested)"}[key])
-    name = t.get("name", rt.input_spec["name"])
-    if name != rt.input_spec["name"]:
-        raise RequestError(422, f"unknown input {name!r}", field="inputs[0].name", expected=repr(rt.input_spec["name"]))
+    name = t.get("name", rt.input_spec.name)
+    if name != rt.input_spec.name:
+        raise RequestError(422, f"unknown input {name!r}", field="inputs[0].name", expected=repr(rt.input_spec.name))
     shape = t["shape"]
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise RequestError(422, f"shape must be a list of non-negative integers, got {shape!r}",
                            field="inputs[0].shape", expected=expected_shape(rt))
     dtype = V2_TO_NUMPY.get(t["datatype"]) if isinstance(t["datatype"], str) else None
-    if dtype != rt.input_spec["dtype"]:
+    if dtype != rt.input_spec.dtype:
         raise RequestError(422, f"datatype {t['datatype']!r} does not match the model", field="inputs[0].datatype",
                            expected=expected_dtype(rt))
     if shape and shape[0] > max_samples:
@@ -223,18 +223,18 @@ def metadata(rt: Runtime, version: str) -> dict[str, Any]:
     pol = rt.default_policy
     return {
         "name": rt.name, "versions": [version], "platform": f"edge-runtime/{rt.backend.name}",
-        "inputs": [{"name": spec["name"], "datatype": NUMPY_TO_V2.get(spec["dtype"], spec["dtype"]),
-                    "shape": [-1 if d is None else d for d in spec["shape"]]}],
+        "inputs": [{"name": s.name, "datatype": NUMPY_TO_V2.get(s.dtype, s.dtype),
+                    "shape": [-1 if d is None else d for d in s.shape]} for s in rt.inputs],
         "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, len(rt.labels)]},
                     {"name": "prediction", "datatype": "INT64", "shape": [-1]},
                     {"name": "exit_index", "datatype": "INT64", "shape": [-1]}],
         "labels": rt.labels,
-        "exits": [{"index": i, "segment": e["segment"], "head_type": e.get("head_type"),
-                   "cumulative_flops": e.get("cumulative_flops")} for i, e in enumerate(rt.manifest["exits"])],
-        "policy": {"name": rt.manifest["policy"]["name"], "kwargs": rt.manifest["policy"]["kwargs"],
+        "exits": [{"index": e.index, "segment": e.segment, "head_type": e.head_type,
+                   "cumulative_flops": e.cumulative_flops} for e in rt.manifest.exits],
+        "policy": {"name": rt.manifest.policy.name, "kwargs": rt.manifest.policy.kwargs,
                    "thresholds": list(pol.thresholds)},
         "modes": rt.modes(),
         "precision": rt.precision,
         "energy_source": getattr(rt.meter, "source", None),
-        "preprocessing": spec.get("preprocessing", {}),
+        "preprocessing": spec.preprocessing.to_dict() if spec.preprocessing is not None else {},
     }

@@ -73,13 +73,12 @@ def verify_runtime(runtime: Runtime) -> None:
     """
     m = runtime.manifest
     where = runtime.bundle.manifest_path
-    if m.get("verification", {}).get("passed") is False:
+    if not m.verification.passed:
         raise BundleError("the bundle's export verification did not pass", path=where, field="verification.passed")
-    shape = [2] + [d or 1 for d in runtime.input_spec["shape"][1:]]
-    x = np.zeros(shape, dtype=np.dtype(runtime.input_spec["dtype"]))
-    results = [runtime.run_early_exit(x, create_policy("never", runtime.num_exits))]
+    x = {s.name: np.zeros([2] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
+    results = [runtime.infer(x, policy=create_policy("never", runtime.num_exits))]
     if runtime.has_full_model:
-        results.append(runtime.run_full(x))
+        results.append(runtime.infer(x, mode="full"))
     for res in results:
         out = res.outputs
         if out.shape != (2, len(runtime.labels)):

@@ -186,12 +186,12 @@ class CBNetResult:
         section = {"exemplars": self.exemplars.summary(), "training": self.report}
         return CBNetExporter(self.parts(), example, real_inputs=real_inputs, tolerance=self.settings.tolerance,
                              batch_sizes=batch_sizes, opset=opset, seed=seed, section=section,
-                             finish=lambda m: m["cbnet"].__setitem__("cost", _cost(m)))
+                             finish=lambda m: m["parts"]["cbnet"]["info"].__setitem__("cost", _cost(m)))
 
 
 def _cost(manifest: dict[str, Any]) -> dict[str, Any]:
     """FLOPs of CBNet next to the model's: is the autoencoder cheaper than what it saves?"""
-    parts = manifest["cbnet"]["parts"]
+    parts = manifest["parts"]["cbnet"]["graphs"]
     full = manifest.get("full_model", {}).get("flops") or manifest["exits"][-1]["cumulative_flops"]
     ae, clf = parts["autoencoder"]["flops"], parts["classifier"]["flops"]
     saved = full - clf

@@ -1,6 +1,6 @@
 """Export CBNet's parts (CBNet, 2024) into a bundle: each part one ONNX graph with a dynamic batch axis,
 checked with ``onnx.checker``, run in onnxruntime against PyTorch at batch 1, an odd batch and real
-inputs, and recorded under the manifest's ``cbnet`` section. Called by ``export_bundle`` through its
+inputs (:func:`converters.export.verify.graph_max_diff`), and recorded under the manifest's ``parts.cbnet``. Called by ``export_bundle`` through its
 ``extra_parts`` hook, so a failed part leaves no bundle behind.
 """
 
@@ -9,31 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from converters.export.onnx import count_flops, count_params, export_onnx, file_entry, onnx_op_counts, tensor_spec
 from converters.export.tflite import Graph
-from edge_runtime.backends import create_backend
+from converters.export.verify import graph_max_diff
 from edge_runtime.errors import ExportError
 
 #: part name -> (graph input name, graph output name)
 PART_IO = {"autoencoder": ("input", "converted"), "classifier": ("input", "exit"),
            "classifier_base": ("input", "exit")}
-
-
-def _max_diff(module: nn.Module, path: Path, inputs: Sequence[torch.Tensor], io: tuple[str, str]) -> float:
-    session = create_backend("onnxruntime", threads=1).load(path)
-    worst = 0.0
-    with torch.no_grad():
-        for x in inputs:
-            ref = module(x).numpy()
-            got = session.run({io[0]: x.numpy()})[0]
-            if got.shape != ref.shape:
-                raise ExportError(f"{path.name}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
-            worst = max(worst, float(np.max(np.abs(ref - got))))
-    return worst
+METHOD = "cbnet"
 
 
 def export_parts(
@@ -49,8 +36,8 @@ def export_parts(
     seed: int,
     section: dict[str, Any],
 ) -> None:
-    """Write ``parts`` (name -> module, all taking model-ready inputs) under ``root/cbnet/`` and
-    set ``manifest["cbnet"]`` to ``section`` plus ``parts`` and ``verification``.
+    """Write ``parts`` (name -> module, all taking model-ready inputs) under ``root/cbnet/`` and set the
+    manifest's ``parts.cbnet`` (mode ``cbnet``; ``info`` = ``section``; the graphs; their verification).
 
     The classifier parts are verified on random inputs and on the autoencoder's outputs for
     ``real_inputs`` (what they see on the device); the autoencoder on random and real inputs.
@@ -70,11 +57,12 @@ def export_parts(
         module = module.eval()
         io = PART_IO[name]
         path = root / "cbnet" / f"{name}.onnx"
-        export_onnx(module, example, path, input_name=io[0], output_names=[io[1]], opset=opset)
+        export_onnx(module, example, path, input_names=[io[0]], output_names=[io[1]], opset=opset)
         with torch.no_grad():
             out = module(example[:1])
         inputs = rand + (real[:1] if name == "autoencoder" else real[1:])
-        diffs[name] = _max_diff(module, path, inputs, io)
+        diffs[name] = graph_max_diff(module, root, {"files": [file_entry(path, root)]}, inputs,
+                                     field=f"parts.{METHOD}.graphs.{name}")
         records[name] = {
             "files": [file_entry(path, root)],
             "inputs": [tensor_spec(io[0], example)],
@@ -89,9 +77,10 @@ def export_parts(
         raise ExportError(f"CBNet verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} "
                           f"({detail})")
     sizes = sorted({int(x.shape[0]) for x in rand + real})
-    manifest["cbnet"] = {
-        "parts": records,
-        **section,
+    manifest.setdefault("parts", {})[METHOD] = {
+        "mode": METHOD,
+        "graphs": records,
+        "info": dict(section),
         "verification": {"tolerance": tolerance, "batch_sizes": sizes, "passed": True,
                          "parts": {k: {"max_abs_diff": v, "format": "onnx", "precision": "fp32"}
                                    for k, v in diffs.items()}},
@@ -132,7 +121,7 @@ class CBNetExporter:
         out = []
         for name, module in self.parts.items():
             io = PART_IO[name]
-            out.append(Graph(field=f"cbnet.parts.{name}.files", module=module.eval(), example=self.example[:1],
+            out.append(Graph(field=f"parts.{METHOD}.graphs.{name}.files", module=module.eval(), example=self.example[:1],
                              input_name=io[0], output_names=(io[1],), stem=f"cbnet/{name}",
                              calibration_input=None if name == "autoencoder" else ae))
         return out
