@@ -1,7 +1,8 @@
 """The ``edge-runtime`` command: a thin argparse layer over library functions.
 
-Each subcommand lives in its own module with a ``register(subparsers)`` function;
-add a module name to :data:`COMMAND_MODULES` to add a subcommand. Project errors
+Each subcommand lives in its own module with a ``register(subparsers)`` function listed in
+:data:`COMMAND_MODULES`; workstation commands come through the ``edge_runtime.commands`` entry point and a
+method's mode adds its own through :meth:`edge_runtime.modes.Mode.register_commands`. Project errors
 become one-line messages and exit code 2.
 """
 
@@ -14,6 +15,7 @@ from typing import Sequence
 
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.modes import MODES
 from edge_runtime.plugins import COMMAND_GROUP, entry_points
 
 COMMAND_MODULES = [
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         ep.load()(sub)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for mode in MODES.ordered():  # a method's mode may bring its own commands (e.g. sample, generate)
+        MODES.get(mode).register_commands(sub)
     return parser
 
 

@@ -140,6 +140,9 @@ class Mode(ABC):
     name: str = ""
     description: str = ""
     uses_policy: bool = False
+    #: whether the daemon hands whole JSON requests of this mode to :meth:`serve_request` (a generative mode
+    #: whose request is not a tensor batch); False: requests are decoded as tensors and micro-batched
+    handles_requests: bool = False
 
     def unsupported(self, manifest: Manifest) -> str | None:
         """Why this bundle cannot run in this mode, or None when it can (default: every bundle can)."""
@@ -162,6 +165,15 @@ class Mode(ABC):
     def targets(self) -> dict[str, TargetCheck]:
         """Report targets this mode adds (name -> check over results.json)."""
         return {}
+
+    def serve_request(self, runtime: RuntimeView, doc: dict[str, Any]) -> dict[str, Any]:
+        """Answer one KServe v2 JSON request (the parsed body) when :attr:`handles_requests` is set; returns the
+        JSON response body. Raise :class:`edge_runtime.errors.InputError` (or the daemon's ``RequestError``) for
+        a bad request: the daemon turns it into a 4xx naming the field."""
+        raise NotImplementedError(f"mode {self.name!r} does not answer requests itself")
+
+    def register_commands(self, sub: Any) -> None:
+        """Add this mode's own ``edge-runtime`` subcommands (``sub`` is argparse's subparsers object)."""
 
 
 #: inference modes: name -> :class:`Mode` instance (built-ins in edge_runtime/modes/, methods' in edge_runtime/methods/)

@@ -176,6 +176,17 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             body = await _read_body(request, config.max_body_bytes)
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             params: dict[str, Any] = dict(request.query_params)
+            own = codec.self_served_request(model.runtime, body, ctype, params)
+            if own is not None:  # a mode that answers whole requests itself (e.g. a generative mode)
+                mode, doc = own
+                status = "200"
+                try:
+                    out = await asyncio.wait_for(asyncio.to_thread(codec.serve_with_mode, mode, model.runtime, doc),
+                                                 config.timeout_s)
+                except (asyncio.TimeoutError, TimeoutError):
+                    status = "504"
+                    return _error(504, f"no answer within {config.timeout_s} s", expected="retry later or raise --timeout")
+                return _json({"model_name": model.name, "model_version": model.version, **out})
             for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
                 rt = model.runtime
                 if ctype in _NPY_TYPES:

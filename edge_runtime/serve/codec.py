@@ -14,6 +14,7 @@ import numpy as np
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, InputError
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import UnknownNameError
+from edge_runtime.modes import MODES
 from edge_runtime.runtime import Runtime
 
 try:  # orjson parses a request's floats ~5x faster than the standard library, when installed
@@ -238,3 +239,41 @@ def metadata(rt: Runtime, version: str) -> dict[str, Any]:
         "energy_source": getattr(rt.meter, "source", None),
         "preprocessing": spec.preprocessing.to_dict() if spec.preprocessing is not None else {},
     }
+
+
+def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[str, Any]) -> tuple[Any, dict] | None:
+    """``(mode, parsed JSON body)`` when the request's mode answers whole requests itself
+    (:attr:`edge_runtime.modes.Mode.handles_requests`); None for the usual tensor path."""
+    if ctype not in ("application/json", ""):
+        return None
+    name = params.get("mode")
+    doc: Any = None
+    if name is None:
+        try:
+            doc = loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None  # the tensor path reports the bad body
+        name = (doc.get("parameters") or {}).get("mode") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or name not in MODES or not MODES.get(name).handles_requests:
+        return None
+    if name not in rt.modes():
+        raise RequestError(422, f"this model cannot run mode {name!r}", field="parameters.mode",
+                           expected="one of " + ", ".join(rt.modes()))
+    if doc is None:
+        try:
+            doc = loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"body is not valid JSON ({exc})", field="body") from None
+    if not isinstance(doc, dict):
+        raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body")
+    return MODES.get(name), doc
+
+
+def serve_with_mode(mode: Any, rt: Runtime, doc: dict[str, Any]) -> dict[str, Any]:
+    """Run a self-served request; project input errors become 422s naming the field when they say one."""
+    try:
+        return mode.serve_request(rt, doc)
+    except RequestError:
+        raise
+    except InputError as exc:
+        raise RequestError(422, str(exc), field=getattr(exc, "field", None)) from None
