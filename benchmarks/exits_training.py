@@ -122,7 +122,8 @@ def _table(rows: dict) -> str:
             f"{r['drop_points']:.2f} pt | {r['mean_flops_pct']:.1f}% | {r['measured_speedup']:.2f}x | "
             f"{r['predicted_speedup']:.2f}x | {r['oracle_same_accuracy']['expected_speedup']:.2f}x | "
             f"{100 * r['achieved_over_oracle']:.0f}% (measured {100 * r['measured_over_oracle']:.0f}%) | "
-            f"{r['latency_ms']['full']:.3f} ms | {r['per_call_overhead_ms']:.3f} ms | {r['exit0_bound']:.2f}x | {conv_s} |")
+            f"{r['latency_ms']['full']:.3f} ms | {r['per_call_overhead_ms']:.3f} ms | {r['exit0_bound']:.2f}x | "
+            f"{conv_s} |")
     return "\n".join(lines)
 
 

@@ -93,9 +93,9 @@ def same_backbone(seed_recipe: str = "lgvit_vit") -> dict:
     import torch
 
     from converters import create_model
-    from converters.pipeline.convert import build_model, seed_everything
     from converters.export.bundle import count_flops
     from converters.models.contract import FullModel
+    from converters.pipeline.convert import build_model, seed_everything
     from converters.recipe import load_recipe
     from converters.training.trainer import StageConfig, Trainer, exit_logits
     from edge_runtime.datasets import apply_preprocessing, build_split

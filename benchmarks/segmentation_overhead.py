@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         rt = edge_runtime.load_bundle(path, threads=args.threads)
         m = rt.manifest
         x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
+        feeds = rt.feeds(x)  # checked once: "segmented_never" times the executor alone
         never = edge_runtime.create_policy("never", rt.num_exits)
         times = interleaved(
             {
                 "one_graph": lambda: rt.infer(x, mode="full"),
-                "segmented_never": lambda: rt.infer(x, policy=never),
+                "segmented_never": lambda: rt.decide(feeds, never),
                 "segmented_never_infer": lambda: rt.infer(x, policy=never),
             },
             warmup=args.warmup, repeats=args.repeats,
@@ -62,18 +63,18 @@ def main(argv: list[str] | None = None) -> int:
 
         # early exit pays: force each sample out at exit k with a policy that leaves exactly there
         per_exit = []
-        total_flops = m["full_model"]["flops"]
+        total_flops = m.full_model_flops or 1
         for k in range(rt.num_exits):
             thr = [1e9 if i == k else -1.0 for i in range(rt.num_exits - 1)]  # entropy < 1e9 at k only
             pol = edge_runtime.create_policy("entropy", rt.num_exits, thr)
-            t = interleaved({"k": lambda: rt.run_early_exit(x, pol)}, warmup=args.warmup // 4,
+            t = interleaved({"k": lambda pol=pol: rt.decide(feeds, pol)}, warmup=args.warmup // 4,
                             repeats=args.repeats // 4)["k"]
-            assert rt.run_early_exit(x, pol).exit_index[0] == k
+            assert rt.decide(feeds, pol).exit_index[0] == k
             per_exit.append({"exit": k, "p50_ms": float(np.median(t) * 1e3),
-                             "flops_fraction": m["exits"][k]["cumulative_flops"] / total_flops})
+                             "flops_fraction": (m.exits[k].cumulative_flops or 0) / total_flops})
 
     print(f"machine: {machine_header()}")
-    print(f"model: {len(m['segments'])} segments, full model {total_flops / 1e6:.1f} MFLOPs, "
+    print(f"model: {len(m.segments)} segments, full model {total_flops / 1e6:.1f} MFLOPs, "
           f"threads={args.threads}, batch 1, {args.repeats} interleaved calls each")
     print(f"{'configuration':<24} {'p50 ms':>8} {'mean ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for k, s in stats.items():

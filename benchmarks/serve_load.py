@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -197,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default=str(REPO / "converters/recipes/tiny_transformer.yaml"),
                     help="recipe converted when no --bundle is given")
     ap.add_argument("--clients", type=int, default=32, help="concurrent connections (default 32)")
-    ap.add_argument("--duration", type=float, default=15, help="seconds per on/off throughput run (default 15; 0 skips it)")
+    ap.add_argument("--duration", type=float, default=15,
+                    help="seconds per on/off throughput run (default 15; 0 skips it)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating off/on rounds the --duration is split into (drift hits both alike)")
     ap.add_argument("--warmup", type=float, default=3, help="untimed wrk seconds per daemon before measuring")
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                                       ["--max-wait-ms", str(args.max_wait_ms)])
                        for label, batch in (("off", 1), ("on", 32))}
             rounds: dict[str, list[dict]] = {label: [] for label in servers}
-            for label, srv in servers.items():
+            for srv in servers.values():
                 if args.warmup:
                     _wrk(srv.url, args.clients, args.warmup, lua, bodies)
             for _ in range(args.rounds):
@@ -351,8 +351,9 @@ def _soak(args: argparse.Namespace, bundle: Path, tmp: Path, lua: Path, bodies: 
           f"server answered {served_all:.0f} ({served_ok:.0f} with 200)")
     print(f"  RSS {base / 2**20:.1f} MB after {args.soak_warmup:.0f} s warm-up -> {end / 2**20:.1f} MB at the end "
           f"({growth * 100:+.1f}%, target < +10%)")
-    print(f"  reloads: {len(good_reloads)} good -> {[r['status'] for r in good_reloads]}, {len(bad_reloads)} corrupted -> "
-          f"{[r['status'] for r in bad_reloads]} ({', '.join(sorted({r['target'] for r in bad_reloads}))})")
+    print(f"  reloads: {len(good_reloads)} good -> {[r['status'] for r in good_reloads]}, "
+          f"{len(bad_reloads)} corrupted -> {[r['status'] for r in bad_reloads]} "
+          f"({', '.join(sorted({r['target'] for r in bad_reloads}))})")
     print(f"  versions answered: {res['versions']} (of {res['requests']} answers; good: {sorted(good_versions)}); "
           f"corrupted versions answered: {sorted(seen & bad_versions) or 'none'}")
     print(f"soak: {'PASS' if out['pass'] else 'MISS'} (zero errors, RSS growth < 10%, no lost request, "

@@ -7,7 +7,7 @@ ValueInfoProto, float32 only) for :mod:`edge_runtime.profile_fit`.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

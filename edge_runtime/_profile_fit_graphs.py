@@ -21,8 +21,11 @@ def transformer_block(dim: int = 32, tokens: int = 17, heads: int = 4) -> tuple[
     """A pre-norm ViT block as torch exports it (dynamic-batch reshapes, attention, Erf GELU), batch 1."""
     rng = np.random.default_rng(0)
     hd = dim // heads
-    w = lambda *shape: P.tensor(f"w{len(inits)}", rng.standard_normal(shape).astype(np.float32) * 0.1)  # noqa: E731
     inits: list[bytes] = []
+
+    def w(*shape: int) -> bytes:
+        return P.tensor(f"w{len(inits)}", rng.standard_normal(shape).astype(np.float32) * 0.1)
+
     names = {}
     for key, shape in (("qkv", (dim, 3 * dim)), ("bqkv", (3 * dim,)), ("o", (dim, dim)), ("bo", (dim,)),
                        ("f1", (dim, 2 * dim)), ("b1", (2 * dim,)), ("f2", (2 * dim, dim)), ("b2", (dim,)),
@@ -33,7 +36,8 @@ def transformer_block(dim: int = 32, tokens: int = 17, heads: int = 4) -> tuple[
               P.tensor_int64("two", np.array(2)), P.tensor_int64("axes", np.array([0])),
               P.tensor_int64("qkv_shape", np.array([tokens, 3, heads, hd])),
               P.tensor_int64("out_shape", np.array([tokens, dim])),
-              P.tensor("scale", np.full((1,), hd ** -0.5, np.float32)), P.tensor("sqrt2", np.full((1,), 2 ** 0.5, np.float32)),
+              P.tensor("scale", np.full((1,), hd ** -0.5, np.float32)),
+              P.tensor("sqrt2", np.full((1,), 2 ** 0.5, np.float32)),
               P.tensor("onef", np.ones((1,), np.float32)), P.tensor("half", np.full((1,), 0.5, np.float32))]
     n = names
     ln = [P.attr_int("axis", -1)]
@@ -84,7 +88,8 @@ def conv_block(cin: int = 8, cout: int = 16, hw: int = 16, classes: int = 10) ->
     pads = [P.attr_ints("pads", [1, 1, 1, 1])]
     nodes = [P.node("Conv", ["x", "w1", "b1"], ["c1"], pads), P.node("Relu", ["c1"], ["r1"]),
              P.node("Conv", ["r1", "w2", "b2"], ["c2"], pads), P.node("Relu", ["c2"], ["r2"]),
-             P.node("MaxPool", ["r2"], ["hidden"], [P.attr_ints("kernel_shape", [2, 2]), P.attr_ints("strides", [2, 2])]),
+             P.node("MaxPool", ["r2"], ["hidden"],
+                    [P.attr_ints("kernel_shape", [2, 2]), P.attr_ints("strides", [2, 2])]),
              P.node("GlobalAveragePool", ["hidden"], ["gap"]), P.node("Flatten", ["gap"], ["flat"]),
              P.node("Gemm", ["flat", "wh", "bh"], ["exit"], [P.attr_int("transB", 1)])]
     half = hw // 2

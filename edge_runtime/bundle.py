@@ -6,14 +6,23 @@ ONNX/TFLite graphs, and every path must stay inside the bundle directory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from edge_runtime.errors import BundleError
 from edge_runtime.files import sha256_file
-from edge_runtime.manifest import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, PRECISIONS, FileEntry, GraphSpec,
-                                   Manifest, read_manifest, validate_manifest)
+from edge_runtime.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    PRECISIONS,
+    FileEntry,
+    GraphSpec,
+    Manifest,
+    read_manifest,
+    validate_manifest,
+)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "PRECISIONS", "Bundle", "BundleFile", "read_bundle",
            "resolve_inside", "validate_manifest"]

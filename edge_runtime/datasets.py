@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def image_folder(root: str, size: int = 28, channels: int = 1,
             if f.suffix.lower() not in exts:
                 continue
             with Image.open(f) as im:
-                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
                 a = np.asarray(im, dtype=np.float32) / 255.0
             xs.append(a[None] if channels == 1 else a.transpose(2, 0, 1))
             ys.append(label)

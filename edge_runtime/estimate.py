@@ -14,9 +14,10 @@ where every sample runs to the final exit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.bundle import read_bundle
 from edge_runtime.errors import ConfigError
@@ -136,7 +137,7 @@ def estimate_segment_latency(segment: GraphSpec, profile: DeviceProfile, *, batc
         if kind in PER_ELEMENT:  # approximated on the segment's largest input/output tensor
             t += count * elems * lat.elem_s.get(kind if known else "other", lat.other_elem_s)
     for kind, f in split.items():
-        rate = lat.gflops.get(kind) or lat.gflops.get("matmul")
+        rate = lat.gflops.get(kind) or lat.gflops["matmul"]  # a profile always has matmul_gflops
         t += batch_size * f / (rate * 1e9)
     if last:
         t += lat.final_s

@@ -14,8 +14,9 @@ computed beforehand (:func:`simulate_exits`), so what they predict is what the d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

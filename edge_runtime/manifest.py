@@ -14,11 +14,12 @@ extra graphs and the mode that runs them. Version 1 bundles are refused with a m
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,8 +157,8 @@ class FileEntry:
                    d.get("bytes"), d.get("quantization"))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"format": self.format, "path": self.path, "sha256": self.sha256, "batch_size": self.batch_size,
-               "precision": self.precision}
+        out: dict[str, Any] = {"format": self.format, "path": self.path, "sha256": self.sha256,
+                               "batch_size": self.batch_size, "precision": self.precision}
         if self.bytes is not None:
             out["bytes"] = self.bytes
         if self.quantization is not None:

@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 import importlib.metadata as md
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 COMMAND_GROUP = "edge_runtime.commands"
 BENCH_GROUP = "edge_runtime.bench_rows"
 def entry_points(group: str) -> list[Any]:
     """The installed entry points of ``group``, sorted by name (empty when the package is not installed)."""
-    try:
-        eps = md.entry_points(group=group)
-    except TypeError:  # pragma: no cover - Python < 3.10
-        eps = md.entry_points().get(group, [])  # type: ignore[attr-defined]
+    eps = md.entry_points(group=group)  # the group= selection exists from Python 3.10 (python_requires)
     seen: dict[str, Any] = {}
     for ep in eps:
         seen.setdefault(ep.name, ep)  # an editable install can list the same entry point twice

@@ -21,9 +21,10 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -33,8 +34,8 @@ from edge_runtime.errors import ConfigError
 from edge_runtime.estimate import FREE_OPS, OP_CATEGORY
 from edge_runtime.files import write_text_atomic
 from edge_runtime.meters.powerlog import PowerLog
-from edge_runtime.profiles import load_profile, resolve_profile
 from edge_runtime.policies import create_policy
+from edge_runtime.profiles import load_profile, resolve_profile
 from edge_runtime.runtime import load_bundle
 from edge_runtime.synthetic import write_synthetic_bundle
 
@@ -65,7 +66,7 @@ def _time(fn: Callable[[], Any], settings: FitSettings) -> float:
     """Median seconds per call, after warm-up, within a time budget."""
     for _ in range(5):
         fn()
-    times = []
+    times: list[float] = []
     clock = time.perf_counter
     deadline = clock() + settings.seconds_per_graph
     while len(times) < settings.min_runs or clock() < deadline:
@@ -168,14 +169,15 @@ def _executor_overhead(settings: FitSettings) -> tuple[float, float, float]:
         pol = create_policy("entropy", 3, [-1.0, -1.0])
         for _ in range(50):
             rt.infer(x, policy=pol)
-        lat = []
+        lat: list[np.ndarray] = []  # per call: each segment's seconds
         clock = time.perf_counter
         deadline = clock() + 3 * settings.seconds_per_graph
         while len(lat) < 3 * settings.min_runs or clock() < deadline:
             lat.append(rt.infer(x, policy=pol).segment_latency_s)
         med = np.median(np.array(lat), axis=0)
         bare = [_run_graph((root / "segments" / f"segment_{i}.onnx").read_bytes(), x, settings) for i in (0, 1, 2)]
-    return tuple(max(0.0, float(m - b)) for m, b in zip(med, bare))  # type: ignore[return-value]
+    first, middle, final = (max(0.0, float(m - b)) for m, b in zip(med, bare))
+    return first, middle, final
 
 
 def _busy(threads: int, seconds: float) -> tuple[float, float]:
@@ -260,7 +262,8 @@ def fit_profile(out: str | Path, *, name: str | None = None, base: Any = None,
                                  f"threads ({when})"}
     else:
         idle_w, active_w = base_profile.power.idle_w, base_profile.power.active_w
-        power_src = {k: f"copied from profile {base_profile.name!r}: {v}" for k, v in base_profile.power.sources.items()}
+        power_src = {k: f"copied from profile {base_profile.name!r}: {v}"
+                     for k, v in base_profile.power.sources.items()}
     lat_keys = ("call_overhead_s", "other_op_s", "other_elem_s", "first_s", "decision_s", "final_s", "conv_op_s",
                 "conv_gflops", "matmul_op_s", "matmul_gflops")
     data = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 
@@ -92,7 +93,7 @@ class Registry(Generic[T]):
                 ) from exc
             entry = getattr(module, attr)
             self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        return entry
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Look ``name`` up and call it with the given arguments."""

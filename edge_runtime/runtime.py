@@ -9,8 +9,9 @@ imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,8 @@ class Runtime:
             missing = [s.name for s in self.inputs if s.name not in x]
             if unknown or missing:
                 raise InputError(f"inputs: expected {[s.name for s in self.inputs]}"
-                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+                                 + (f"; missing {missing}" if missing else "")
+                                 + (f"; unknown {unknown}" if unknown else ""))
             items = [(s, x[s.name]) for s in self.inputs]
         else:
             if len(self.inputs) != 1:

@@ -15,17 +15,19 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_runtime import _onnx_proto as P
-from edge_runtime.files import sha256_file, staging_dir, replace_dir
+from edge_runtime.files import replace_dir, sha256_file, staging_dir
 from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
 
 
-def synthetic_weights(num_exits: int, features: int, classes: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def synthetic_weights(num_exits: int, features: int, classes: int,
+                      seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per segment, ``(W, H)``: the backbone matrix (features x features) and the exit head (features x classes)."""
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal((features, features)).astype(np.float32) / np.sqrt(features),

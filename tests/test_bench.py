@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HEAVY_MODULES
 
 from edge_runtime.bench import compare_results, load_results, validate_results
 from edge_runtime.bench.plots import PLOTS
 from edge_runtime.errors import EdgeRuntimeError, InputError
-from conftest import HEAVY_MODULES
 
 N_SAMPLES = 48
 
@@ -101,7 +101,7 @@ def test_schema_rejects_broken_results(report):
 def _md_table(md: str, first_header: str, second_header: str) -> list[dict[str, str]]:
     """Parse the markdown table whose header starts with the given two cells."""
     lines = md.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(f"| {first_header} | {second_header} |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} | {second_header} |"))
     headers = [c.strip() for c in lines[start].strip("|").split("|")]
     out = []
     for line in lines[start + 2:]:
@@ -137,7 +137,8 @@ def test_report_numbers_are_the_results_json_numbers(report):
             assert _close(t[f"b={e['batch_size']} /s"], e["samples_per_s"], 1)
             assert _close(t[f"b={e['batch_size']} x"], e["speedup_vs_full"], 2)
     targets = _md_table(md, "target", "status")
-    assert [(t["target"], t["status"].strip("*")) for t in targets] == [(x["name"], x["status"]) for x in res["targets"]]
+    assert [(t["target"], t["status"].strip("*")) for t in targets] == \
+        [(x["name"], x["status"]) for x in res["targets"]]
     assert res["header"]["bundle"]["manifest_sha256"] in md
     csv_lines = (report["dir"] / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(res["configs"])
@@ -165,10 +166,10 @@ def test_compare_prints_ratios(report, tmp_path, capsys):
     assert main(["bench", "--compare", str(pa), str(pb)]) == 0
     out = capsys.readouterr().out
     assert "machine.cpu" in out and "Cortex-A72" in out
-    mean_lines = [l for l in out.splitlines() if "mean ms (b=1)" in l]
+    mean_lines = [line for line in out.splitlines() if "mean ms (b=1)" in line]
     assert len(mean_lines) == len([r for r in a["configs"] if r["latency_ms"]])
-    assert all(l.split()[-1] == "2.000" for l in mean_lines)
-    assert next(l for l in out.splitlines() if "accuracy %" in l).split()[-1] == "1.000"
+    assert all(line.split()[-1] == "2.000" for line in mean_lines)
+    assert next(line for line in out.splitlines() if "accuracy %" in line).split()[-1] == "1.000"
     assert "early_exit" in out
     text = compare_results(a, a)
     assert "(none)" in text
@@ -237,7 +238,8 @@ def test_optional_pytorch_eager_row(bundles, tmp_path):
     import edge_runtime
 
     x = np.random.default_rng(2).standard_normal((12, 1, 16, 16)).astype(np.float32)
-    y = edge_runtime.load_bundle(bundles["tiny_cnn"], threads=1).infer(x, mode="full").predictions  # labels = its answers
+    # labels = the full model's own answers
+    y = edge_runtime.load_bundle(bundles["tiny_cnn"], threads=1).infer(x, mode="full").predictions
     np.savez(tmp_path / "d.npz", x=x, y=y)
     res = run_bench(bundles["tiny_cnn"], BenchSettings(
         data=str(tmp_path / "d.npz"), threads=1, batch_sizes=(1, 4), sweep_points=0, warmup=1, min_batches=1,

@@ -13,8 +13,16 @@ import torch
 
 import edge_runtime
 from converters import create_model, export_bundle
-from converters.methods.cbnet import (AUTOENCODERS, EXEMPLAR_METHODS, CBNetSettings, LightweightClassifier,
-                              choose_exemplars, create_autoencoder, find_easy, train_cbnet)
+from converters.methods.cbnet import (
+    AUTOENCODERS,
+    EXEMPLAR_METHODS,
+    CBNetSettings,
+    LightweightClassifier,
+    choose_exemplars,
+    create_autoencoder,
+    find_easy,
+    train_cbnet,
+)
 from converters.recipe import parse_recipe
 from edge_runtime import ConfigError, create_policy
 
@@ -220,7 +228,8 @@ def test_tampered_cbnet_part_is_refused(cbnet_bundle, tmp_path):
 def test_cbnet_mode_on_a_bundle_without_cbnet_parts_names_the_bundle(cnn_bundle):
     rt = edge_runtime.load_bundle(cnn_bundle, threads=1)
     x = np.zeros((1, 1, 16, 16), np.float32)
-    with pytest.raises(ConfigError, match=rf"{cnn_bundle}.*'tiny_cnn' cannot run mode 'cbnet': it has no CBNet parts.*early_exit, full"):
+    with pytest.raises(ConfigError, match=rf"{cnn_bundle}.*'tiny_cnn' cannot run mode 'cbnet': "
+                                          r"it has no CBNet parts.*early_exit, full"):
         rt.infer(x, mode="cbnet")
     assert "cbnet" not in rt.modes()
     with pytest.raises(ConfigError, match="unknown inference mode 'cbnt'"):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+
 from conftest import HEAVY_MODULES
 
 

@@ -12,13 +12,20 @@ import pytest
 import torch
 import yaml
 
-from edge_runtime.calibration import calibrate, evaluate_point, oracle, pareto_front, threshold_candidates
-from converters.training.losses import create_loss, weighted_exit_loss
-from converters.recipe import parse_recipe
-from converters.training.trainer import StageConfig, Trainer, TrainCallback
 from converters.models import MODELS, create_model
-from edge_runtime.datasets import (DATASETS, apply_preprocessing, build_split, indices_sha256, load_split,
-                                   resize_bilinear, stratified_split)
+from converters.recipe import parse_recipe
+from converters.training.losses import create_loss, weighted_exit_loss
+from converters.training.trainer import StageConfig, TrainCallback, Trainer
+from edge_runtime.calibration import calibrate, evaluate_point, oracle, pareto_front, threshold_candidates
+from edge_runtime.datasets import (
+    DATASETS,
+    apply_preprocessing,
+    build_split,
+    indices_sha256,
+    load_split,
+    resize_bilinear,
+    stratified_split,
+)
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import create_policy
 

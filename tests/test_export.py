@@ -1,16 +1,15 @@
 """Export equivalence for every registered model builder, graph structure, and failed-export cleanup."""
 
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import manifest_json
 
 import edge_runtime
 from converters import MODELS, create_model, export_bundle
 from edge_runtime.errors import ConfigError, ExportError
-from conftest import manifest_json
 
 
 @pytest.fixture(scope="module")

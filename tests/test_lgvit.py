@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from converters import HEADS, MODELS, attach_lgvit_heads, create_head, create_model
 from converters.methods.lgvit.losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss, random_shift
 from converters.methods.lgvit.model import lgvit_head_schedule
-from converters.training.losses import LOSSES, create_loss
 from converters.models.vit import VisionTransformer
+from converters.training.losses import LOSSES, create_loss
 from edge_runtime.errors import ConfigError
 
 EPS = 1e-5  # LayerNorm eps used by the feature losses
@@ -52,7 +52,8 @@ def test_feature_losses_hand_computed():
     final_hidden = torch.tensor([[[9.0, 9.0], [5.0, 1.0]]])                  # CLS dropped by select()
     assert float(heterogeneous_loss(head, head_tokens, final_hidden)) == pytest.approx(4.0 / (1 + EPS), rel=1e-5)
     # local homogeneous: token MSE; same tokens -> 0
-    assert float(homogeneous_loss("local", head_tokens, torch.tensor([[[5.0, 1.0]]]))) == pytest.approx(4.0 / (1 + EPS), rel=1e-5)
+    local = homogeneous_loss("local", head_tokens, torch.tensor([[[5.0, 1.0]]]))
+    assert float(local) == pytest.approx(4.0 / (1 + EPS), rel=1e-5)
     # global homogeneous compares Gram matrices: a token and its negation have the same Gram (loss 0) ...
     a = torch.tensor([[[1.0, 3.0], [4.0, 2.0]]])
     assert float(homogeneous_loss("global", a, torch.tensor([[[3.0, 1.0]]]))) == pytest.approx(0.0, abs=1e-6)

@@ -13,8 +13,7 @@ import pytest
 
 import edge_runtime
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
-from edge_runtime.meters import METERS, attribute, auto_meter, create_meter, meter_status, parse_meter_spec
-from edge_runtime.meters import _i2c
+from edge_runtime.meters import METERS, _i2c, attribute, auto_meter, create_meter, meter_status, parse_meter_spec
 from edge_runtime.meters.estimate import EstimateMeter
 from edge_runtime.meters.ina219 import INA219Meter
 from edge_runtime.meters.ina260 import INA260Meter

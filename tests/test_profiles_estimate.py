@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError
 from edge_runtime.estimate import estimate_bundle, op_mix
 from edge_runtime.manifest import GraphSpec, Manifest
-from edge_runtime.profile_fit import FitSettings, fit_profile, fit_power_model
+from edge_runtime.profile_fit import FitSettings, fit_power_model, fit_profile
 from edge_runtime.profiles import BUILTIN_DIR, PROFILES, detect_profile, get_profile, load_profile, profile_from_dict
 
 BUILTIN = ["generic_x86_64", "jetson_nano", "jetson_orin_nano", "rpi4", "rpi5"]
@@ -55,7 +54,8 @@ def test_profile_validation_names_the_key():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['gpu'\]"):
         profile_from_dict(_minimal(gpu=1))
     with pytest.raises(ConfigError, match="active_w 0.5 is below idle_w"):
-        profile_from_dict(_minimal(power={"idle_w": {"value": 1, "source": "s"}, "active_w": {"value": 0.5, "source": "s"}}))
+        profile_from_dict(_minimal(power={"idle_w": {"value": 1, "source": "s"},
+                                          "active_w": {"value": 0.5, "source": "s"}}))
     with pytest.raises(ConfigError, match=r"latency: missing key 'conv_gflops'"):
         profile_from_dict(_minimal(latency={"call_overhead_s": {"value": 1e-5, "source": "s"},
                                             "other_op_s": {"value": 1e-6, "source": "s"},
@@ -122,7 +122,8 @@ def test_predict_hand_computed_and_operating_point(tmp_path):
 
 
 def test_op_mix_fallback_without_flops_by_op():
-    split, nodes, src = op_mix(GraphSpec(files=(), flops=300, op_counts={"Conv": 2, "MatMul": 1, "Identity": 3, "Add": 1}))
+    graph = GraphSpec(files=(), flops=300, op_counts={"Conv": 2, "MatMul": 1, "Identity": 3, "Add": 1})
+    split, nodes, src = op_mix(graph)
     assert split == {"conv": 200.0, "matmul": 100.0} and nodes == {"conv": 2, "matmul": 1, "elementwise": 1}
     assert "node counts" in src
 

@@ -12,8 +12,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-import edge_runtime  # noqa: E402
 from _serve_helpers import Daemon  # noqa: E402
+
+import edge_runtime  # noqa: E402
 
 MODELS = ("tiny_cnn", "tiny_transformer")
 
@@ -198,7 +199,8 @@ def test_metrics_count_requests_exits_and_batches(daemon):
     text = c.get("/metrics").text
     for name in ("edge_runtime_http_requests_total", "edge_runtime_request_latency_seconds_bucket",
                  "edge_runtime_exits_total", "edge_runtime_segment_latency_seconds_bucket",
-                 "edge_runtime_batch_size_bucket", "edge_runtime_model_loads_total", "edge_runtime_energy_joules_total"):
+                 "edge_runtime_batch_size_bucket", "edge_runtime_model_loads_total",
+                 "edge_runtime_energy_joules_total"):
         assert name in text, name
     assert 'edge_runtime_inference_requests_total{model="tiny_cnn",status="200"}' in text
     assert 'edge_runtime_inference_requests_total{model="tiny_cnn",status="422"}' in text

@@ -20,8 +20,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-import edge_runtime  # noqa: E402
 from _serve_helpers import Daemon  # noqa: E402
+
+import edge_runtime  # noqa: E402
 
 
 def _v2(x: np.ndarray) -> dict:
@@ -66,8 +67,8 @@ def test_reload_swaps_verified_bundles_and_keeps_the_old_one_on_failure(cnn_bund
         v_a = _version(d)
         # in-flight requests finish on the model they started on
         slow: dict = {}
-        t = threading.Thread(target=lambda: slow.update(r=d.client.post("/v2/models/cnn/infer",
-                                                                         json=_v2(np.zeros((1, 1, 16, 16), np.float32)))))
+        body = _v2(np.zeros((1, 1, 16, 16), np.float32))
+        t = threading.Thread(target=lambda: slow.update(r=d.client.post("/v2/models/cnn/infer", json=body)))
         t.start()
         time.sleep(0.15)
         _point(link, good_b)
@@ -118,7 +119,7 @@ def _drain(sock: socket.socket, seconds: float = 0.5) -> list[str]:
     while time.monotonic() < deadline:
         try:
             out.append(sock.recv(4096).decode())
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
     return out
 

@@ -11,12 +11,12 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import HEAVY_MODULES, manifest_json
 
 import edge_runtime
 from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.executor import GraphRunner
-from conftest import HEAVY_MODULES, manifest_json
 
 ONNX_VARIANTS = ("onnx/int8", "onnx/int8_dynamic")
 TFLITE_VARIANTS = ("tflite/fp16", "tflite/int8", "tflite/int8_dynamic")
@@ -247,9 +247,9 @@ def test_parts_added_after_export_get_tflite_files(variant_bundle, tmp_path):
     """convert's calibrate path adds CBNet's parts after export_bundle: add_part_variants gives them files."""
     import torch
 
+    from converters.export.variants import add_part_variants
     from converters.methods.cbnet.export import CBNetExporter
     from edge_runtime.manifest import write_manifest
-    from converters.export.variants import add_part_variants
 
     root = tmp_path / "b"
     shutil.copytree(variant_bundle, root)

@@ -10,7 +10,7 @@ import numpy as np
 
 from edge_runtime.registry import Registry
 
-BACKENDS: Registry[type["Backend"]] = Registry("inference backend")
+BACKENDS: Registry[type[Backend]] = Registry("inference backend")
 
 
 class Session(ABC):

@@ -4,14 +4,15 @@ Each kind of row (the one-graph full model, the segmented model with policy ``ne
 early exit at the calibrated point, the threshold sweep, the rows of the bundle's other modes
 (:meth:`edge_runtime.modes.Mode.bench_rows`), other backend/precision variants, rows installed
 packages add through the ``edge_runtime.bench_rows`` entry point) is a function registered in
-:data:`CONFIG_KINDS` that looks at the bundle and returns its rows (none when the bundle lacks what it needs). The oracle
-bound is derived after measuring (see :mod:`edge_runtime.bench.oracle`).
+:data:`CONFIG_KINDS` that looks at the bundle and returns its rows (none when the bundle lacks what it needs).
+The oracle bound is derived after measuring (see :mod:`edge_runtime.bench.oracle`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,11 @@ from edge_runtime.plugins import BENCH_GROUP, entry_points
 from edge_runtime.registry import Registry
 
 RunFn = Callable[[np.ndarray], Any]
+
+
+def infer_fn(rt: Any, **kwargs: Any) -> RunFn:
+    """A row's ``run``: ``x -> rt.infer(x, **kwargs)`` (binds ``rt`` and the options now, not at call time)."""
+    return lambda x: rt.infer(x, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -89,13 +95,15 @@ class BenchContext:
 
 
 #: row kinds: name -> ``builder(ctx) -> list[BenchConfig]``; rows appear in registration order
-CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry("benchmark configuration kind", plugins="edge_runtime.methods")
+CONFIG_KINDS: Registry[Callable[[BenchContext], list[BenchConfig]]] = Registry(
+    "benchmark configuration kind", plugins="edge_runtime.methods")
 #: modes whose rows the built-in kinds below already measure
 _BUILTIN_ROWS = ("early_exit", "full")
 
 
 def config_kind(name: str) -> Callable[[Callable[[BenchContext], list[BenchConfig]]], Any]:
-    """Register a row kind (a builder ``ctx -> list[BenchConfig]``); rows follow registration order (built-ins, then plug-ins)."""
+    """Register a row kind (a builder ``ctx -> list[BenchConfig]``); rows follow registration order (built-ins,
+    then plug-ins)."""
 
     def decorator(fn: Callable[[BenchContext], list[BenchConfig]]) -> Callable[[BenchContext], list[BenchConfig]]:
         CONFIG_KINDS.register(name, fn)
@@ -128,7 +136,7 @@ def _full(ctx: BenchContext) -> list[BenchConfig]:
         rows.append(BenchConfig(
             name="full" + variant_suffix(key, ctx.primary_key), kind="full",
             label="full model (one graph)" if one_graph else "full model (segments, no one-graph file)",
-            run=lambda x, rt=rt: rt.infer(x, mode="full"), backend=key[0], precision=key[1], notes=note))
+            run=infer_fn(rt, mode="full"), backend=key[0], precision=key[1], notes=note))
     return rows
 
 
@@ -139,7 +147,7 @@ def _never(ctx: BenchContext) -> list[BenchConfig]:
         pol = rt.make_policy("never")
         rows.append(BenchConfig(
             name="never" + variant_suffix(key, ctx.primary_key), kind="never", label="segmented, policy never",
-            run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol), backend=key[0], precision=key[1],
+            run=infer_fn(rt, policy=pol), backend=key[0], precision=key[1],
             policy="never", segmented=True,
             notes="every sample runs every segment: the cost of splitting" if key == ctx.primary_key else ""))
     return rows
@@ -152,7 +160,7 @@ def _early_exit(ctx: BenchContext) -> list[BenchConfig]:
         pol = rt.default_policy  # the runtime applies thresholds re-calibrated for its variant (policy.variants)
         rows.append(BenchConfig(
             name="early_exit" + variant_suffix(key, ctx.primary_key), kind="early_exit",
-            label="early exit, calibrated point", run=lambda x, rt=rt, pol=pol: rt.infer(x, policy=pol),
+            label="early exit, calibrated point", run=infer_fn(rt, policy=pol),
             backend=key[0], precision=key[1], policy=rt.manifest.policy.name,
             thresholds=list(getattr(pol, "thresholds", []) or []), segmented=True))
     return rows
@@ -170,7 +178,7 @@ def _sweep(ctx: BenchContext) -> list[BenchConfig]:
         pol = rt.make_policy(None, thr)
         rows.append(BenchConfig(
             name=f"sweep_{k:02d}", kind="sweep", label=f"sweep point {k} ({origin})",
-            run=lambda x, pol=pol: rt.infer(x, policy=pol), backend=ctx.primary_key[0],
+            run=infer_fn(rt, policy=pol), backend=ctx.primary_key[0],
             precision=ctx.primary_key[1], policy=rt.manifest.policy.name, thresholds=list(pol.thresholds),
             segmented=True))
     return rows

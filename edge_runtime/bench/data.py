@@ -39,7 +39,7 @@ class BenchData:
     indices_sha256: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def head(self, n: int | None) -> "BenchData":
+    def head(self, n: int | None) -> BenchData:
         """The first ``n`` samples (all when n is None)."""
         if n is None or n >= len(self.y):
             return self
@@ -81,7 +81,8 @@ def _load_npz(path: Path, spec: str) -> BenchData:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x", "y") if k not in f.files]
             if missing:
-                raise InputError(f"{path}: missing array(s) {missing}; a bench .npz needs 'x' (inputs) and 'y' (labels)")
+                raise InputError(f"{path}: missing array(s) {missing}; "
+                                 "a bench .npz needs 'x' (inputs) and 'y' (labels)")
             x, y = f["x"], f["y"]
     except InputError:
         raise

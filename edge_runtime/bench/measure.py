@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def _batches(n: int, b: int, repeats: int | None, min_batches: int) -> list[np.n
     per_pass = max(1, n // b)
     passes = max(1, -(-min_batches // per_pass))
     out = []
-    for p in range(passes):
+    for _ in range(passes):
         for j in range(per_pass):
             out.append(np.arange(j * b, (j + 1) * b) % n)
     return out

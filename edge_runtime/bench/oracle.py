@@ -13,7 +13,8 @@ from edge_runtime.calibration.bounds import oracle_exits
 
 ORACLE_METHOD = (
     "Oracle (earliest correct exit; needs the label, so it is not run): accuracy = fraction of samples that "
-    "some exit answers correctly (a sample no exit gets right is charged the first exit: nothing makes it right, so the cheapest exit is the bound). Latency per sample = "
+    "some exit answers correctly (a sample no exit gets right is charged the first exit: nothing makes it "
+    "right, so the cheapest exit is the bound). Latency per sample = "
     "the batch-1 mean time of segments 0..k measured in this run under policy 'never' (k = the sample's oracle "
     "exit) plus that row's mean per-call overhead outside the segments; energy = the 'never' row's energy per "
     "inference scaled by the latency ratio. No throughput is estimated."
@@ -29,7 +30,8 @@ def oracle_row(exit_outputs: list[np.ndarray], y: np.ndarray, never: dict[str, A
     row: dict[str, Any] = {
         "accuracy": float((preds == y).mean()),
         "exit_histogram": np.bincount(exits, minlength=n_exits).tolist(),
-        "latency_ms": None, "per_segment_ms": None, "per_part_ms": None, "energy": {"per_inference_j": None, "source": None},
+        "latency_ms": None, "per_segment_ms": None, "per_part_ms": None,
+        "energy": {"per_inference_j": None, "source": None},
     }
     if never and never.get("per_segment_ms") and never.get("latency_ms"):
         seg = np.asarray(never["per_segment_ms"], dtype=np.float64)

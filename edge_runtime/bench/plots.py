@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 _MARKERS = {  # kind -> (marker, colour, size); any other row kind (a method's mode) gets the next of _OTHER
     "full": ("s", "black", 70), "never": ("x", "dimgray", 60), "early_exit": ("*", "crimson", 180),

@@ -103,7 +103,8 @@ def document(results: dict[str, Any]) -> list[Block]:
         ]),
         ("h", 2, "Targets"),
         ("table", ["target", "status", "value", "goal", "detail"],
-         [[t["name"], f"**{t['status']}**", _f(t["value"], ".2f"), t["goal"], t["detail"]] for t in results["targets"]]),
+         [[t["name"], f"**{t['status']}**", _f(t["value"], ".2f"), t["goal"], t["detail"]]
+          for t in results["targets"]]),
         ("h", 2, "Accuracy and batch-1 latency"),
         ("p", "Speed-up = the one-graph full model's mean latency / the row's (same backend and precision); "
               "drop = full-model accuracy minus the row's, in percentage points. The oracle row is estimated, "

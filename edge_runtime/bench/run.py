@@ -16,8 +16,7 @@ from edge_runtime.bench.configs import BenchConfig, BenchContext, build_configs
 from edge_runtime.bench.data import load_bench_data
 from edge_runtime.bench.measure import MeasureSettings, latency_stats, measure
 from edge_runtime.bench.oracle import ORACLE_METHOD, oracle_row
-from edge_runtime.bench.results import (RESULTS_FORMAT, RESULTS_VERSION, machine_info, package_versions,
-                                        validate_results)
+from edge_runtime.bench.results import RESULTS_FORMAT, RESULTS_VERSION, machine_info, package_versions, validate_results
 from edge_runtime.bench.targets import evaluate_targets
 from edge_runtime.calibration.bounds import pareto_front
 from edge_runtime.errors import EdgeRuntimeError

@@ -16,8 +16,9 @@ def sweep_thresholds(rt: Any, ctx: Any) -> tuple[list[list[float]], str, list[st
     1. ``calibration.curve`` in the manifest (points with ``thresholds`` for the bundle's policy):
        up to ``sweep_points`` points spread evenly over the curve ordered by cost.
     2. The rest (all of them without a curve), for a score policy (entropy, confidence, ...): at quantile
-       level q (evenly spaced in (0, 1)), exit i's threshold is the q-quantile of exit i's score on the benchmark data (for higher-is-confident
-       scores the (1-q)-quantile), so roughly a fraction q of the samples reaching exit i is confident there.
+       level q (evenly spaced in (0, 1)), exit i's threshold is the q-quantile of exit i's score on the benchmark
+       data (for higher-is-confident scores the (1-q)-quantile), so roughly a fraction q of the samples reaching
+       exit i is confident there.
        The quantiles only place the grid; every point's accuracy is then measured like any other row.
     3. A policy without thresholds (never, patience): no sweep.
     """

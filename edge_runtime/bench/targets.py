@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge_runtime.modes.base import MODES
 from edge_runtime.registry import Registry
 
 #: name -> ``check(results) -> target dict`` (``status`` PASS / MISS / N/A, ``value``, ``goal``, ``detail``)
-TARGETS: Registry[Callable[[dict[str, Any]], dict[str, Any]]] = Registry("benchmark target", plugins="edge_runtime.methods")
+TARGETS: Registry[Callable[[dict[str, Any]], dict[str, Any]]] = Registry(
+    "benchmark target", plugins="edge_runtime.methods")
 
 
 def target(name: str) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Any]:
@@ -39,7 +41,7 @@ def _na(goal: str, why: str) -> dict[str, Any]:
     return {"status": "N/A", "value": None, "goal": goal, "detail": why}
 
 
-def _verdict(ok: bool, value: float, goal: str, detail: str) -> dict[str, Any]:
+def _verdict(ok: bool, value: float | None, goal: str, detail: str) -> dict[str, Any]:
     return {"status": "PASS" if ok else "MISS", "value": value, "goal": goal, "detail": detail}
 
 

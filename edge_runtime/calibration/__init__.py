@@ -4,8 +4,15 @@ bound and the Pareto front every report uses (one definition each). Numpy only, 
 """
 
 from edge_runtime.calibration.bounds import oracle_exits, pareto_front
-from edge_runtime.calibration.search import (Calibration, OperatingPoint, calibrate, evaluate_point,
-                                             measure_segment_latency, oracle, threshold_candidates)
+from edge_runtime.calibration.search import (
+    Calibration,
+    OperatingPoint,
+    calibrate,
+    evaluate_point,
+    measure_segment_latency,
+    oracle,
+    threshold_candidates,
+)
 
 __all__ = ["oracle_exits", "pareto_front", "Calibration", "OperatingPoint", "calibrate", "evaluate_point",
            "measure_segment_latency", "oracle", "threshold_candidates"]

@@ -12,7 +12,8 @@ cheap) point matches in accuracy, cheapest first.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,7 +21,7 @@ T = TypeVar("T")
 
 
 def oracle_exits(outputs: Sequence[np.ndarray], y: np.ndarray, *, accuracy: float | None = None,
-                 cumulative_cost: Sequence[float] | None = None) -> np.ndarray:
+                 cumulative_cost: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """Exit index per sample chosen by the oracle.
 
     Args:

@@ -17,16 +17,17 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError
-from edge_runtime.policies import ScorePolicy, create_policy
 from edge_runtime.calibration.bounds import oracle_exits, pareto_front
+from edge_runtime.errors import ConfigError
 from edge_runtime.executor import simulate_exits
 from edge_runtime.manifest import OperatingPoint
+from edge_runtime.policies import ScorePolicy, create_policy
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def _cost_key(cost: str) -> Any:
     raise ConfigError(f"calibrate.cost: expected 'flops' or 'latency', got {cost!r}")
 
 
-def threshold_candidates(pol: ScorePolicy, scores: np.ndarray, levels: Sequence[float]) -> list[float]:
+def threshold_candidates(pol: ScorePolicy, scores: np.ndarray, levels: Sequence[float] | np.ndarray) -> list[float]:
     """Thresholds that let about a fraction q of the samples leave, for each q in ``levels`` (0: none, 1: all).
 
     Works for both directions (``lower_is_confident``) and for strict or non-strict comparisons:

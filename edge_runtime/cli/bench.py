@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="benchmark a bundle against its one-graph model and write a report",
         description="Measure, interleaved in one run: the full model as one ONNX graph, the segmented model "
-                    "(policy never), early exit at the calibrated point and along a threshold sweep, a method's own mode where "
-                    "present, the oracle bound (estimated), and every backend x precision the bundle holds. "
+                    "(policy never), early exit at the calibrated point and along a threshold sweep, a method's own "
+                    "mode where present, the oracle bound (estimated), and every backend x precision the bundle holds. "
                     "Writes report.md, report.html, PNG plots, results.json and results.csv.")
     p.add_argument("bundle", nargs="?", help="bundle directory (not needed with --compare or --render)")
     p.add_argument("--data", help="NAME:SPLIT of a registered dataset (e.g. digits:test) or a .npz with x and y")

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_runtime.errors import InputError
-    from edge_runtime.estimate import format_estimate, estimate_bundle
+    from edge_runtime.estimate import estimate_bundle, format_estimate
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size: expected a positive integer, got {args.batch_size}")

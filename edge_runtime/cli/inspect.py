@@ -31,11 +31,12 @@ def format_bundle(m: Manifest) -> str:
     lines = [f"bundle {m.name!r} (format v{m.format_version}), input {inputs}, {len(m.labels)} classes"]
     pol = m.policy
     thr = list(pol.thresholds)
-    lines.append(f"policy: {pol.name} {pol.kwargs or ''} thresholds {['%.4g' % t for t in thr] if thr else '-'}")
+    lines.append(f"policy: {pol.name} {pol.kwargs or ''} thresholds {[f'{t:.4g}' for t in thr] if thr else '-'}")
     ver = m.verification.exit_diffs()
     total = m.full_model_flops or sum(s.flops for s in m.segments)
     lines.append("")
-    header = f"{'seg':>3}  {'head':<16} {'FLOPs':>9} {'params':>8} {'cum FLOPs':>9} {'% full':>6} {'threshold':>9} {'max|diff|':>9}"
+    header = (f"{'seg':>3}  {'head':<16} {'FLOPs':>9} {'params':>8} {'cum FLOPs':>9} {'% full':>6} "
+              f"{'threshold':>9} {'max|diff|':>9}")
     extra_cols = m.exits[0].test_accuracy is not None
     if extra_cols:
         header += f" {'test acc':>8}"
@@ -89,16 +90,19 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
              + (f" (latency {1e3 * chosen.mean_latency_s:.3f} ms predicted from measured segment latency)"
                 if chosen.mean_latency_s is not None else "")]
     if chosen.exit_fractions:
-        lines.append("  leaves at exit: " + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen.exit_fractions)))
+        lines.append("  leaves at exit: "
+                     + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen.exit_fractions)))
     test = cal.test
     if test.get("chosen"):
         t = test["chosen"]
         lines.append(f"test split: accuracy at the chosen point {_pct(t.get('accuracy'))} (final exit "
-                     f"{_pct(test.get('final_exit_accuracy'))}), mean FLOPs {_pct(t.get('flops_fraction'))}" + _speed(t))
+                     f"{_pct(test.get('final_exit_accuracy'))}), mean FLOPs {_pct(t.get('flops_fraction'))}"
+                     + _speed(t))
     orc = test.get("oracle") or cal.other.get("oracle")
     if orc:
         lines.append(f"oracle (earliest correct exit, {'test' if test.get('oracle') else 'calibration'} split): "
-                     f"accuracy {_pct(orc.get('accuracy'))}, mean FLOPs {_pct(orc.get('flops_fraction'))}" + _speed(orc))
+                     f"accuracy {_pct(orc.get('accuracy'))}, mean FLOPs {_pct(orc.get('flops_fraction'))}"
+                     + _speed(orc))
     return lines
 
 

@@ -21,10 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--random", type=int, metavar="N", help="run N random standard-normal inputs (a smoke test)")
     p.add_argument("--policy", help="exit policy name (default: the bundle's)")
     p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
-    p.add_argument("--mode", default="early_exit", help="inference mode: early_exit (default), full, or a mode the bundle adds (inspect lists them)")
+    p.add_argument("--mode", default="early_exit",
+                   help="inference mode: early_exit (default), full, or a mode the bundle adds (inspect lists them)")
     p.add_argument("--backend", help="inference backend (default: the profile's, else onnxruntime)")
     p.add_argument("--threads", type=int, help="backend threads")
-    p.add_argument("--profile", help="device profile (name, YAML path or 'auto'): its threads/backend apply unless given")
+    p.add_argument("--profile",
+                   help="device profile (name, YAML path or 'auto'): its threads/backend apply unless given")
     p.add_argument("--meter", help="energy meter spec (auto, estimate, powercap, jetson, ina219:bus=1,...); "
                                    "prints the energy and its source")
     p.add_argument("--precision", help="file precision to run: fp32 (default), fp16, int8, int8_dynamic "

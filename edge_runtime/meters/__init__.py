@@ -119,7 +119,7 @@ def auto_meter(*, profile: Any = None, options: dict[str, dict[str, Any]] | None
             return cls(**kw)
         except EdgeRuntimeError:
             continue
-    return METERS.get("estimate")(profile=profile)
+    return METERS.create("estimate", profile=profile)
 
 
 __all__ = ["METERS", "Meter", "SampledMeter", "MeterStatus", "attribute", "auto_meter", "create_meter",

@@ -64,7 +64,8 @@ def ina219_overflow(raw_bus: int) -> bool:
 
 
 def ina219_scale_register(current_lsb_a: float, shunt_ohms: float) -> int:
-    """The current-scale register value (datasheet: "Calibration", 0x05): trunc(0.04096 / (current_LSB · R_shunt)), bit 0 cleared."""
+    """The current-scale register value (datasheet: "Calibration", 0x05): trunc(0.04096 / (current_LSB · R_shunt)),
+    bit 0 cleared."""
     return int(0.04096 / (current_lsb_a * shunt_ohms)) & 0xFFFE
 
 

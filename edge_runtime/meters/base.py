@@ -102,14 +102,14 @@ class Meter(ABC):
                 "subtract_idle": self.subtract_idle, "idle_w": self.idle_w}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> "Meter":
+    def start(self) -> Meter:
         """Start sampling (no-op for window meters); returns self."""
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 - optional hook: window meters have nothing to stop
         """Stop sampling and release the sensor (idempotent)."""
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -177,6 +177,7 @@ class SampledMeter(Meter):
     """
 
     reading: ClassVar[str] = "power"
+    rate_hz: float  # always set (> 0) by __init__, unlike a window meter's None
 
     def __init__(self, *, rate_hz: float = 100.0, history_s: float = 600.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -220,7 +221,7 @@ class SampledMeter(Meter):
                 cut = len(self._t) - self._max // 2
                 del self._t[:cut], self._e[:cut], self._p[:cut]
 
-    def start(self) -> "SampledMeter":
+    def start(self) -> SampledMeter:
         if self._thread is not None:
             return self
         self.sample()

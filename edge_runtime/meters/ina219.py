@@ -45,7 +45,7 @@ class INA219Meter(I2CSampledMeter):
         self.shunt_ohms = float(shunt_ohms)
         self.current_lsb_a = float(current_lsb_a)
         if program_scale:
-            _i2c.write_register(self._bus, self.address, REG_SCALE,
+            _i2c.write_register(self.bus, self.address, REG_SCALE,
                                 _i2c.ina219_scale_register(self.current_lsb_a, self.shunt_ohms))
 
     @classmethod
@@ -59,18 +59,18 @@ class INA219Meter(I2CSampledMeter):
         Raises:
             EdgeRuntimeError: the chip flags an overflow (the shunt range is exceeded).
         """
-        raw_bus = _i2c.read_register(self._bus, self.address, REG_BUS)
+        raw_bus = _i2c.read_register(self.bus, self.address, REG_BUS)
         if _i2c.ina219_overflow(raw_bus):
             raise EdgeRuntimeError(f"ina219 at 0x{self.address:02x}: math overflow flag set "
                                    "(current beyond the shunt range; use a larger PGA range or smaller shunt)")
         volts = _i2c.ina219_bus_volts(raw_bus)
-        amps = _i2c.ina219_shunt_volts(_i2c.read_register(self._bus, self.address, REG_SHUNT)) / self.shunt_ohms
+        amps = _i2c.ina219_shunt_volts(_i2c.read_register(self.bus, self.address, REG_SHUNT)) / self.shunt_ohms
         return volts, amps, volts * amps
 
     def read_chip_current_power(self) -> tuple[float, float]:
         """(amps, watts) from the chip's own current and power registers (need the scale register programmed)."""
-        cur = _i2c.read_register(self._bus, self.address, REG_CURRENT)
-        pw = _i2c.read_register(self._bus, self.address, REG_POWER)
+        cur = _i2c.read_register(self.bus, self.address, REG_CURRENT)
+        pw = _i2c.read_register(self.bus, self.address, REG_POWER)
         return _i2c.ina219_current_amps(cur, self.current_lsb_a), _i2c.ina219_power_watts(pw, self.current_lsb_a)
 
     def describe(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class INA260Meter(I2CSampledMeter):
     def __init__(self, bus: int | _i2c.I2CBus = 1, *, address: int = 0x40, rate_hz: float = 100.0,
                  dev_root: str | Path = "/dev", **kwargs: Any) -> None:
         super().__init__(bus, address=address, rate_hz=rate_hz, dev_root=dev_root, **kwargs)
-        ok, why = _is_ina260(self._bus, self.address)
+        ok, why = _is_ina260(self.bus, self.address)
         if not ok:
             self._close()
             raise EdgeRuntimeError(why)
@@ -57,10 +57,10 @@ class INA260Meter(I2CSampledMeter):
 
     def read_volts_amps_watts(self) -> tuple[float, float, float]:
         """(bus volts, amps, watts) read now."""
-        amps = _i2c.ina260_current_amps(_i2c.read_register(self._bus, self.address, REG_CURRENT))
-        volts = _i2c.ina260_bus_volts(_i2c.read_register(self._bus, self.address, REG_BUS))
+        amps = _i2c.ina260_current_amps(_i2c.read_register(self.bus, self.address, REG_CURRENT))
+        volts = _i2c.ina260_bus_volts(_i2c.read_register(self.bus, self.address, REG_BUS))
         return volts, amps, volts * amps
 
     def read_chip_power(self) -> float:
         """Watts from the chip's power register (10 mW resolution)."""
-        return _i2c.ina260_power_watts(_i2c.read_register(self._bus, self.address, REG_POWER))
+        return _i2c.ina260_power_watts(_i2c.read_register(self.bus, self.address, REG_POWER))

@@ -15,9 +15,10 @@ alone when present; otherwise every rail is summed (and :meth:`describe` says so
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.meters.base import SampledMeter

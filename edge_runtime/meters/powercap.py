@@ -9,9 +9,10 @@ their ``dram`` sub-zones (``psys`` covers the packages too and is left out unles
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.meters.base import SampledMeter

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bench.configs import BenchConfig, BenchContext, variant_suffix
+from edge_runtime.bench.configs import BenchConfig, BenchContext, infer_fn, variant_suffix
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.executor import GraphRunner, OnExit, Tensors
 from edge_runtime.manifest import Manifest
@@ -139,7 +139,7 @@ class CBNetMode(Mode):
             rows.append(BenchConfig(
                 name=METHOD + variant_suffix(key, ctx.primary_key), kind=METHOD,
                 label="CBNet (autoencoder + lightweight classifier)",
-                run=lambda x, rt=rt: rt.infer(x, mode=METHOD), backend=key[0], precision=key[1]))
+                run=infer_fn(rt, mode=METHOD), backend=key[0], precision=key[1]))
         return rows
 
     def targets(self) -> dict[str, TargetCheck]:

@@ -9,8 +9,9 @@ adds its own from its folder under ``edge_runtime/methods/`` — nothing shared 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -159,7 +160,8 @@ class Mode(ABC):
         return []
 
     def bench_rows(self, ctx: Any) -> list[Any]:
-        """Extra rows ``edge-runtime bench`` measures for this mode (:class:`edge_runtime.bench.configs.BenchConfig`)."""
+        """Extra rows ``edge-runtime bench`` measures for this mode
+        (:class:`edge_runtime.bench.configs.BenchConfig`)."""
         return []
 
     def targets(self) -> dict[str, TargetCheck]:

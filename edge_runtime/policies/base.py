@@ -10,14 +10,15 @@ a new module with a ``@POLICIES.register`` class, not an edit of the executor.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry
 
-POLICIES: Registry[type["ExitPolicy"]] = Registry("exit policy", plugins="edge_runtime.methods")
+POLICIES: Registry[type[ExitPolicy]] = Registry("exit policy", plugins="edge_runtime.methods")
 
 State = dict[str, np.ndarray]
 
@@ -83,11 +84,12 @@ class ExitPolicy(ABC):
         return {}
 
     @abstractmethod
-    def decide(self, exit_index: int, output: np.ndarray, state: State) -> np.ndarray:
+    def decide(self, exit_index: int, output: Any, state: State) -> np.ndarray:
         """Return a boolean mask (one per row of ``output``): True where the sample leaves now.
 
-        ``exit_index`` is never the last exit: the executor answers every remaining
-        sample there. ``state`` may be updated in place.
+        ``output`` is the exit array itself when :attr:`reads` is ``("exit",)`` (a subclass may annotate it
+        ``np.ndarray``), else a dict of the outputs :attr:`reads` names. ``exit_index`` is never the last exit:
+        the executor answers every remaining sample there. ``state`` may be updated in place.
         """
 
     def config(self) -> dict[str, Any]:
@@ -114,7 +116,8 @@ class ScorePolicy(ExitPolicy):
         return s <= t if self.lower_is_confident else s >= t
 
 
-def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None, **kwargs: Any) -> ExitPolicy:
+def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None,
+                  **kwargs: Any) -> ExitPolicy:
     """Build a registered exit policy by name.
 
     Example:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,7 +69,8 @@ _INFER_BODY = {
                                                                "overrides as query parameters"}},
     },
 }
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
 
 
 def _error(status: int, message: str, *, field: str | None = None, expected: str | None = None,
@@ -289,7 +291,7 @@ class _Guard:
         start = time.perf_counter()
         seen = {"status": 500}
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
             await send(message)

@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +60,9 @@ class _Request:
     n: int = 0
     remaining: int = 0
     cancelled: bool = False
-    exit_index: np.ndarray = field(default=None)  # type: ignore[assignment]
-    outputs: np.ndarray | None = None
-    latency: np.ndarray = field(default=None)  # type: ignore[assignment]
+    exit_index: np.ndarray = field(init=False)  # (n,), filled as samples leave
+    outputs: np.ndarray | None = None  # (n, ...), allocated at the first exit any of its samples takes
+    latency: np.ndarray = field(init=False)  # (n,)
     started: float = 0.0
     batch_size: int = 0
 
@@ -118,7 +119,7 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, x: np.ndarray, *, key: Hashable, mode: str, policy: ExitPolicy) -> "_Request":
+    def submit(self, x: np.ndarray, *, key: Hashable, mode: str, policy: ExitPolicy) -> _Request:
         """Queue a checked input batch; returns the request (await ``request.future``).
 
         Raises:
@@ -138,7 +139,7 @@ class MicroBatcher:
             self._cond.notify()
         return req
 
-    def cancel(self, req: "_Request") -> None:
+    def cancel(self, req: _Request) -> None:
         """Abandon a request (timeout, client gone): dropped from the queue if it has not started."""
         with self._cond:
             req.cancelled = True
@@ -247,6 +248,7 @@ class MicroBatcher:
 
     @staticmethod
     def _answer(r: _Request, energy: np.ndarray | None = None, source: str | None = None) -> None:
+        assert r.outputs is not None, "answered before any of its samples left"
         answer = Answer(exit_index=r.exit_index, outputs=r.outputs, latency_s=r.latency,
                         queue_s=r.started - r.enqueued, batch_size=r.batch_size,
                         energy_j=energy, energy_source=source)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -18,26 +19,28 @@ from edge_runtime.modes import MODES
 from edge_runtime.runtime import Runtime
 
 try:  # orjson parses a request's floats ~5x faster than the standard library, when installed
-    import orjson as _orjson
+    import orjson
+
+    _HAVE_ORJSON = True
 except ImportError:  # pragma: no cover - the serve extra brings it
-    _orjson = None
+    _HAVE_ORJSON = False
 
 
 def loads(body: bytes) -> Any:
     """Parse JSON (orjson when available; the standard library for what orjson refuses, e.g. NaN
     literals, so those get a 422 naming the field rather than a generic 400)."""
-    if _orjson is not None:
+    if _HAVE_ORJSON:
         try:
-            return _orjson.loads(body)
-        except _orjson.JSONDecodeError:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
             pass
     return json.loads(body)
 
 
 def dumps(data: Any) -> bytes:
     """Serialise a response body."""
-    if _orjson is not None:
-        return _orjson.dumps(data)
+    if _HAVE_ORJSON:
+        return orjson.dumps(data)
     return json.dumps(data).encode()
 
 
@@ -111,7 +114,8 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
             if not vals or not all(math.isfinite(v) for v in vals):
                 raise ValueError
         except ValueError:
-            raise RequestError(422, f"thresholds must be finite numbers, got {raw!r}", field=f"{field_prefix}thresholds",
+            raise RequestError(422, f"thresholds must be finite numbers, got {raw!r}",
+                               field=f"{field_prefix}thresholds",
                                expected="a number or a list with one number per non-final exit") from None
         thresholds = vals[0] if len(vals) == 1 else tuple(vals)
     return Overrides(mode=mode, policy=policy, thresholds=thresholds)

@@ -109,9 +109,10 @@ def serve(models: dict[str, str | Path], config: ServeConfig | None = None, *,
     repo = ModelRepository({k: Path(v) for k, v in models.items()}, config, metrics)
     repo.load_all()
     app = create_app(repo, config, metrics)
+    # uvicorn annotates timeout_graceful_shutdown as int, but uses it as an asyncio timeout: float seconds work
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                               access_log=False, timeout_graceful_shutdown=config.drain_s, lifespan="off",
-                               server_header=False)
+                               access_log=False, timeout_graceful_shutdown=config.drain_s,  # type: ignore[arg-type]
+                               lifespan="off", server_header=False)
     server = _Server(uv_config, repo, notifier, app)
     server.run()
     return 0 if server.started else 1
