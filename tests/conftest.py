@@ -9,20 +9,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: the workstation modules the device-side CLI and bench may load through their entry points: light, no torch
-PLUGIN_MODULES = ("converters", "converters.pipeline", "converters.pipeline.cli_convert",
-                  "converters.pipeline.cli_demo", "converters.pipeline.bench_rows")
-#: Python expression (for subprocess snippets) listing the heavy workstation modules a device process loaded
-HEAVY_MODULES = ("sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "
-                 f"or (m.split('.')[0] == 'converters' and m not in {PLUGIN_MODULES!r}))")
-
-
-def manifest_json(bundle: Path) -> dict:
-    """A bundle's manifest as written on disk (plain JSON), for tests of the file format itself."""
-    import json
-
-    return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
-
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

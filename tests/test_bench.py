@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HEAVY_MODULES
+from _helpers import HEAVY_MODULES
 
 from edge_runtime.bench import compare_results, load_results, validate_results
 from edge_runtime.bench.plots import PLOTS

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import HEAVY_MODULES
+from _helpers import HEAVY_MODULES
 
 
 def _run(code: str) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import manifest_json
+from _helpers import manifest_json
 
 import edge_runtime
 from converters import MODELS, create_model, export_bundle

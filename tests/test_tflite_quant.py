@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import HEAVY_MODULES, manifest_json
+from _helpers import HEAVY_MODULES, manifest_json
 
 import edge_runtime
 from edge_runtime.backends import FORMAT_BACKENDS

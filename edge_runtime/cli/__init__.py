@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_runtime import __version__
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.modes import MODES
 from edge_runtime.plugins import COMMAND_GROUP, entry_points
 
@@ -39,12 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in entry_points(COMMAND_GROUP):  # workstation commands (convert, demo, ...) come first, when installed
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except ImportError as exc:  # declared, but its package is not importable here (a device without it)
+            _register_unavailable(sub, ep.name, exc)
+            continue
+        register(sub)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     for mode in MODES.ordered():  # a method's mode may bring its own commands (e.g. sample, generate)
         MODES.get(mode).register_commands(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, command: str, exc: ImportError) -> None:
+    """A stand-in for a workstation command whose plug-in cannot be imported: it fails with a one-line message."""
+    why = f"{command!r} needs the workstation side, which is not importable here ({exc}); install it with: " \
+          "pip install \"edge-runtime[convert]\""
+    p = sub.add_parser(command, help=f"(unavailable here: {exc})", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise ConfigError(why)
+
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

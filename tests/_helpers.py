@@ -1,0 +1,19 @@
+"""Helpers several test modules import (``from _helpers import ...``; a conftest is not a module to import from:
+with tests/device/conftest.py beside it, which one ``conftest`` names depends on the collection order)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: the workstation modules the device-side CLI and bench may load through their entry points: light, no torch
+PLUGIN_MODULES = ("converters", "converters.pipeline", "converters.pipeline.cli_convert",
+                  "converters.pipeline.cli_demo", "converters.pipeline.bench_rows")
+#: Python expression (for subprocess snippets) listing the heavy workstation modules a device process loaded
+HEAVY_MODULES = ("sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "
+                 f"or (m.split('.')[0] == 'converters' and m not in {PLUGIN_MODULES!r}))")
+
+
+def manifest_json(bundle: Path) -> dict:
+    """A bundle's manifest as written on disk (plain JSON), for tests of the file format itself."""
+    return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
