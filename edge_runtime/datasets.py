@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,7 +268,13 @@ def apply_preprocessing(x: np.ndarray, preprocessing: Mapping[str, Any] | None) 
 def build_split(spec: str | Mapping[str, Any] | DataSpec) -> SplitData:
     """Load the data set named by ``spec`` and split it (seeded, stratified)."""
     ds = DataSpec.from_any(spec)
-    dataset = DATASETS.get(ds.name)(**ds.kwargs)
+    factory = DATASETS.get(ds.name)
+    try:
+        inspect.signature(factory).bind(**ds.kwargs)
+    except TypeError as exc:  # a missing or unknown keyword: say which data set and what it takes
+        raise ConfigError(f"data.kwargs of dataset {ds.name!r}: {exc}; it takes "
+                          f"{', '.join(inspect.signature(factory).parameters)}") from None
+    dataset = factory(**ds.kwargs)
     return SplitData(ds, dataset, stratified_split(dataset.y, ds.fractions, ds.seed))
 
 
