@@ -98,7 +98,7 @@ def staging_dir(out: str | Path, tag: str = "staging") -> Iterator[Path]:
         >>> root = pathlib.Path(tempfile.mkdtemp())
         >>> with staging_dir(root / "bundle") as tmp:
         ...     _ = (tmp / "f").write_text("x")
-        ...     replace_dir(tmp, root / "bundle")
+        ...     _ = replace_dir(tmp, root / "bundle")
         >>> sorted(p.name for p in root.iterdir())
         ['bundle']
     """
