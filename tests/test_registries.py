@@ -8,6 +8,7 @@ test below fails :func:`test_every_registry_has_a_smoke_test`. A name added to a
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import inspect
@@ -195,6 +196,11 @@ def test_mode_runs_on_a_synthetic_bundle_or_says_why_not(name: str, runtime: edg
     mode = _resolve("modes", name)
     assert mode.name == name and mode.description
     assert all(callable(check) for check in mode.targets().values())
+    parser = argparse.ArgumentParser()
+    mode.register_commands(parser.add_subparsers())  # its own subcommands, if any, register cleanly
+    if not mode.handles_requests:
+        with pytest.raises(NotImplementedError):
+            mode.serve_request(runtime, {})
     why = mode.unsupported(runtime.manifest)
     if why is not None:
         assert isinstance(why, str) and why and name not in runtime.modes()

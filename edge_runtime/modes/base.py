@@ -174,7 +174,7 @@ class Mode(ABC):
         a bad request: the daemon turns it into a 4xx naming the field."""
         raise NotImplementedError(f"mode {self.name!r} does not answer requests itself")
 
-    def register_commands(self, sub: Any) -> None:
+    def register_commands(self, sub: Any) -> None:  # noqa: B027 - optional hook: most modes add no command
         """Add this mode's own ``edge-runtime`` subcommands (``sub`` is argparse's subparsers object)."""
 
 

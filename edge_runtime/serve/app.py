@@ -187,7 +187,8 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                                                  config.timeout_s)
                 except (asyncio.TimeoutError, TimeoutError):
                     status = "504"
-                    return _error(504, f"no answer within {config.timeout_s} s", expected="retry later or raise --timeout")
+                    return _error(504, f"no answer within {config.timeout_s} s",
+                                  expected="retry later or raise --timeout")
                 return _json({"model_name": model.name, "model_version": model.version, **out})
             for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
                 rt = model.runtime

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, InputError
+from edge_runtime.modes import MODES
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import UnknownNameError
-from edge_runtime.modes import MODES
 from edge_runtime.runtime import Runtime
 
 try:  # orjson parses a request's floats ~5x faster than the standard library, when installed
