@@ -97,7 +97,7 @@ def same_backbone(seed_recipe: str = "lgvit_vit") -> dict:
     from converters.models.contract import FullModel
     from converters.pipeline.convert import build_model, seed_everything
     from converters.recipe import load_recipe
-    from converters.training.trainer import StageConfig, Trainer, exit_logits
+    from converters.training import StageConfig, Trainer, exit_logits
     from edge_runtime.datasets import apply_preprocessing, build_split
 
     r = load_recipe(REPO / "converters" / "recipes" / f"{seed_recipe}.yaml")

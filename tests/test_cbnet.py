@@ -117,20 +117,6 @@ def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
     assert out.shape == (3, 1, 28, 28) and out.min() >= 0.0 and out.max() <= 1.0
 
 
-def test_shift_augmentation_translates_each_image_within_the_bound():
-    from converters.methods.cbnet.train import random_shift
-
-    x = torch.zeros(64, 1, 9, 9)
-    x[:, :, 4, 4] = 1.0                                   # one bright pixel in the middle
-    out = random_shift(x, 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
-    pos = out.reshape(64, -1).argmax(1)
-    rows, cols = pos // 9, pos % 9
-    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # really random
-    assert random_shift(x, 0, torch.Generator()) is x
-
-
 # -- training, export, device mode ---------------------------------------------------------------------
 
 
@@ -253,7 +239,7 @@ def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):
     full = train_cbnet(model, x, y, pol, CBNetSettings(epochs=3), progress=False, checkpoint_dir=tmp_path / "a")
     train_cbnet(model, x, y, pol, CBNetSettings(epochs=2), progress=False, checkpoint_dir=tmp_path / "b")
     # the epoch-2 checkpoint of a 2-epoch run belongs to different settings: refused
-    with pytest.raises(ConfigError, match="different CBNet run"):
+    with pytest.raises(ConfigError, match="different run"):
         train_cbnet(model, x, y, pol, CBNetSettings(epochs=3), progress=False, checkpoint_dir=tmp_path / "b",
                     resume=True)
     # resuming a finished run replays nothing and ends with the same weights
@@ -262,6 +248,19 @@ def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):
     assert again.report["autoencoder_loss"] == full.report["autoencoder_loss"]
     for a, b in zip(again.autoencoder.state_dict().values(), full.autoencoder.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_cbnet_parts_train_through_the_shared_trainer_with_losses_from_its_folder():
+    from converters.training import LOSSES, create_loss
+
+    assert {"cbnet_reconstruction", "cbnet_classifier"} <= set(LOSSES.names())
+    with pytest.raises(ConfigError, match="cbnet_reconstruction.*no loss"):
+        create_loss("cbnet_reconstruction", torch.nn.Linear(2, 2))
+    ae = create_autoencoder("dense", (1, 8, 8), ([0.0], [1.0]), hidden=[16], code=4)
+    loss = create_loss("cbnet_reconstruction", ae, shift=1)
+    x = torch.rand(4, 1, 8, 8)
+    value, logits = loss(ae, x, x, 0)                      # no exits: nothing to count accuracy on
+    assert logits == [] and value.shape == () and value.requires_grad
 
 
 # -- recipe ----------------------------------------------------------------------------------------------

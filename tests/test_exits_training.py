@@ -109,6 +109,38 @@ def test_weighted_exit_loss_hand_computed():
         create_loss("weighted_exits", create_model("tiny_cnn"), weights=[1.0])
 
 
+# -- shared augmentation (LGViT's and CBNet's training) --------------------------------------------
+@pytest.mark.parametrize("axis_major", [True, False])
+def test_shift_augmentation_translates_each_image_within_the_bound(axis_major):
+    from converters.training import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0                                   # one bright pixel in the middle
+    out = random_shift(x, 2, torch.Generator().manual_seed(0), axis_major=axis_major)
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    pos = out.reshape(64, -1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # really random
+    assert random_shift(x, 0, torch.Generator()) is x
+    flat = x[:, 0, 0]
+    assert random_shift(flat, 2) is flat                  # no spatial axes: unchanged
+
+
+def test_shift_draw_orders_use_the_same_draws_differently():
+    """Both orders take 2N draws from the generator: image after image (dy, dx), or all dy then all dx."""
+    from converters.training import random_shift
+
+    x = torch.zeros(6, 1, 7, 7)
+    x[:, :, 3, 3] = 1.0
+    draws = torch.randint(0, 5, (12,), generator=torch.Generator().manual_seed(4)) - 2
+    for axis_major, (dy, dx) in ((False, draws.view(6, 2).T), (True, draws.view(2, 6))):
+        out = random_shift(x, 2, torch.Generator().manual_seed(4), axis_major=axis_major)
+        pos = out.reshape(6, -1).argmax(1)
+        # content moves opposite to the crop offset: the pixel lands at 3 - d
+        assert torch.equal(pos // 7, 3 - dy) and torch.equal(pos % 7, 3 - dx)
+
+
 # -- trainer: reproducible, resumable -----------------------------------------------------------
 def _tiny_data(n: int = 96):
     sd = build_split({"name": "digits", "kwargs": {"size": 16}})
@@ -155,8 +187,59 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
         assert torch.equal(a, b), k
     _, tr = _train(tmp_path / "run", resume=True)
     tr.run_id = "other"
-    with pytest.raises(ConfigError, match="different recipe"):
+    with pytest.raises(ConfigError, match="different run"):
         tr.fit()
+
+
+@pytest.mark.parametrize("n, world", [(96, 1), (10, 3), (2, 3), (1, 3)])
+def test_epoch_order_is_the_distributed_samplers_shard(n, world):
+    """Each rank's order is torch's DistributedSampler split (seed + stage, epoch), padded the same way."""
+    from torch.utils.data import DistributedSampler
+
+    from converters.training.dist import DistContext
+
+    for rank in range(world):
+        tr = Trainer(torch.nn.Linear(1, 1), [], np.zeros((n, 1)), np.zeros(n), seed=7,
+                     dist=DistContext(rank=rank, world_size=world))
+        ref = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=7 + 1)
+        ref.set_epoch(3)
+        assert tr._epoch_order(1, 3)[0].tolist() == list(ref)
+
+
+def test_trainer_fits_a_module_without_exits_on_float_targets(tmp_path):
+    """A method's part (here a linear map) trains on regression targets: no accuracy, loss falls, resume holds."""
+    from converters.training.losses import ExitLoss
+
+    class _MSE(ExitLoss):
+        def __call__(self, model, x, y, step):
+            return torch.nn.functional.mse_loss(model(x), y), []
+
+    from converters.training.registry import LOSSES
+
+    LOSSES.register("_test_mse", _MSE)
+    try:
+        x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+        stage = StageConfig(name="fit", loss={"name": "_test_mse"}, lr=0.05, epochs=4, batch_size=16)
+
+        def run(path, resume=False, callbacks=()):
+            torch.manual_seed(0)
+            m = torch.nn.Linear(3, 1)
+            tr = Trainer(m, [stage], x, y, seed=1, checkpoint_path=path, resume=resume, run_id="lin",
+                         progress=False, callbacks=callbacks)
+            return m, tr
+
+        ref, tr = run(tmp_path / "a.pt")
+        history = tr.fit()
+        assert [h["train_accuracy"] for h in history] == [[]] * 4 and history[-1]["loss"] < history[0]["loss"]
+        _, tr = run(tmp_path / "b.pt", callbacks=[_Interrupt(at_step=9, epoch=2)])
+        with pytest.raises(_Stop):
+            tr.fit()
+        m, tr = run(tmp_path / "b.pt", resume=True)
+        assert [h["loss"] for h in tr.fit()] == [h["loss"] for h in history]
+        assert torch.equal(m.weight, ref.weight) and torch.equal(m.bias, ref.bias)
+    finally:
+        LOSSES._entries.pop("_test_mse", None)
 
 
 # -- calibration on synthetic exit outputs with a known answer ------------------------------------

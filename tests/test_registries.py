@@ -370,19 +370,41 @@ def vit() -> Any:
     return create_model("lgvit_vit")
 
 
+def _cbnet_autoencoder(vit: Any) -> tuple[Any, Any, Any, int]:
+    from converters.methods.cbnet.autoencoders import create_autoencoder
+
+    c = vit.input_shape[0]
+    x = torch.rand(4, *vit.input_shape)
+    return create_autoencoder("dense", tuple(vit.input_shape), ([0.0] * c, [1.0] * c)), x, torch.rand_like(x), 0
+
+
+def _cbnet_classifier(vit: Any) -> tuple[Any, Any, Any, int]:
+    from converters.methods.cbnet import LightweightClassifier
+
+    return LightweightClassifier(vit), torch.randn(4, *vit.input_shape), torch.tensor([0, 1, 2, 3]), 1
+
+
+#: losses that train a method's own part rather than an exit model: name -> (module, x, y, logits it returns)
+_PART_LOSSES: dict[str, Callable[[Any], tuple[Any, Any, Any, int]]] = {
+    "cbnet_reconstruction": _cbnet_autoencoder, "cbnet_classifier": _cbnet_classifier}
+
+
 @pytest.mark.parametrize("name", _cases("losses"))
 def test_loss_trains_its_parameters_one_step(name: str, vit: Any) -> None:
     from converters.training.losses import create_loss
 
     _resolve("losses", name)
-    loss_fn = create_loss(name, vit)
-    loss_fn.train_mode(vit)
-    params = loss_fn.trainable_parameters(vit)
+    if name in _PART_LOSSES:
+        module, x, y, n_logits = _PART_LOSSES[name](vit)
+    else:
+        module, x, y, n_logits = vit, torch.randn(4, *vit.input_shape), torch.tensor([0, 1, 2, 3]), vit.num_exits
+    loss_fn = create_loss(name, module)
+    loss_fn.train_mode(module)
+    params = loss_fn.trainable_parameters(module)
     assert params
-    vit.zero_grad()
-    x, y = torch.randn(4, *vit.input_shape), torch.tensor([0, 1, 2, 3])
-    loss, logits = loss_fn(vit, x, y, 1)
-    assert loss.ndim == 0 and math.isfinite(loss.item()) and len(logits) == vit.num_exits
+    module.zero_grad()
+    loss, logits = loss_fn(module, x, y, 1)
+    assert loss.ndim == 0 and math.isfinite(loss.item()) and len(logits) == n_logits
     loss.backward()
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
 
@@ -459,3 +481,4 @@ def test_cbnet_exemplar_method_maps_inputs_into_the_pool(name: str) -> None:
     pool = np.array([2, 5, 7, 11])
     target = choose(x, pool)
     assert target.shape == (20,) and set(target.tolist()) <= set(pool.tolist())
+

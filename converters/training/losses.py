@@ -1,8 +1,9 @@
-"""Training objectives for exit heads, one registry: ``create_loss(name, model, **kwargs)``.
+"""Training objectives, one registry: ``create_loss(name, model, **kwargs)``.
 
 A loss decides which parameters train in its stage (e.g. LGViT's stage 2 freezes the
 backbone) and computes the loss of one batch. The trainer (:mod:`converters.training.trainer`)
-calls it; new objectives (LGViT's stages, PALBERT's ponder loss) register here.
+calls it; new objectives (LGViT's stages, CBNet's autoencoder, PALBERT's ponder loss) register
+in :data:`converters.training.registry.LOSSES` from their method's folder.
 """
 
 from __future__ import annotations
@@ -20,29 +21,39 @@ from converters.training.registry import LOSSES
 
 
 class ExitLoss(ABC):
-    """One training stage's objective.
+    """One training stage's objective, for an :class:`EarlyExitModel` or any module a method trains.
 
     Args:
-        model: the model being trained (read its structure; do not keep stale copies).
+        model: the module being trained (read its structure; do not keep stale copies).
         **kwargs: the recipe's ``loss.kwargs``.
     """
 
-    def __init__(self, model: EarlyExitModel, **kwargs: Any) -> None:
+    #: the current epoch's generator (set by :meth:`start_epoch`); None outside the trainer
+    generator: torch.Generator | None = None
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
         if kwargs:
             raise ConfigError(f"loss {type(self).__name__} got unknown argument(s): {', '.join(sorted(kwargs))}")
-        self.num_exits = model.num_exits
 
-    def trainable_parameters(self, model: EarlyExitModel) -> list[nn.Parameter]:
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters this stage trains (default: all). Others get ``requires_grad=False``."""
         return list(model.parameters())
 
-    def train_mode(self, model: EarlyExitModel) -> None:
+    def train_mode(self, model: nn.Module) -> None:
         """Put the model in the right mode for this stage (default: ``model.train()``)."""
         model.train()
 
+    def start_epoch(self, epoch: int, generator: torch.Generator) -> None:
+        """Called before each epoch with the generator that drew its shuffling order (seeded by the
+        trainer's seed, the stage and the epoch). Augmentation drawn from it repeats exactly on resume
+        without saved random state; the default keeps it in :attr:`generator`."""
+        self.generator = generator
+
     @abstractmethod
-    def __call__(self, model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Loss of one batch and the per-exit logits (for accuracy bars)."""
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Loss of one batch and the per-exit logits, for the accuracy shown while training (an empty
+        list when the module has no exits, e.g. an autoencoder)."""
 
 
 def weighted_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:

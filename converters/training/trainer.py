@@ -1,14 +1,17 @@
-"""Train exit heads: the recipe's ``train.stages`` run in order, each with a registered loss
-(:data:`converters.training.losses.LOSSES`), optimiser and learning-rate schedule.
+"""Train a module in stages: the recipe's ``train.stages`` run in order, each with a registered loss
+(:data:`converters.training.registry.LOSSES`), optimiser and learning-rate schedule. Exit heads
+(BranchyNet, LGViT) train here, and so do a method's own parts (CBNet's converting autoencoder and its
+classifier, with losses registered from ``converters/methods/cbnet/``).
 
-Seeded and reproducible (shuffling comes from ``seed + stage`` and the epoch, never from
-hidden global state); a checkpoint is written atomically after every epoch so an interrupted
-run continues where it stopped (``resume=True``) and ends with the same weights as an
-uninterrupted one. Under ``torchrun --nproc_per_node=N`` the data is sharded per rank with
-``DistributedSampler``, gradients are averaged across ranks after every backward pass
-(gloo on CPU, nccl on GPU) — the arithmetic of DDP, done on the parameter gradients so a loss
-may call any model method (``forward_with_hidden``, a head's ``parts``) — BatchNorm statistics
-are averaged at every epoch end, and rank 0 alone writes checkpoints.
+Seeded and reproducible: stage s, epoch e shuffles with a generator seeded ``seed + s + e`` (as torch's
+``DistributedSampler`` does), and a loss may draw its augmentation from that same generator
+(:meth:`ExitLoss.start_epoch`). A checkpoint is written atomically after every epoch so an interrupted
+run continues where it stopped (``resume=True``) and ends with the same weights as an uninterrupted
+one. Under ``torchrun --nproc_per_node=N`` the data is sharded per rank (the ``DistributedSampler``
+split), gradients are averaged across ranks after every backward pass (gloo on CPU, nccl on GPU) — the
+arithmetic of DDP, done on the parameter gradients so a loss may call any model method
+(``forward_with_hidden``, a head's ``parts``) — BatchNorm statistics are averaged at every epoch end,
+and rank 0 alone writes checkpoints.
 
 Example:
     >>> trainer = Trainer(model, [StageConfig(epochs=2)], x_train, y_train, seed=0)   # doctest: +SKIP
@@ -17,23 +20,46 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from converters.training.dist import DistContext
+from converters.training.evaluation import evaluate
 from converters.training.losses import ExitLoss, create_loss
 from converters.training.registry import OPTIMIZERS, SCHEDULES
-from converters.models.contract import EarlyExitModel
 from edge_runtime.errors import ConfigError
 from edge_runtime.files import write_bytes_atomic
 
 CHECKPOINT_FORMAT = "edge-runtime-train-checkpoint-1"
+
+
+def run_fingerprint(*parts: Any) -> str:
+    """A short digest of what a run trains (settings, arrays, tensors), stored in its checkpoint so that
+    resuming a different run is refused (:class:`Trainer`'s ``run_id``).
+
+    Example:
+        >>> run_fingerprint({"seed": 0}) == run_fingerprint({"seed": 0}) != run_fingerprint({"seed": 1})
+        True
+    """
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            p = p.detach().cpu().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(str(p.shape).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -67,39 +93,55 @@ class TrainCallback:
         """After the last stage (every rank)."""
 
 
+def _as_inputs(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(x if isinstance(x, torch.Tensor) else np.ascontiguousarray(x), dtype=torch.float32)
+
+
+def _as_targets(y: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Class labels as int64; floating targets (a reconstruction's) as float32."""
+    t = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    return t.to(torch.float32) if t.is_floating_point() else t.to(torch.long)
+
+
 class Trainer:
-    """Runs training stages on an :class:`EarlyExitModel`.
+    """Runs training stages on a module (an :class:`EarlyExitModel`, or a method's part).
 
     Args:
-        model: the model (trained in place).
+        model: the module (trained in place).
         stages: the stages, in order.
-        x, y: training inputs (already normalised, float32 N,C,H,W) and int labels.
+        x, y: training inputs (model-ready, float32 N, ...) and targets: int class labels, or float
+            tensors a loss compares outputs with (CBNet's exemplars); numpy or torch.
         eval_data: optional (x, y) to report per-exit accuracy on after each epoch (not the test split).
-        seed: base seed; stage s shuffles with ``seed + s`` and the epoch number.
+        seed: base seed; stage s, epoch e shuffle with ``seed + s + e``.
         checkpoint_path: where to write the per-epoch checkpoint (None: no checkpoints).
         resume: continue from ``checkpoint_path`` if it exists.
-        run_id: a digest of what is trained; a checkpoint with another id is refused on resume.
-        progress: show tqdm bars (rank 0 only).
+        run_id: a digest of what is trained (:func:`run_fingerprint`); a checkpoint with another id is
+            refused on resume.
+        progress: show a tqdm bar per epoch (rank 0 only).
+        epoch_lines: with ``progress``, also print a summary line after every epoch.
         callbacks: :class:`TrainCallback` objects.
         dist: the process group context (default: this process alone).
     """
 
-    def __init__(self, model: EarlyExitModel, stages: Sequence[StageConfig], x: np.ndarray, y: np.ndarray, *,
-                 eval_data: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
-                 checkpoint_path: str | Path | None = None, resume: bool = False, run_id: str = "",
-                 progress: bool = True, callbacks: Sequence[TrainCallback] = (),
+    def __init__(self, model: nn.Module, stages: Sequence[StageConfig], x: np.ndarray | torch.Tensor,
+                 y: np.ndarray | torch.Tensor, *, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+                 seed: int = 0, checkpoint_path: str | Path | None = None, resume: bool = False, run_id: str = "",
+                 progress: bool = True, epoch_lines: bool = True, callbacks: Sequence[TrainCallback] = (),
                  dist: DistContext | None = None) -> None:
         self.dist = dist or DistContext()
         self.model = model.to(self.dist.device)
         self.stages = list(stages)
-        self.x = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.x = _as_inputs(x)
+        self.y = _as_targets(y)
+        if len(self.x) != len(self.y):
+            raise ConfigError(f"training data: {len(self.x)} inputs but {len(self.y)} targets")
         self.eval_data = eval_data
         self.seed = int(seed)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.resume = resume
         self.run_id = run_id
         self.progress = progress and self.dist.is_main
+        self.epoch_lines = epoch_lines
         self.callbacks = list(callbacks)
         self.history: list[dict[str, Any]] = []
 
@@ -125,9 +167,32 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{p}: not an edge-runtime training checkpoint")
         if state.get("run_id") != self.run_id:
-            raise ConfigError(f"{p}: the checkpoint belongs to a different recipe (model/data/train changed); "
-                              "delete it or run without --resume")
+            raise ConfigError(f"{p}: the checkpoint belongs to a different run (its recipe, data or model "
+                              "changed); delete it or run without --resume")
         return state
+
+    # -- data order --------------------------------------------------------------------------
+    def _epoch_order(self, stage: int, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+        """This rank's sample order for one epoch, and the generator that drew it.
+
+        The split of torch's ``DistributedSampler`` (shuffle, no drop_last): a permutation seeded
+        ``seed + stage + epoch``, padded with its head to a multiple of the world size, every
+        world-size-th index from the rank on.
+        """
+        n, world = len(self.x), self.dist.world_size
+        gen = torch.Generator().manual_seed(self.seed + stage + epoch)
+        order = torch.randperm(n, generator=gen)
+        total = -(-n // world) * world
+        if total > n:
+            order = torch.cat([order, order.repeat(-(-(total - n) // n))[:total - n]])
+        return order[self.dist.rank:total:world], gen
+
+    def _batch_size(self, cfg: StageConfig) -> int:
+        return max(1, cfg.batch_size // self.dist.world_size)  # the global batch stays cfg.batch_size
+
+    def _steps(self, cfg: StageConfig) -> int:
+        per_rank = -(-len(self.x) // self.dist.world_size)
+        return -(-per_rank // self._batch_size(cfg))
 
     # -- training ----------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
@@ -149,8 +214,8 @@ class Trainer:
             params = self._select_parameters(loss_fn)
             opt = OPTIMIZERS.get(cfg.optimizer["name"])(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                         **cfg.optimizer.get("kwargs", {}))
-            loader = self._loader(cfg, s)
-            total = cfg.epochs * len(loader)
+            steps = self._steps(cfg)
+            total = cfg.epochs * steps
             factor = SCHEDULES.get(cfg.schedule["name"])(**cfg.schedule.get("kwargs", {}))
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step, total))
             first = start_epoch if s == start_stage else 0
@@ -158,8 +223,7 @@ class Trainer:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
             for epoch in range(first, cfg.epochs):
-                loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-                metrics = self._epoch(loss_fn, opt, sched, loader, s, epoch, tqdm)
+                metrics = self._epoch(loss_fn, opt, sched, s, epoch, tqdm)
                 self.history.append(metrics)
                 self._save(s, epoch, opt, sched)
                 for cb in self.callbacks:
@@ -182,28 +246,26 @@ class Trainer:
             raise ConfigError(f"loss {type(loss_fn).__name__}: no trainable parameters")
         return params
 
-    def _loader(self, cfg: StageConfig, stage: int) -> torch.utils.data.DataLoader:
-        from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-
-        ds = TensorDataset(self.x, self.y)
-        sampler = DistributedSampler(ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
-                                     seed=self.seed + stage, drop_last=False)
-        per_rank = max(1, cfg.batch_size // self.dist.world_size)  # the global batch stays cfg.batch_size
-        return DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=0)
-
-    def _epoch(self, loss_fn: ExitLoss, opt: torch.optim.Optimizer, sched: Any, loader: Any, s: int,
-               epoch: int, tqdm: Any) -> dict[str, Any]:
+    def _epoch(self, loss_fn: ExitLoss, opt: torch.optim.Optimizer, sched: Any, s: int, epoch: int,
+               tqdm: Any) -> dict[str, Any]:
         cfg = self.stages[s]
+        order, gen = self._epoch_order(s, epoch)
+        loss_fn.start_epoch(epoch, gen)
         loss_fn.train_mode(self.model)
-        n_exits = self.model.num_exits
-        correct = torch.zeros(n_exits, dtype=torch.float64)
-        seen, loss_sum = 0, 0.0
+        steps = self._steps(cfg)
+        loader = DataLoader(TensorDataset(self.x, self.y), batch_size=self._batch_size(cfg), sampler=order.tolist(),
+                            num_workers=0)
+        # keep this shape: the DataLoader draws a worker seed from torch's global generator for each iterator
+        # it makes (two per epoch here: tqdm.auto's bar makes one), which losses drawing from that generator
+        # (LGViT's shifts, dropout) see, so changing it changes every trained figure
         bar = tqdm(loader, desc=f"stage {s + 1}/{len(self.stages)} {cfg.name} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
+        correct = torch.zeros(0, dtype=torch.float64)
+        seen, loss_sum = 0, 0.0
         dev = self.dist.device
         for i, (xb, yb) in enumerate(bar):
             xb, yb = xb.to(dev), yb.to(dev)
-            step = epoch * len(loader) + i
+            step = epoch * steps + i
             loss, logits = loss_fn(self.model, xb, yb, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,13 +273,15 @@ class Trainer:
             opt.step()
             sched.step()
             with torch.no_grad():
+                if i == 0:
+                    correct = torch.zeros(len(logits), dtype=torch.float64)
                 for k, z in enumerate(logits):
                     correct[k] += float((z.argmax(-1) == yb).sum())
             seen += int(yb.shape[0])
             loss_sum += float(loss.detach()) * int(yb.shape[0])
             if self.progress:
-                bar.set_postfix_str(f"loss {loss_sum / seen:.4f} acc " +
-                                    " ".join(f"{100 * c / seen:.1f}" for c in correct.tolist()))
+                acc = " ".join(f"{100 * c / seen:.1f}" for c in correct.tolist())
+                bar.set_postfix_str(f"loss {loss_sum / seen:.4f}" + (f" acc {acc}" if acc else ""))
             for cb in self.callbacks:
                 cb.on_batch_end(self, s, epoch, step, float(loss.detach()))
         self.dist.average_buffers(self.model)
@@ -227,28 +291,9 @@ class Trainer:
                                    "train_accuracy": [float(c) / n for c in totals[2:]]}
         if self.eval_data is not None:
             metrics["eval_accuracy"] = evaluate(self.model, *self.eval_data, device=dev)
-        if self.progress:
+        if self.progress and self.epoch_lines:
             acc = metrics.get("eval_accuracy", metrics["train_accuracy"])
-            tqdm.write(f"stage {s + 1} {cfg.name} epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.4f}, "
-                       f"{'eval' if 'eval_accuracy' in metrics else 'train'} accuracy per exit "
-                       + " ".join(f"{100 * a:.2f}%" for a in acc))
+            tqdm.write(f"stage {s + 1} {cfg.name} epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.4f}"
+                       + (f", {'eval' if 'eval_accuracy' in metrics else 'train'} accuracy per exit "
+                          + " ".join(f"{100 * a:.2f}%" for a in acc) if acc else ""))
         return metrics
-
-
-@torch.no_grad()
-def exit_logits(model: EarlyExitModel, x: np.ndarray, *, batch_size: int = 256, device: str = "cpu") -> list[np.ndarray]:
-    """Every exit's logits for ``x`` (eval mode), as numpy arrays."""
-    was = model.training
-    model.eval()
-    outs: list[list[np.ndarray]] = [[] for _ in range(model.num_exits)]
-    for start in range(0, len(x), batch_size):
-        xb = torch.as_tensor(np.ascontiguousarray(x[start:start + batch_size]), dtype=torch.float32, device=device)
-        for k, z in enumerate(model(xb)):
-            outs[k].append(z.float().cpu().numpy())
-    model.train(was)
-    return [np.concatenate(o) for o in outs]
-
-
-def evaluate(model: EarlyExitModel, x: np.ndarray, y: np.ndarray, *, device: str = "cpu") -> list[float]:
-    """Accuracy of every exit on (x, y)."""
-    return [float((z.argmax(-1) == np.asarray(y)).mean()) for z in exit_logits(model, x, device=device)]

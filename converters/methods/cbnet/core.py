@@ -26,8 +26,10 @@ from torch import nn
 from converters.methods.cbnet.autoencoders import AUTOENCODERS, ConvertingAutoencoder, create_autoencoder
 from converters.methods.cbnet.exemplars import EXEMPLAR_METHODS, ExemplarChoice, choose_exemplars, find_easy
 from converters.methods.cbnet.export import CBNetExporter
-from converters.methods.cbnet.train import batched, classifier_loss, exit_logits, fingerprint, fit, predict
+from converters.methods.cbnet.train import batched, predict, train_part
 from converters.models.contract import EarlyExitModel
+from converters.training.evaluation import exit_logits
+from converters.training.trainer import run_fingerprint
 from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ExitPolicy, create_policy
@@ -256,7 +258,7 @@ def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy
                  checkpoint_dir: str | Path | None, resume: bool) -> CBNetResult:
     y_np = y.numpy()
     torch.manual_seed(seed)
-    logits = exit_logits(model, x)
+    logits = exit_logits(model, x, batch_size=512)
     easy = find_easy(logits, y_np, policy, require_correct=s.require_correct)
     confidence = softmax(logits[0].astype(np.float64))[np.arange(len(y_np)), y_np]
     choice = choose_exemplars(x.numpy(), y_np, easy, s.exemplars, confidence=confidence,
@@ -267,20 +269,20 @@ def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy
     target = x[torch.from_numpy(choice.target_index)]
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     run = {k: v for k, v in s.to_dict().items() if k not in ("threads", "tolerance")}
-    key = fingerprint(run, seed, x, choice.target_index, [p.detach() for p in model.parameters()][:4])
-    ae_loss = fit(ae, list(ae.parameters()), ae.loss, x, target, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                  seed=seed, desc="cbnet autoencoder", progress=progress,
-                  checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None, resume=resume, key=key,
-                  shift=s.shift)
+    key = run_fingerprint(run, seed, x, choice.target_index, [p.detach() for p in model.parameters()][:4])
+    ae_loss = train_part(ae, x, target, loss={"name": "cbnet_reconstruction", "kwargs": {"shift": s.shift}},
+                         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=seed, name="cbnet autoencoder",
+                         progress=progress, checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None,
+                         resume=resume, run_id=key)
     classifier = LightweightClassifier(model).eval()
     finetuned, ft_loss = None, []
     if s.finetune:
         finetuned = copy.deepcopy(classifier)
         converted = _convert(ae, x)
-        ft_loss = fit(finetuned, list(finetuned.parameters()), classifier_loss(finetuned), converted, y,
-                      epochs=s.finetune_epochs, batch_size=s.batch_size, lr=s.finetune_lr, seed=seed + 1,
-                      desc="cbnet fine-tune", progress=progress,
-                      checkpoint=ckpt / "cbnet_finetune.pt" if ckpt else None, resume=resume, key=key)
+        ft_loss = train_part(finetuned, converted, y, loss={"name": "cbnet_classifier", "kwargs": {}},
+                             epochs=s.finetune_epochs, batch_size=s.batch_size, lr=s.finetune_lr, seed=seed + 1,
+                             name="cbnet fine-tune", progress=progress,
+                             checkpoint=ckpt / "cbnet_finetune.pt" if ckpt else None, resume=resume, run_id=key)
     report = _report(model, ae, classifier, finetuned, x, y, x_val, y_val)
     report.update({"settings": s.to_dict(), "easy_fraction": float(easy.mean()), "train_samples": int(x.shape[0]),
                    "autoencoder_loss": ae_loss, "finetune_loss": ft_loss})
@@ -293,7 +295,7 @@ def _report(model: EarlyExitModel, ae: nn.Module, classifier: nn.Module, finetun
     on_val = x_val is not None and y_val is not None
     xe, ye = (x_val.float(), y_val.long()) if on_val else (x, y)
     ye_np = ye.numpy()
-    logits = exit_logits(model, xe)
+    logits = exit_logits(model, xe, batch_size=512)
     converted = _convert(ae, xe)
     out: dict[str, Any] = {
         "evaluated_on": "validation" if on_val else "train",

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from converters.training.augment import random_shift
 from converters.training.losses import ExitLoss
 from converters.training.registry import LOSSES
 from converters.models.contract import EarlyExitModel
@@ -54,23 +55,6 @@ def homogeneous_loss(kind: str, tokens: torch.Tensor, teacher_tokens: torch.Tens
     if kind == "global":
         s, t = gram(s), gram(t)
     return F.mse_loss(s, t)
-
-
-def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate each image of a (B, C, H, W) batch by its own random offset in [-max_shift, max_shift]
-    pixels (edges replicated), drawn from torch's global generator (seeded and checkpointed by the trainer).
-
-    Example:
-        >>> random_shift(torch.zeros(2, 1, 8, 8), 2).shape
-        torch.Size([2, 1, 8, 8])
-    """
-    if max_shift <= 0:
-        return x
-    s = int(max_shift)
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (s, s, s, s), mode="replicate")
-    offsets = torch.randint(0, 2 * s + 1, (x.shape[0], 2)).tolist()
-    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
 def _check_unit(value: Any, name: str, low: float = 0.0, high: float | None = None) -> float:
