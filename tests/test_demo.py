@@ -19,9 +19,9 @@ REPORT_FILES = ("report.md", "report.html", "results.json", "results.csv", *PLOT
 
 
 def _demo_ready() -> bool:
-    from converters.pipeline.demo import DEMO_MODELS, recipe_path
+    from converters.pipeline.demo import load_demo_spec, recipe_path
 
-    return all(recipe_path(m.recipe).is_file() for m in DEMO_MODELS)
+    return all(recipe_path(m.recipe).is_file() for m in load_demo_spec().models)
 
 
 def test_demo_without_the_convert_extra_says_what_to_install(tmp_path):
@@ -35,6 +35,25 @@ def test_demo_without_the_convert_extra_says_what_to_install(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert 'pip install -e ".[convert,bench]"' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_models_are_data_and_errors_name_the_file_and_key(tmp_path):
+    from converters.pipeline.demo import load_demo_spec, recipe_path
+    from edge_runtime.errors import ConfigError
+
+    spec = load_demo_spec()
+    assert spec.models and all(recipe_path(m.recipe).is_file() for m in spec.models)
+    assert len({m.key for m in spec.models}) == len(spec.models) and "early_exit" in spec.table_rows
+    bad = tmp_path / "models.yaml"
+    for text, key in [("models:\n  - {key: a, recipe: a.yaml}\ntable_rows: []\n", r"models\[0\]\.title"),
+                      ("models:\n  - {key: a, recipe: a.yaml, title: A, when: 1}\ntable_rows: []\n", "when"),
+                      ("models:\n  - {key: a, recipe: a.yaml, title: A}\ntable_rows: full\n", "table_rows"),
+                      ("models: []\n", "'models' list")]:
+        bad.write_text(text)
+        load_demo_spec.cache_clear()
+        with pytest.raises(ConfigError, match=key):
+            load_demo_spec(bad)
+    load_demo_spec.cache_clear()
 
 
 def _run_demo(args: list[str], cache: Path) -> subprocess.CompletedProcess:
@@ -59,7 +78,11 @@ def _check_outputs(out: Path, stdout: str, keys: tuple[str, ...]) -> None:
     res = load_results(out / "branchynet_resnet" / "results.json")
     assert "cbnet" in {r["kind"] for r in res["configs"]}, "the BranchyNet demo bundle carries CBNet parts"
     summary = stdout.split(f"report: {out / 'summary.md'}")[1].strip().splitlines()[1:]
-    assert len(summary) == len(keys) + 3 and summary[-1].startswith("targets:")  # per model, CBNet, oracle, targets
+    # the report's five summary lines per model, then every model's targets in one line
+    assert len(summary) == 5 * len(keys) + 1 and summary[-1].startswith("targets:")
+    table = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("|")]
+    assert table[0].startswith("| model | configuration | accuracy % |") and table[1].startswith("|---|")
+    assert any("| CBNet (autoencoder" in line for line in table)          # a row kind named in models.yaml
 
 
 def test_demo_quick_smoke_run_and_cache_reuse(tmp_path):

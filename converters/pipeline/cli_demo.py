@@ -12,9 +12,9 @@ from edge_runtime.errors import ConfigError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="train/reuse the demo bundles on digits, benchmark them and write the report",
-        description="Trains (or reuses cached copies of) the BranchyNet ResNet-style CNN with CBNet and the LGViT "
-                    "ViT on the built-in digits data, benchmarks each against its one-graph model and writes the "
-                    "reports. Needs the workstation extras: pip install -e \".[convert,bench]\".")
+        description="Trains (or reuses cached copies of) the demo models (converters/recipes/demo/models.yaml) on "
+                    "the built-in digits data, benchmarks each against its one-graph model and writes the reports. "
+                    "Needs the workstation extras: pip install -e \".[convert,bench]\".")
     p.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     p.add_argument("--force", action="store_true", help="retrain even when cached bundles exist")
     p.add_argument("--threads", type=int, default=1,

@@ -1,8 +1,8 @@
 """``edge-runtime demo``: train (or reuse cached) demo bundles on the built-in digits data, benchmark them and
 write the reports — the README's first command.
 
-Two bundles: the BranchyNet ResNet-style CNN with its CBNet parts (``branchynet_resnet.yaml``) and the
-LGViT ViT (``lgvit_vit.yaml``). Converted bundles are cached under ``edge_runtime._env.cache_dir()/demo``,
+The models are data (``converters/recipes/demo/models.yaml``: shipped recipes, titles, the rows of the
+summary table). Converted bundles are cached under ``edge_runtime._env.cache_dir()/demo``,
 keyed by the resolved recipe, the torch and edge-runtime versions and the bundle format, so a second run only
 benchmarks (``--force`` retrains, e.g. after editing the converters' code).
 """
@@ -20,11 +20,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from functools import lru_cache
+from typing import Any, Callable, Sequence
 
 import yaml
 
 from edge_runtime import _env
+from edge_runtime.bench import report
+from edge_runtime.bench.report import render_markdown
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.files import write_text_atomic
 
@@ -34,8 +37,10 @@ class DemoModel:
     """One model of the demo: a shipped recipe and what the summary calls it.
 
     Attributes:
-        ensure: recipe sections the demo needs; added with these values when the recipe lacks them
-            (``{"cbnet": {"epochs": 20}}``: CBNet with its defaults, the paper's 20 epochs).
+        key: its name (``--models``, output folders, the cache).
+        recipe: the recipe file under ``converters/recipes/``.
+        title: what the summary table calls it.
+        ensure: recipe sections the demo needs; added with these values when the recipe lacks them.
     """
 
     key: str
@@ -44,11 +49,61 @@ class DemoModel:
     ensure: dict[str, Any] = field(default_factory=dict)
 
 
-DEMO_MODELS: tuple[DemoModel, ...] = (
-    DemoModel("branchynet_resnet", "branchynet_resnet.yaml", "BranchyNet ResNet-style CNN + CBNet",
-              {"cbnet": {"epochs": 20}}),
-    DemoModel("lgvit_vit", "lgvit_vit.yaml", "LGViT ViT"),
-)
+@dataclass(frozen=True)
+class DemoSpec:
+    """What the demo runs (``converters/recipes/demo/models.yaml``).
+
+    Attributes:
+        models: the demo models, in order.
+        table_rows: benchmark row names the summary table shows, in this order, when a bundle has them.
+    """
+
+    models: tuple[DemoModel, ...]
+    table_rows: tuple[str, ...]
+
+
+def recipe_path(name: str) -> Path:
+    """A shipped recipe's path (``converters/recipes/NAME``)."""
+    return Path(str(resources.files("converters").joinpath("recipes", name)))
+
+
+@lru_cache(maxsize=None)
+def load_demo_spec(path: Path | None = None) -> DemoSpec:
+    """Read the demo's model list (default ``converters/recipes/demo/models.yaml``).
+
+    Example:
+        >>> spec = load_demo_spec()
+        >>> all(recipe_path(m.recipe).is_file() for m in spec.models)
+        True
+
+    Raises:
+        ConfigError: naming the file and the key that is missing or of the wrong type.
+    """
+    p = path or recipe_path("demo/models.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read the demo's model list ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not data["models"]:
+        raise ConfigError(f"{p}: expected a mapping with a non-empty 'models' list")
+    models = []
+    for i, entry in enumerate(data["models"]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{p}: models[{i}]: expected a mapping with key, recipe and title")
+        for key in ("key", "recipe", "title"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"{p}: models[{i}].{key}: expected a non-empty string")
+        unknown = set(entry) - {"key", "recipe", "title", "ensure"}
+        if unknown:
+            raise ConfigError(f"{p}: models[{i}]: unknown key(s) {', '.join(sorted(unknown))}; "
+                              "allowed: key, recipe, title, ensure")
+        if not isinstance(entry.get("ensure") or {}, dict):
+            raise ConfigError(f"{p}: models[{i}].ensure: expected a mapping of recipe sections")
+        models.append(DemoModel(entry["key"], entry["recipe"], entry["title"], dict(entry.get("ensure") or {})))
+    rows = data.get("table_rows")
+    if not isinstance(rows, list) or not all(isinstance(r, str) for r in rows):
+        raise ConfigError(f"{p}: table_rows: expected a list of benchmark row names")
+    return DemoSpec(tuple(models), tuple(rows))
 
 
 @dataclass(frozen=True)
@@ -63,7 +118,7 @@ class DemoSettings:
             samples, 2 sweep points): the numbers mean nothing.
         batch_sizes: the benchmark's throughput batch sizes.
         sweep_points: threshold-sweep rows per bundle.
-        models: which demo models to run (keys of :data:`DEMO_MODELS`).
+        models: which demo models to run (keys of :func:`load_demo_spec`'s models).
         jobs: conversions run in parallel (None: one per core, at most one per model; 1: one after another,
             with progress bars).
         progress: progress bars.
@@ -75,7 +130,7 @@ class DemoSettings:
     quick: bool = False
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     sweep_points: int = 8
-    models: tuple[str, ...] = field(default_factory=lambda: tuple(m.key for m in DEMO_MODELS))
+    models: tuple[str, ...] = field(default_factory=lambda: tuple(m.key for m in load_demo_spec().models))
     jobs: int | None = None
     progress: bool = True
 
@@ -91,11 +146,6 @@ class DemoResult:
     reused: dict[str, bool]
     summary: list[str]
     table: str
-
-
-def recipe_path(name: str) -> Path:
-    """A shipped recipe's path (``converters/recipes/NAME``)."""
-    return Path(str(resources.files("converters").joinpath("recipes", name)))
 
 
 def _recipe_data(model: DemoModel, quick: bool) -> dict[str, Any]:
@@ -207,7 +257,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
     """
     from edge_runtime.bench import BenchSettings, run_bench, write_report
 
-    models = {m.key: m for m in DEMO_MODELS}
+    spec = load_demo_spec()
+    models = {m.key: m for m in spec.models}
     unknown = [k for k in settings.models if k not in models]
     if unknown:
         raise ConfigError(f"demo models {unknown} are not known; known: {', '.join(models)}")
@@ -234,64 +285,45 @@ def run_demo(settings: DemoSettings = DemoSettings(), log: Callable[[str], None]
                               warmup=5 if settings.quick else 20, progress=settings.progress)
         results[key] = run_bench(bundle, bench)
         reports[key] = write_report(results[key], out / key)
-    table = summary_table(results, {k: models[k].title for k in results})
-    lines = summary_lines(results, {k: models[k].title for k in results})
+    table = summary_table(results, {k: models[k].title for k in results}, spec.table_rows)
+    lines = summary_lines(results)
     summary_path = out / "summary.md"
     _write_summary(summary_path, table, lines, reports, settings)
     return DemoResult(out, summary_path, reports, bundles, reused, lines, table)
 
 
-def _row(res: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((r for r in res["configs"] if r["name"] == name), None)
-
-
-def _thr_x(row: dict[str, Any] | None, b: int) -> float | None:
-    return next((t["speedup_vs_full"] for t in (row or {}).get("throughput", []) if t["batch_size"] == b), None)
-
-
-def _f(v: float | None, spec: str, scale: float = 1.0) -> str:
-    return "n/a" if v is None else format(v * scale, spec)
-
-
-def summary_table(results: dict[str, dict[str, Any]], titles: dict[str, str]) -> str:
-    """The demo's summary table (markdown), rendered from the results only."""
+def summary_table(results: dict[str, dict[str, Any]], titles: dict[str, str], rows: Sequence[str]) -> str:
+    """The demo's table (markdown): per model the named benchmark rows, with the report's columns and
+    formatting (:mod:`edge_runtime.bench.report`): accuracy, drop, batch-1 latency, speed-up, the throughput
+    ratio at the largest batch size, energy and its source."""
     big = max(max(r["settings"]["batch_sizes"]) for r in results.values())
-    lines = [f"| model | configuration | accuracy % | drop pts | mean ms (b=1) | p95 ms (b=1) | speed-up (b=1) | "
-             f"throughput x (b={big}) | energy mJ/inf | energy source |", "|---|---|---|---|---|---|---|---|---|---|"]
+    headers = ["model", "configuration", "accuracy %", "drop pts", "mean ms (b=1)", "p95 ms (b=1)",
+               "speed-up (b=1)", f"throughput x (b={big})", "energy mJ/inf", "energy source"]
+    body = []
     for key, res in results.items():
-        for name in ("full", "never", "early_exit", "cbnet", "oracle"):
-            r = _row(res, name)
-            if r is None:
-                continue
-            lat = r["latency_ms"] or {}
-            lines.append(
-                f"| {titles[key]} | {r['label']} | {_f(r['accuracy'], '.2f', 100)} | {_f(r['accuracy_drop_pts'], '.2f')}"
-                f" | {_f(lat.get('mean'), '.3f')} | {_f(lat.get('p95'), '.3f')} | {_f(r['speedup_vs_full'], '.2f')} | "
-                f"{_f(_thr_x(r, big), '.2f')} | {_f(r['energy']['per_inference_j'], '.4f', 1e3)} | "
-                f"{r['energy']['source'] or 'not measured'} |")
-    return "\n".join(lines)
+        cells = _cells(res, big)
+        body += [[titles[key], *cells[name]] for name in rows if name in cells]
+    return render_markdown([("table", headers, body)]).rstrip("\n")
 
 
-def summary_lines(results: dict[str, dict[str, Any]], titles: dict[str, str]) -> list[str]:
-    """The terminal summary: per model one line (plus CBNet), the oracle bound, the targets (five lines for
-    the two demo models)."""
-    lines = []
-    for key, res in results.items():
-        full, ee, cb = _row(res, "full"), _row(res, "early_exit"), _row(res, "cbnet")
-        line = (f"{titles[key]}: full {_f(full['accuracy'], '.1f', 100)}% {_f(full['latency_ms']['mean'], '.3f')} ms"
-                f" | early exit {_f(ee['accuracy'], '.1f', 100)}% {_f(ee['latency_ms']['mean'], '.3f')} ms "
-                f"({_f(ee['speedup_vs_full'], '.2f')}x, batch 32: {_f(_thr_x(ee, 32), '.2f')}x)")
-        lines.append(line)
-        if cb:
-            lines.append(f"  CBNet {_f(cb['accuracy'], '.1f', 100)}% {_f(cb['latency_ms']['mean'], '.3f')} ms "
-                         f"({_f(cb['speedup_vs_full'], '.2f')}x vs full)")
-    oracle = []
-    for key, res in results.items():
-        o = _row(res, "oracle")
-        if o and o["latency_ms"]:
-            oracle.append(f"{key} {_f(o['accuracy'], '.1f', 100)}% ~{_f(o['latency_ms']['mean'], '.3f')} ms "
-                          f"({_f(o['speedup_vs_full'], '.2f')}x)")
-    lines.append("oracle bound (earliest correct exit, estimated): " + "; ".join(oracle))
+def _cells(res: dict[str, Any], big: int) -> dict[str, list[str]]:
+    """Row name -> the demo table's cells after the model, taken from the report's own tables."""
+    def by_row(table: tuple[list[str], list[list[str]]]) -> dict[str, dict[str, str]]:
+        headers, rows = table
+        return {row[0]: dict(zip(headers, row)) for row in rows}
+
+    main, thr, energy = by_row(report.summary_table(res)), by_row(report.throughput_table(res)), \
+        by_row(report.energy_table(res))
+    return {name: [c["configuration"], c["accuracy %"], c["drop pts"], c["mean ms"], c["p95 ms"], c["speed-up x"],
+                   thr.get(name, {}).get(f"b={big} x", "n/a"), energy[name]["energy mJ/inference"],
+                   energy[name]["energy source"]]
+            for name, c in main.items()}
+
+
+def summary_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The terminal summary: the report's summary lines of every model
+    (:func:`edge_runtime.bench.report.summary_lines`), then the targets of all of them in one line."""
+    lines = [line for res in results.values() for line in report.summary_lines(res)]
     targets = [(t["name"], t["status"], k) for k, res in results.items() for t in res["targets"]]
     passed = sum(s == "PASS" for _, s, _ in targets)
     missed = [f"{k}:{n}" for n, s, k in targets if s == "MISS"]
