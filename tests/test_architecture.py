@@ -108,3 +108,17 @@ def test_device_side_never_imports_the_workstation_side_or_torch():
             bad += [f"{mod.relative_to(REPO)}: {n}" for n in names
                     if n.split(".")[0] in ("converters", "torch", "torchvision", "onnx", "onnxscript")]
     assert bad == [], "device-side imports of workstation packages: " + ", ".join(bad)
+
+
+def test_the_conversion_pipeline_never_names_a_method():
+    """A paper method is a folder plus registrations: ``converters/pipeline/`` neither imports a method nor
+    mentions one by name (the demo's models are data, ``converters/recipes/demo/models.yaml``)."""
+    methods = [p.name for p in (REPO / "converters" / "methods").iterdir()
+               if p.is_dir() and (p / "__init__.py").is_file()]
+    edges = import_graph()
+    bad = [f"{m} imports {t}" for m, targets in edges.items() if m.startswith("converters.pipeline")
+           for t in targets if t.startswith("converters.methods")]
+    for path in (REPO / "converters" / "pipeline").rglob("*.py"):
+        text = path.read_text(encoding="utf-8").lower()
+        bad += [f"{path.relative_to(REPO)} names {name!r}" for name in methods if name in text]
+    assert methods and bad == [], "; ".join(bad)

@@ -47,6 +47,7 @@ REGISTRIES = {
     "recipe_sections": "converters.recipe.sections:SECTIONS",
     "cbnet_autoencoders": "converters.methods.cbnet.autoencoders:AUTOENCODERS",
     "cbnet_exemplar_methods": "converters.methods.cbnet.exemplars:EXEMPLAR_METHODS",
+    "conversion_stages": "converters.pipeline.stages:STAGES",
 }
 #: modules whose import registers the built-in entries of a registry that lives elsewhere
 _REGISTERING = ("edge_runtime.policies", "edge_runtime.meters", "edge_runtime.backends", "edge_runtime.bench.run",
@@ -482,3 +483,14 @@ def test_cbnet_exemplar_method_maps_inputs_into_the_pool(name: str) -> None:
     target = choose(x, pool)
     assert target.shape == (20,) and set(target.tolist()) <= set(pool.tolist())
 
+
+@pytest.mark.parametrize("name", _cases("conversion_stages"))
+def test_conversion_stage_names_its_point_and_a_registered_section(name: str) -> None:
+    from converters.pipeline.stages import WHEN, ConversionStage
+    from converters.recipe.sections import SECTIONS
+
+    cls = _resolve("conversion_stages", name)
+    assert issubclass(cls, ConversionStage) and cls.when in WHEN
+    assert cls.section in SECTIONS, f"stage {name!r}: its section {cls.section!r} is not a recipe section"
+    stage = cls()
+    assert stage.applies({cls.section: {}}) and not stage.applies({}) and not stage.applies({cls.section: None})

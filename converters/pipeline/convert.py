@@ -5,15 +5,14 @@ with ``train`` the stages run (checkpointed every epoch, ``resume`` continues an
 under ``torchrun`` every rank trains and rank 0 alone writes checkpoints and the bundle); with
 ``calibrate`` the exported segments' outputs on the calibration split choose the policy's
 thresholds, and the test split reports per-exit accuracy and the chosen point's accuracy.
+A method adds its own step (e.g. training extra parts with the calibrated policy) by registering a
+conversion stage (:mod:`converters.pipeline.stages`) that runs when the recipe has its section.
 The bundle appears atomically, complete, at ``out_dir``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +24,9 @@ from converters.export.bundle import export_bundle
 from converters.export.variants import add_part_variants, recalibrate_variants
 from converters.recipe import Recipe, load_recipe
 from converters.models import MODELS, create_model
+from converters.pipeline.stages import ConversionStage, PartsHook, StageContext, active_stages
+from converters.training.dist import init_distributed, shutdown
+from converters.training.trainer import StageConfig, Trainer, run_fingerprint
 from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
 from edge_runtime.errors import ConfigError
@@ -89,21 +91,22 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
         from edge_runtime.datasets import build_split
 
         split = build_split(recipe["data"])
+    for key in ("train", "calibrate"):
+        if recipe.get(key) and split is None:
+            what = "what to train on" if key == "train" else "the calibration split"
+            raise ConfigError(f"recipe key '{key}' needs a 'data' section ({what})")
+    stages = active_stages(recipe, split)     # a method's stages refuse a recipe they cannot run on, now
     model = build_model(recipe)
     preprocessing = recipe["input"]["preprocessing"] or (split.normalization() if split else None)
     sections: dict[str, Any] = {"recipe": recipe.resolved()}
     if split is not None:
         sections["data"] = split.manifest_section()
     if recipe.get("train"):
-        if split is None:
-            raise ConfigError("recipe key 'train' needs a 'data' section (what to train on)")
         history, is_main = _train(recipe, model, split, preprocessing, out, resume, progress, callbacks)
         if not is_main:
             return None
         sections["extra"] = {"training": {"epochs": len(history),
                                           "final": history[-1] if history else None}}
-    if recipe.get("calibrate") and split is None:
-        raise ConfigError("recipe key 'calibrate' needs a 'data' section (the calibration split)")
     pre = _normalizer(preprocessing)
     if split is not None:
         xc, _ = split.arrays("calibration")
@@ -122,20 +125,25 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
         xcal, ycal = split.arrays("calibration")
         kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)
-    from converters.methods.cbnet import cbnet_stage  # CBNet (issue 8): trains with the calibrated policy
-
-    cbnet = cbnet_stage(recipe, model, split, pre, example, verify_inputs=verify,
-                        checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress)
+    ctx = StageContext(recipe=recipe, model=model, split=split, preprocess=pre, example=example, verify_inputs=verify,
+                       export=kwargs, checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress,
+                       policy=pol)
+    late = [st for st in stages if st.when == "after_calibration"]
+    kwargs["extra_parts"] = _run_stages([st for st in stages if st.when == "after_training"], ctx)
     if not recipe.get("calibrate"):
-        if cbnet is not None:
-            kwargs["extra_parts"] = [cbnet(pol)]
+        kwargs["extra_parts"] += _run_stages(late, ctx)    # the policy is the recipe's: final already
         result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
     else:
-        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, cbnet)
+        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, late, ctx)
     ckpt = checkpoint_path(out)
     if ckpt.parent.is_dir():
         shutil.rmtree(ckpt.parent, ignore_errors=True)   # the bundle is complete; the checkpoint has served
     return result
+
+
+def _run_stages(stages: Sequence[ConversionStage], ctx: StageContext) -> list[PartsHook]:
+    """Run method stages in order; the export hooks of the parts they add."""
+    return [hook for stage in stages for hook in stage.run(ctx)]
 
 
 def _normalizer(preprocessing: dict[str, Any] | None) -> Any:
@@ -145,16 +153,11 @@ def _normalizer(preprocessing: dict[str, Any] | None) -> Any:
 
 
 def _run_id(recipe: Recipe) -> str:
-    keys = ("seed", "model", "heads", "data", "train", "input")
-    blob = json.dumps({k: recipe.get(k) for k in keys}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return run_fingerprint({k: recipe.get(k) for k in ("seed", "model", "heads", "data", "train", "input")})
 
 
 def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: Any, out: Path, resume: bool,
            progress: bool, callbacks: Sequence[Any]) -> tuple[list[dict[str, Any]], bool]:
-    from converters.training.dist import init_distributed, shutdown
-    from converters.training.trainer import StageConfig, Trainer
-
     spec = recipe["train"]
     ctx = init_distributed(spec["device"])
     pre = _normalizer(preprocessing)
@@ -176,11 +179,12 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
 
 
 def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Path, overwrite: bool,
-                          recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any], cbnet: Any = None) -> Path:
+                          recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any],
+                          stages: Sequence[ConversionStage] = (), ctx: StageContext | None = None) -> Path:
     """Export into a staging directory, calibrate on its ONNX files, finish the manifest, move into place.
 
-    ``cbnet`` (from :func:`converters.methods.cbnet.cbnet_stage`) trains CBNet with the calibrated policy and adds
-    its ONNX parts to the staging bundle.
+    ``stages`` (``after_calibration`` conversion stages) run once the calibrated policy is in the manifest;
+    the parts they return are written into the staging bundle with their TFLite/quantized variants.
     """
     cal_spec = recipe["calibrate"]
     with staging_dir(out) as staging_root:
@@ -216,10 +220,11 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
                            "oracle_at_chosen_accuracy": oracle(outs_t, yt, *cost, accuracy=at_chosen.accuracy)}
         m["policy"] = {"name": pol["name"], "kwargs": cal.policy_kwargs, "thresholds": list(chosen.thresholds)}
         m["calibration"] = section
-        if cbnet is not None:
-            parts = cbnet(m["policy"])
-            parts(staging, m)
-            add_part_variants(parts, staging, m, kwargs)  # TFLite/quantized files of the parts (issue 6)
+        if stages and ctx is not None:
+            ctx.policy, ctx.staging, ctx.manifest = m["policy"], staging, m
+            for hook in _run_stages(stages, ctx):
+                hook(staging, m)
+                add_part_variants(hook, staging, m, kwargs)  # TFLite/quantized files of the parts (issue 6)
         variants = recalibrate_variants(staging, m, xc, yc)  # quantized variants: their own thresholds
         if variants:
             m["policy"]["variants"] = variants

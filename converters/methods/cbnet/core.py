@@ -38,7 +38,7 @@ from edge_runtime.policies.base import softmax
 __all__ = [
     "AUTOENCODERS", "EXEMPLAR_METHODS", "CBNetResult", "CBNetSettings", "ConvertingAutoencoder",
     "ExemplarChoice", "LightweightClassifier", "choose_exemplars", "create_autoencoder", "find_easy",
-    "cbnet_from_recipe", "cbnet_stage", "parse_cbnet_section", "train_cbnet",
+    "cbnet_from_recipe", "parse_cbnet_section", "train_cbnet",
 ]
 
 
@@ -314,8 +314,9 @@ def cbnet_from_recipe(recipe: Any, model: EarlyExitModel, split: Any, preprocess
                       policy: dict[str, Any], example: torch.Tensor, *, verify_inputs: torch.Tensor | None = None,
                       checkpoint_dir: str | Path | None = None, resume: bool = False,
                       progress: bool = True) -> CBNetExporter:
-    """``convert``'s CBNet stage: train on the recipe's train split with the (calibrated) policy, report
-    accuracies on the calibration split, and return the hook that exports the parts into the bundle.
+    """CBNet from a recipe (what its conversion stage runs, :class:`converters.methods.cbnet.stage.CBNetStage`):
+    train on the recipe's train split with the (calibrated) policy, report accuracies on the calibration split,
+    and return the hook that exports the parts into the bundle.
 
     Args:
         recipe: the validated recipe (its ``cbnet``, ``export`` and ``seed`` sections are read).
@@ -336,22 +337,3 @@ def cbnet_from_recipe(recipe: Any, model: EarlyExitModel, split: Any, preprocess
     exp = recipe["export"]
     return result.exporter(example, real_inputs=verify_inputs, batch_sizes=exp["verify_batch_sizes"],
                            opset=exp["opset"], seed=recipe["seed"])
-
-
-def cbnet_stage(recipe: Any, model: EarlyExitModel, split: Any, preprocess: Callable[[np.ndarray], np.ndarray],
-                example: torch.Tensor, *, verify_inputs: torch.Tensor | None = None,
-                checkpoint_dir: str | Path | None = None, resume: bool = False,
-                progress: bool = True) -> Callable[[dict[str, Any]], CBNetExporter] | None:
-    """``convert``'s hook: None without a recipe ``cbnet`` section, else ``policy -> exporter`` that trains
-    CBNet with that (calibrated) policy when called (see :func:`cbnet_from_recipe`).
-
-    Raises:
-        ConfigError: the recipe has ``cbnet`` but no ``data`` section to train on.
-    """
-    if recipe.get("cbnet") is None:
-        return None
-    if split is None:
-        raise ConfigError("recipe key 'cbnet' needs a 'data' section (the training split CBNet learns from)")
-    return lambda policy: cbnet_from_recipe(recipe, model, split, preprocess, policy, example,
-                                            verify_inputs=verify_inputs, checkpoint_dir=checkpoint_dir,
-                                            resume=resume, progress=progress)
