@@ -1,31 +1,22 @@
-"""Shared benchmark helpers: interleaved timing, percentiles, machine header, JSON output."""
+"""Benchmark-only helpers: the round-robin timer and the results header. Statistics, machine and package
+records and JSON writing come from the library (``edge_runtime.bench``, ``edge_runtime.files``), so a
+benchmark's JSON has the same keys as ``edge-runtime bench``'s results.json."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from edge_runtime.bench.results import machine_info, package_versions
 
-def machine_header() -> dict[str, Any]:
-    """What ran the benchmark, for the report header."""
-    import onnxruntime
 
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.uname().processor,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def header() -> dict[str, Any]:
+    """What ran the benchmark and when: ``machine`` and ``packages`` as in results.json's header, ``created``."""
+    return {"machine": machine_info(), "packages": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int) -> dict[str, np.ndarray]:
@@ -41,20 +32,3 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int)
             fn()
             times[name].append(clock() - t0)
     return {k: np.asarray(v) for k, v in times.items()}
-
-
-def summarize(samples: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(samples, dtype=np.float64)
-    return {
-        "mean_ms": float(a.mean() * 1e3),
-        "p50_ms": float(np.percentile(a, 50) * 1e3),
-        "p95_ms": float(np.percentile(a, 95) * 1e3),
-        "p99_ms": float(np.percentile(a, 99) * 1e3),
-        "n": int(a.size),
-    }
-
-
-def write_json(path: str | Path | None, data: Any) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")

@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, summarize, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.bench.measure import latency_stats  # noqa: E402
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["onnx/int8", "onnx/int8_dynamic", "tflite/fp16", "tflite/int8", "tflite/int8_dynamic"]
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                           args.fp16_tolerance)
         results = measure(path, args)
     print_report(results)
-    write_json(args.json, results)
+    if args.json:
+        write_json_atomic(args.json, results)
     return 0
 
 
@@ -112,20 +116,21 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         ver = verification.get(tuple(key.split("/")), {})
         rows.append({
             "variant": key, "thresholds": list(rt.default_policy.thresholds),
-            "early_exit": summarize(times[f"{key} early_exit"]), "full": summarize(times[f"{key} full"]),
+            "latency_ms": {k: latency_stats(times[f"{key} {k}"], scale=1e3) for k in ("early_exit", "full")},
             "accuracy": None if y is None else float(np.mean(res.predictions == y)),
             "full_accuracy": None if y is None else float(np.mean(full.predictions == y)),
             "exit_fractions": (np.bincount(res.exit_index, minlength=rt.num_exits) / len(x)).tolist(),
-            "max_abs_diff": max([e["max_abs_diff"] for e in ver.get("exits", [])] or [float("nan")]),
+            "max_abs_diff": max((e["max_abs_diff"] for e in ver.get("exits", [])), default=None),
         })
     base = {r["variant"]: r for r in rows}["onnx/fp32"]
     for r in rows:
-        r["speedup_vs_own_full"] = r["full"]["mean_ms"] / r["early_exit"]["mean_ms"]
-        r["ee_vs_onnx_fp32"] = r["early_exit"]["mean_ms"] / base["early_exit"]["mean_ms"]
-        r["full_vs_onnx_fp32"] = r["full"]["mean_ms"] / base["full"]["mean_ms"]
+        lat, ref_lat = r["latency_ms"], base["latency_ms"]
+        r["speedup_vs_own_full"] = lat["full"]["mean"] / lat["early_exit"]["mean"]
+        r["ee_vs_onnx_fp32"] = lat["early_exit"]["mean"] / ref_lat["early_exit"]["mean"]
+        r["full_vs_onnx_fp32"] = lat["full"]["mean"] / ref_lat["full"]["mean"]
         r["accuracy_loss_pts"] = (None if r["accuracy"] is None
                                   else 100 * (base["accuracy"] - r["accuracy"]))
-    return {"machine": machine_header(), "bundle": str(path), "name": bundle.name, "threads": args.threads,
+    return {"header": header(), "bundle": str(path), "name": bundle.name, "threads": args.threads,
             "repeats": args.repeats, "test_samples": int(len(x)), "labelled": y is not None, "rows": rows,
             "interpreter": runtimes.get("tflite/fp32", ref).backend.describe()}
 
@@ -135,7 +140,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def print_report(res: dict[str, Any]) -> None:
-    print(f"machine: {res['machine']}")
+    print(f"machine: {res['header']['machine']}")
     print(f"bundle {res['name']} ({res['bundle']}), threads={res['threads']}, batch 1, {res['repeats']} interleaved "
           f"calls per configuration over {res['test_samples']} test samples; interpreter {res['interpreter']}")
     head = ("| variant | early exit mean ms (p50) | x ONNX fp32 | one-graph mean ms | x ONNX fp32 | EE speed-up vs "
@@ -144,15 +149,17 @@ def print_report(res: dict[str, Any]) -> None:
     print("|" + "---|" * (head.count("|") - 1))
     for r in res["rows"]:
         acc = None if r["accuracy"] is None else 100 * r["accuracy"]
-        print(f"| {r['variant']} | {r['early_exit']['mean_ms']:.3f} ({r['early_exit']['p50_ms']:.3f}) | "
-              f"{r['ee_vs_onnx_fp32']:.2f} | {r['full']['mean_ms']:.3f} | {r['full_vs_onnx_fp32']:.2f} | "
+        ee, full = r["latency_ms"]["early_exit"], r["latency_ms"]["full"]
+        print(f"| {r['variant']} | {ee['mean']:.3f} ({ee['p50']:.3f}) | "
+              f"{r['ee_vs_onnx_fp32']:.2f} | {full['mean']:.3f} | {r['full_vs_onnx_fp32']:.2f} | "
               f"{r['speedup_vs_own_full']:.2f}x | {_fmt(acc, '.2f')} | {_fmt(r['accuracy_loss_pts'], '+.2f')} | "
               f"{', '.join(f'{f:.2f}' for f in r['exit_fractions'])} | {_fmt(r['max_abs_diff'], '.2e')} |")
     rows = {r["variant"]: r for r in res["rows"]}
     checks = []
     for key, tol in (("tflite/fp32", 1e-4), ("tflite/fp16", 1e-2)):
         if key in rows:
-            checks.append((f"{key} max abs diff per exit <= {tol:g}", rows[key]["max_abs_diff"] <= tol))
+            diff = rows[key]["max_abs_diff"]
+            checks.append((f"{key} max abs diff per exit <= {tol:g}", diff is not None and diff <= tol))
     if res["labelled"]:
         for key in rows:
             if "int8" in key:

@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, summarize, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.bench.measure import latency_stats  # noqa: E402
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"lenet": "branchynet_lenet", "resnet": "branchynet_resnet"}
@@ -109,12 +112,12 @@ def measure(bundle: Path, passes: int, warmup: int, profile: str | None) -> dict
             fn(x[i:i + 1])
         joules, _ = meter.window_energy(token)
         energy[name] = joules / n
-    stats = {k: summarize(v) for k, v in times.items()}
-    full_mean = stats["full"]["mean_ms"]
+    stats = {k: latency_stats(v, scale=1e3) for k, v in times.items()}   # ms
+    full_mean = stats["full"]["mean"]
     table = {}
     for k in rows:
-        table[k] = {"accuracy": float((preds[k] == y).mean()), **stats[k], "energy_mj": energy[k] * 1e3,
-                    "speedup_vs_full": full_mean / stats[k]["mean_ms"],
+        table[k] = {"accuracy": float((preds[k] == y).mean()), "latency_ms": stats[k], "energy_mj": energy[k] * 1e3,
+                    "speedup_vs_full": full_mean / stats[k]["mean"],
                     "exit_histogram": np.bincount(exits[k], minlength=rt.num_exits).tolist()}
     m = rt.manifest
     return {"bundle": str(bundle), "test_samples": n, "energy_source": meter.source, "table": table,
@@ -133,13 +136,13 @@ def print_table(key: str, res: dict[str, Any]) -> None:
           f"(saves {f['cbnet_saved_flops'] / 1e6:.3f}M of the full model); thresholds {res['thresholds']}")
     print(f"{'row':<16} {'accuracy':>9} {'mean ms':>8} {'p95 ms':>8} {'energy mJ':>10} {'speed-up':>9}  exits")
     for name, r in res["table"].items():
-        print(f"{name:<16} {100 * r['accuracy']:>8.2f}% {r['mean_ms']:>8.3f} {r['p95_ms']:>8.3f} "
+        print(f"{name:<16} {100 * r['accuracy']:>8.2f}% {r['latency_ms']['mean']:>8.3f} {r['latency_ms']['p95']:>8.3f} "
               f"{r['energy_mj']:>10.4f} {r['speedup_vs_full']:>8.2f}x  {r['exit_histogram']}")
     t = res["table"]
     if key == "resnet":
         acc_ok = t["cbnet"]["accuracy"] >= t["full"]["accuracy"] - 0.01
         fast_ok = t["cbnet"]["speedup_vs_full"] >= 3.0
-        beats = t["cbnet"]["mean_ms"] < t["branchynet"]["mean_ms"]
+        beats = t["cbnet"]["latency_ms"]["mean"] < t["branchynet"]["latency_ms"]["mean"]
         print(f"targets (CBNet, shared weights): accuracy within 1 pt of full: {'PASS' if acc_ok else 'MISS'}; "
               f">= 3x faster than full: {'PASS' if fast_ok else 'MISS'}; faster than BranchyNet: "
               f"{'PASS' if beats else 'MISS'}")
@@ -148,7 +151,7 @@ def print_table(key: str, res: dict[str, Any]) -> None:
             print(f"targets (CBNet fine-tuned): accuracy within 1 pt: "
                   f"{'PASS' if ft['accuracy'] >= t['full']['accuracy'] - 0.01 else 'MISS'}; >= 3x: "
                   f"{'PASS' if ft['speedup_vs_full'] >= 3.0 else 'MISS'}; faster than BranchyNet: "
-                  f"{'PASS' if ft['mean_ms'] < t['branchynet']['mean_ms'] else 'MISS'}")
+                  f"{'PASS' if ft['latency_ms']['mean'] < t['branchynet']['latency_ms']['mean'] else 'MISS'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     given = dict(b.split("=", 1) for b in args.bundle)
-    results: dict[str, Any] = {"machine": machine_header(), "models": {}}
+    results: dict[str, Any] = {"header": header(), "models": {}}
     for key in [k.strip() for k in args.models.split(",") if k.strip()]:
         if key not in RECIPES:
             ap.error(f"--models: unknown {key!r}; known: {', '.join(RECIPES)}")
@@ -175,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         bundle = Path(given[key]) if key in given else build(key, Path(args.work), args.rebuild)
         results["models"][key] = res = measure(bundle, args.passes, args.warmup, args.profile)
         res["seconds"] = time.perf_counter() - t0
-    print(f"machine: {results['machine']}")
+    print(f"machine: {results['header']['machine']}")
     for key, res in results["models"].items():
         print_table(key, res)
-    write_json(args.json, results)
+    if args.json:
+        write_json_atomic(args.json, results)
     return 0
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, write_json  # noqa: E402
+from _common import header  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     errors = np.abs([r["error"] for r in rows])
     med = float(np.median(errors))
-    print(f"machine: {machine_header()}")
+    hdr = header()
+    print(f"machine: {hdr['machine']}")
     print("calibrated here: " + ", ".join(f"{k} {v:.3g}" for k, v in fitted.items()))
     print(f"batch 1, threads={args.threads}, median of {args.calls} calls per bundle, every segment running")
     print(f"{'bundle':<20} {'seg':>3} {'MFLOPs':>8} {'nodes':>5} {'predicted ms':>12} {'measured ms':>11} {'error':>7}")
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if med <= 0.30 else "MISS"
     print(f"median absolute error over {len(rows)} segments: {100 * med:.1f}% (target <= 30%: {verdict}); "
           f"max {100 * errors.max():.1f}%")
-    write_json(args.json, {"machine": machine_header(), "profile": fitted, "rows": rows,
-                           "median_abs_error": med})
+    if args.json:
+        write_json_atomic(args.json, {"header": hdr, "profile": fitted, "rows": rows, "median_abs_error": med})
     return 0
 
 

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPES = ["branchynet_lenet", "branchynet_resnet", "lgvit_vit", "vit_linear"]
@@ -50,10 +52,7 @@ def convert_timed(recipe: str, out: Path) -> tuple[Path, float, float]:
 
 def _extreme(rt, leave: bool) -> list[float]:
     """Thresholds of the bundle's score policy that make every sample leave at exit 0 (or none leave)."""
-    from edge_runtime.calibration import _probe
-
-    pol = _probe(rt.manifest["policy"]["name"], rt.num_exits, rt.manifest["policy"]["kwargs"])
-    big = 1e30 if pol.lower_is_confident == leave else -1e30
+    big = 1e30 if rt.default_policy.lower_is_confident == leave else -1e30
     return [big] * (rt.num_exits - 1)
 
 
@@ -163,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             path, wall, cpu = convert_timed(name, Path(args.out))
             print(f"converted {name}: {wall:.0f} s wall, {cpu:.0f} s CPU -> {path}", flush=True)
         rows[name] = {**measure(path, args.threads, args.repeats), "convert_s": wall, "convert_cpu_s": cpu}
-    header = machine_header()
+    hdr = header()
     print(f"\nissue 7: trained exits, calibrated thresholds (test split, batch 1, onnxruntime {args.threads} thread, "
-          f"{header['cpus']} CPUs, {header['time']})\n")
+          f"{hdr['machine']['logical_cpus']} CPUs, {hdr['created']})\n")
     print(_table(rows))
     print("\nexits leave (test): " + "; ".join(
         f"{n}: " + " ".join(f"{100 * f:.1f}%" for f in r["exit_fractions"]) for n, r in rows.items()))
@@ -179,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
               f"overhead beyond its compute")
         for line in _curve_lines(name, r):
             print(line)
-    write_json(args.json, {"machine": header, "threads": args.threads, "results": rows})
+    if args.json:
+        write_json_atomic(args.json, {"header": hdr, "threads": args.threads, "results": rows})
     return 0
 
 

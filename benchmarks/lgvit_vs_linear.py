@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, write_json  # noqa: E402
+from _common import header  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGETS = (0.25, 0.275, 0.30, 0.35, 0.40, 0.50, 0.75, 1.00)   # fractions of the one-graph full model's FLOPs
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     paths = {"lgvit": _bundle(args.lgvit, "lgvit_vit", out), "linear": _bundle(args.linear, "vit_linear", out)}
-    results: dict = {"machine": machine_header(), "threads": args.threads}
+    results: dict = {"header": header(), "threads": args.threads}
     curves = {}
     for name, path in paths.items():
         rt = edge_runtime.load_bundle(path, threads=args.threads)
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                   " ".join(f"{100 * a:.2f}" for a in c["exit_test_accuracy"]))
         results["same_backbone"] = {"curves": same, "equal_cost": equal_cost_table(
             same, "ONE stage-1 backbone, fresh heads of each kind trained by stage 2 on it frozen (PyTorch)")}
-    write_json(args.json, results)
+    if args.json:
+        write_json_atomic(args.json, results)
     return 0
 
 

@@ -25,8 +25,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, summarize, write_json  # noqa: E402
+from _common import header  # noqa: E402
 from segmentation_overhead import build_bundle  # noqa: E402
+
+from edge_runtime.bench.measure import latency_stats  # noqa: E402
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,20 +133,21 @@ def main(argv: list[str] | None = None) -> int:
                         rt.meter = None
                     assert res.energy_j is not None and res.energy_source == m.source, name
             times, block_p50 = run_blocks(rt, x, meters, args.blocks, args.calls)
-            stats = {k: summarize(v) for k, v in times.items()}
-            base = stats["off"]["p50_ms"]
+            stats = {k: latency_stats(v, scale=1e3) for k, v in times.items()}   # ms
+            base = stats["off"]["p50"]
             sample = rt.infer(x)
             for name, s in stats.items():
                 target = {"estimate": 1.05}.get(name, 1.10 if name != "off" else None)
-                ratio = s["p50_ms"] / base
+                ratio = s["p50"] / base
                 cost = window_cost(meters[name], sample) * 1e3 if meters[name] is not None else 0.0
                 paired = float(np.median(block_p50[name] / block_p50["off"]))
-                rows.append({"model": label, "meter": name, **s, "ratio_p50": ratio, "ratio_paired": paired,
-                             "ratio_mean": s["mean_ms"] / stats["off"]["mean_ms"], "target": target,
+                rows.append({"model": label, "meter": name, "latency_ms": s, "ratio_p50": ratio, "ratio_paired": paired,
+                             "ratio_mean": s["mean"] / stats["off"]["mean"], "target": target,
                              "window_cost_ms": cost, "window_cost_ratio": 1 + cost / base})
             raw[label] = stats
 
-    print(f"machine: {machine_header()}")
+    hdr = header()
+    print(f"machine: {hdr['machine']}")
     print(f"batch 1, threads={args.threads}, {args.blocks} interleaved blocks x {args.calls} calls per configuration; "
           f"sampled meters read a temp-dir sysfs tree at {args.rate:g} Hz in a background thread")
     print(f"{'model':<9} {'meter':<15} {'p50 ms':>8} {'mean ms':>8} {'p95 ms':>8} {'x off p50':>9} {'x off mean':>10} "
@@ -151,14 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         verdict = "" if r["target"] is None else (
             f"<={r['target']:.2f} {'PASS' if r['ratio_paired'] <= r['target'] else 'MISS'}")
-        print(f"{r['model']:<9} {r['meter']:<15} {r['p50_ms']:>8.4f} {r['mean_ms']:>8.4f} {r['p95_ms']:>8.4f} "
+        lat = r["latency_ms"]
+        print(f"{r['model']:<9} {r['meter']:<15} {lat['p50']:>8.4f} {lat['mean']:>8.4f} {lat['p95']:>8.4f} "
               f"{r['ratio_p50']:>9.3f} {r['ratio_mean']:>10.3f} {r['ratio_paired']:>12.3f} "
               f"{r['window_cost_ms'] * 1e3:>9.2f} {r['window_cost_ratio']:>7.3f}  {verdict}")
     print("targets apply to cnn_1ms (a model worth metering); tiny_cnn shows the fixed per-call cost at ~0.1 ms.")
     print("'x off paired': median over blocks of (this block's p50 / the same round's metering-off p50), robust to\n"
           "load drift on a shared machine; 'window us': the meter's own start+finish cost per call, timed alone;\n"
           "1+w/p50: the overhead that cost implies.")
-    write_json(args.json, {"machine": machine_header(), "rows": rows, "stats": raw})
+    if args.json:
+        write_json_atomic(args.json, {"header": hdr, "rows": rows, "latency_ms": raw})
     return 0
 
 

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, summarize, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.bench.measure import latency_stats  # noqa: E402
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 
 def build_bundle(out: Path) -> Path:
@@ -57,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             warmup=args.warmup, repeats=args.repeats,
         )
-        stats = {k: summarize(v) for k, v in times.items()}
-        ratio = stats["segmented_never"]["p50_ms"] / stats["one_graph"]["p50_ms"]
-        ratio_infer = stats["segmented_never_infer"]["p50_ms"] / stats["one_graph"]["p50_ms"]
+        stats = {k: latency_stats(v, scale=1e3) for k, v in times.items()}   # ms
+        ratio = stats["segmented_never"]["p50"] / stats["one_graph"]["p50"]
+        ratio_infer = stats["segmented_never_infer"]["p50"] / stats["one_graph"]["p50"]
 
         # early exit pays: force each sample out at exit k with a policy that leaves exactly there
         per_exit = []
@@ -70,24 +73,26 @@ def main(argv: list[str] | None = None) -> int:
             t = interleaved({"k": lambda pol=pol: rt.decide(feeds, pol)}, warmup=args.warmup // 4,
                             repeats=args.repeats // 4)["k"]
             assert rt.decide(feeds, pol).exit_index[0] == k
-            per_exit.append({"exit": k, "p50_ms": float(np.median(t) * 1e3),
+            per_exit.append({"exit": k, "p50_ms": latency_stats(t, scale=1e3)["p50"],
                              "flops_fraction": (m.exits[k].cumulative_flops or 0) / total_flops})
 
-    print(f"machine: {machine_header()}")
+    hdr = header()
+    print(f"machine: {hdr['machine']}")
     print(f"model: {len(m.segments)} segments, full model {total_flops / 1e6:.1f} MFLOPs, "
           f"threads={args.threads}, batch 1, {args.repeats} interleaved calls each")
     print(f"{'configuration':<24} {'p50 ms':>8} {'mean ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for k, s in stats.items():
-        print(f"{k:<24} {s['p50_ms']:>8.3f} {s['mean_ms']:>8.3f} {s['p95_ms']:>8.3f} {s['p99_ms']:>8.3f}")
+        print(f"{k:<24} {s['p50']:>8.3f} {s['mean']:>8.3f} {s['p95']:>8.3f} {s['p99']:>8.3f}")
     verdict = "PASS" if ratio <= 1.10 else "MISS"
     print(f"segmentation overhead (executor, p50): {ratio:.3f}x the one-graph model (target <= 1.10x: {verdict})")
     print(f"segmentation overhead (infer() incl. input checks, p50): {ratio_infer:.3f}x")
     print(f"{'exit':>4} {'p50 ms':>8} {'x one-graph':>11} {'FLOPs frac':>10}")
-    base = stats["one_graph"]["p50_ms"]
+    base = stats["one_graph"]["p50"]
     for r in per_exit:
         print(f"{r['exit']:>4} {r['p50_ms']:>8.3f} {r['p50_ms'] / base:>11.3f} {r['flops_fraction']:>10.3f}")
-    write_json(args.json, {"machine": machine_header(), "stats": stats, "overhead_ratio_p50": ratio,
-                           "overhead_ratio_infer_p50": ratio_infer, "per_exit": per_exit})
+    if args.json:
+        write_json_atomic(args.json, {"header": hdr, "latency_ms": stats, "overhead_ratio_p50": ratio,
+                                      "overhead_ratio_infer_p50": ratio_infer, "per_exit": per_exit})
     return 0
 
 

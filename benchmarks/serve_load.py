@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, write_json  # noqa: E402
+from _common import header  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                   + "\n" for x in np.round(xs, 5)))
         lua = tmp / "post.lua"
         lua.write_text(_LUA)
-        report: dict = {"machine": machine_header(), "bundle": str(bundle), "model": rt.name, "parameters": params,
+        report: dict = {"header": header(), "bundle": str(bundle), "model": rt.name, "parameters": params,
                         "exits_of_the_64_bodies": exits.tolist(), "clients": args.clients}
         print(f"# serve_load: {rt.name} ({rt.num_exits} exits; the 64 request bodies exit at {exits.tolist()}), "
               f"{args.clients} clients, wrk -t1, loopback, server threads=1")
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.soak > 0:
             report["soak"] = _soak(args, bundle, tmp, lua, bodies)
-        write_json(args.json, report)
+        if args.json:
+            write_json_atomic(args.json, report)
     return 0
 
 
