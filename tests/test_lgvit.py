@@ -10,9 +10,9 @@ from torch.nn import functional as F
 
 from converters import HEADS, MODELS, attach_lgvit_heads, create_head, create_model
 from converters.methods.lgvit.losses import gram, heterogeneous_loss, homogeneous_loss, kd_loss
-from converters.training import random_shift
 from converters.methods.lgvit.model import lgvit_head_schedule
 from converters.models.vit import VisionTransformer
+from converters.training import random_shift
 from converters.training.losses import LOSSES, create_loss
 from edge_runtime.errors import ConfigError
 

@@ -13,8 +13,9 @@ The bundle appears atomically, complete, at ``out_dir``.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +23,9 @@ import torch
 import edge_runtime
 from converters.export.bundle import export_bundle
 from converters.export.variants import add_part_variants, recalibrate_variants
-from converters.recipe import Recipe, load_recipe
 from converters.models import MODELS, create_model
 from converters.pipeline.stages import ConversionStage, PartsHook, StageContext, active_stages
+from converters.recipe import Recipe, load_recipe
 from converters.training.dist import init_distributed, shutdown
 from converters.training.trainer import StageConfig, Trainer, run_fingerprint
 from edge_runtime.bundle import read_bundle
@@ -204,8 +205,9 @@ def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Pa
         full_flops = (m.get("full_model") or {}).get("flops")
         cost = (flops, latency, full_latency, full_flops)
         cal = calibrate(outs_c, yc, pol["name"], pol["kwargs"], flops=flops, latency=latency,
-                        full_latency=full_latency, full_flops=full_flops, max_accuracy_drop=cal_spec["max_accuracy_drop"],
-                        cost=cal_spec["cost"], levels=cal_spec["levels"])
+                        full_latency=full_latency, full_flops=full_flops,
+                        max_accuracy_drop=cal_spec["max_accuracy_drop"], cost=cal_spec["cost"],
+                        levels=cal_spec["levels"])
         chosen = cal.chosen
         section = cal.to_manifest()
         if latency is not None:

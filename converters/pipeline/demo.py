@@ -16,12 +16,13 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -67,7 +68,7 @@ def recipe_path(name: str) -> Path:
     return Path(str(resources.files("converters").joinpath("recipes", name)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_demo_spec(path: Path | None = None) -> DemoSpec:
     """Read the demo's model list (default ``converters/recipes/demo/models.yaml``).
 
@@ -337,5 +338,5 @@ def _write_summary(path: Path, table: str, lines: list[str], reports: dict[str, 
     if settings.quick:
         body += ["**Quick smoke run (one epoch per stage): the numbers below mean nothing.**", ""]
     body += [table, "", "Reports:", ""] + [f"- [{k}]({p.relative_to(path.parent)})" for k, p in reports.items()]
-    body += ["", "```", *[l for l in lines if l], "```", ""]
+    body += ["", "```", *[line for line in lines if line], "```", ""]
     write_text_atomic(path, "\n".join(body))

@@ -14,9 +14,10 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from edge_runtime.registry import Registry
 
@@ -79,7 +80,7 @@ class ConversionStage(ABC):
         """Whether the recipe asks for this stage (default: its section is present and not null)."""
         return recipe.get(self.section) is not None
 
-    def check(self, recipe: Any, split: Any) -> None:
+    def check(self, recipe: Any, split: Any) -> None:  # noqa: B027 - optional hook: most stages accept any recipe
         """Refuse a recipe the stage cannot run on, before anything trains (raise ``ConfigError`` naming the
         key); ``split`` is None when the recipe has no ``data`` section."""
 

@@ -9,15 +9,16 @@ in :data:`converters.training.registry.LOSSES` from their method's folder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from converters.models.contract import EarlyExitModel
-from edge_runtime.errors import ConfigError
 from converters.training.registry import LOSSES
+from edge_runtime.errors import ConfigError
 
 
 class ExitLoss(ABC):

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,7 +218,7 @@ class Trainer:
             steps = self._steps(cfg)
             total = cfg.epochs * steps
             factor = SCHEDULES.get(cfg.schedule["name"])(**cfg.schedule.get("kwargs", {}))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step, total))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step, f=factor, n=total: f(step, n))
             first = start_epoch if s == start_stage else 0
             if ckpt is not None and s == start_stage and first > 0:
                 opt.load_state_dict(ckpt["optimizer"])

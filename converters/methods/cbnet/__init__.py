@@ -1,8 +1,8 @@
 """CBNet (2024): a converting autoencoder + the BranchyNet's first exit as a lightweight classifier.
 
 The workstation side of the method: the recipe section ``cbnet``, exemplar choice, autoencoders,
-training (losses on the shared trainer), export of its parts and its conversion stage (``stage.py``). The device runs the parts with the ``cbnet``
-mode (:mod:`edge_runtime.methods.cbnet`).
+training (its losses on the shared trainer), export of its parts and its conversion stage (``stage.py``).
+The device runs the parts with the ``cbnet`` mode (:mod:`edge_runtime.methods.cbnet`).
 """
 
 from converters.methods.cbnet import stage  # noqa: F401  (registers the ``cbnet`` conversion stage)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +29,9 @@ from converters.methods.cbnet.exemplars import EXEMPLAR_METHODS, ExemplarChoice,
 from converters.methods.cbnet.export import CBNetExporter
 from converters.methods.cbnet.train import batched, predict, train_part
 from converters.models.contract import EarlyExitModel
+from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from converters.training.evaluation import exit_logits
 from converters.training.trainer import run_fingerprint
-from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ExitPolicy, create_policy
 from edge_runtime.policies.base import softmax
@@ -80,7 +81,7 @@ class CBNetSettings:
     threads: int | None = None
 
     @classmethod
-    def from_section(cls, spec: dict[str, Any]) -> "CBNetSettings":
+    def from_section(cls, spec: dict[str, Any]) -> CBNetSettings:
         """From a validated recipe section (:func:`parse_cbnet_section`)."""
         flat = {k: v for k, v in spec.items() if k != "autoencoder"}
         return cls(autoencoder=spec["autoencoder"]["name"], autoencoder_kwargs=dict(spec["autoencoder"]["kwargs"]),

@@ -5,8 +5,9 @@ classifier's cross-entropy on converted inputs, registered in :data:`converters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from converters.models.contract import EarlyExitModel
 from converters.training.augment import random_shift
 from converters.training.losses import ExitLoss
 from converters.training.registry import LOSSES
-from converters.models.contract import EarlyExitModel
 from edge_runtime.errors import ConfigError
 
 
@@ -60,7 +60,8 @@ def homogeneous_loss(kind: str, tokens: torch.Tensor, teacher_tokens: torch.Tens
 def _check_unit(value: Any, name: str, low: float = 0.0, high: float | None = None) -> float:
     v = float(value)
     if v < low or (high is not None and v > high):
-        raise ConfigError(f"loss {name}: expected a number in [{low}, {high if high is not None else 'inf'}], got {value!r}")
+        upper = high if high is not None else "inf"
+        raise ConfigError(f"loss {name}: expected a number in [{low}, {upper}], got {value!r}")
     return v
 
 
