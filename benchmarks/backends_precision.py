@@ -56,12 +56,12 @@ def build_bundle(recipe: Path, out: Path, fp16_tolerance: float = 1e-2) -> Path:
 
 def test_data(bundle: Any, rt: Any, n_random: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
     """The bundle's test split, model-ready (or random inputs without labels for a bundle without data)."""
-    if "data" in bundle.manifest:
+    if bundle.manifest.data:
         from edge_runtime.datasets import load_split
 
-        x, y = load_split(bundle.manifest["data"], "test")
+        x, y = load_split(bundle.manifest.data, "test")
         return rt.preprocess(x), y
-    shape = bundle.manifest["input"]["shape"][1:]
+    shape = [d or 1 for d in bundle.manifest.input.shape[1:]]
     return np.random.default_rng(0).standard_normal((n_random, *shape)).astype(np.float32), None
 
 
@@ -107,8 +107,9 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         fns[f"{key} early_exit"] = lambda rt=rt, pol=pol, it=ee: rt.infer(x[(i := next(it)):i + 1], policy=pol)
         fns[f"{key} full"] = lambda rt=rt, it=full: rt.infer(x[(i := next(it)):i + 1], mode="full")
     times = interleaved(fns, warmup=args.warmup, repeats=args.repeats)
-    verification = {(v["format"], v["precision"]): v for v in bundle.manifest["verification"].get("variants", [])}
-    verification[("onnx", "fp32")] = bundle.manifest["verification"]
+    ver_fp32 = bundle.manifest.verification
+    verification = {(v["format"], v["precision"]): v for v in ver_fp32.variants}
+    verification[("onnx", "fp32")] = {"exits": list(ver_fp32.exits)}
     rows = []
     for key, rt in runtimes.items():
         res = rt.infer(x)  # accuracy at the variant's calibrated point, whole test split

@@ -66,7 +66,7 @@ def rows_for(rt: Any) -> dict[str, Callable[[np.ndarray], Any]]:
         "full": lambda x: rt.infer(x, mode="full"),
         "branchynet": lambda x: rt.infer(x),
     }
-    parts = rt.manifest["cbnet"]["parts"]
+    parts = rt.manifest.parts["cbnet"].graphs
     if "classifier_base" in parts:  # fine-tuned bundle: 'classifier' is the fine-tuned one
         base = CBNetRunner(rt, classifier_part="classifier_base")
         rows["cbnet"] = lambda x: base.run(rt.check_input(x))
@@ -120,11 +120,12 @@ def measure(bundle: Path, passes: int, warmup: int, profile: str | None) -> dict
                     "speedup_vs_full": full_mean / stats[k]["mean"],
                     "exit_histogram": np.bincount(exits[k], minlength=rt.num_exits).tolist()}
     m = rt.manifest
+    info = m.parts["cbnet"].info
     return {"bundle": str(bundle), "test_samples": n, "energy_source": meter.source, "table": table,
-            "flops": {"full": m["full_model"]["flops"], **{f"cbnet_{k}": v for k, v in m["cbnet"]["cost"].items()
-                                                           if k.endswith("flops")}},
-            "thresholds": m["policy"]["thresholds"], "cbnet_training": {
-                k: v for k, v in m["cbnet"]["training"].items() if k.endswith("accuracy")}}
+            "flops": {"full": m.full_model_flops, **{f"cbnet_{k}": v for k, v in info["cost"].items()
+                                                     if k.endswith("flops")}},
+            "thresholds": list(m.policy.thresholds), "cbnet_training": {
+                k: v for k, v in info["training"].items() if k.endswith("accuracy")}}
 
 
 def print_table(key: str, res: dict[str, Any]) -> None:

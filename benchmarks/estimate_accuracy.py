@@ -33,7 +33,7 @@ def measure_segments(path: Path, threads: int, calls: int) -> tuple[np.ndarray, 
     import edge_runtime
 
     rt = edge_runtime.load_bundle(path, threads=threads)
-    shape = [1] + [d or 1 for d in rt.input_spec["shape"][1:]]
+    shape = [1] + [d or 1 for d in rt.input_spec.shape[1:]]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     policy = edge_runtime.create_policy("entropy", rt.num_exits, -1.0)  # entropy is never < -1: no early exit
     for _ in range(max(20, calls // 10)):

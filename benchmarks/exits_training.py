@@ -65,8 +65,8 @@ def measure(path: Path, threads: int, repeats: int) -> dict:
     m = rt.manifest
     x_raw, y = load_split(path, "test")                     # rebuilt and checked against the manifest's sha256
     x = rt.preprocess(x_raw)
-    flops = np.array([e["cumulative_flops"] for e in m["exits"]], dtype=np.float64)
-    full_flops = float(m["full_model"]["flops"])
+    flops = np.array(m.cumulative_flops, dtype=np.float64)
+    full_flops = float(m.full_model_flops or flops[-1])
     res = rt.infer(x)                                        # calibrated policy, whole test split
     outs = rt.exit_outputs(x)
     final_acc = float((outs[-1].argmax(-1) == y).mean())
@@ -85,9 +85,9 @@ def measure(path: Path, threads: int, repeats: int) -> dict:
     seg = np.median(np.stack([rt.infer(s, policy=never).segment_latency_s for s in samples]), axis=0)
     # cost of answering at exit k: the measured end-to-end exit-0 call, plus segments 1..k
     step = np.concatenate([[t["exit0_only"]], seg[1:]])
-    pol = m["policy"]
+    pol = m.policy
     cost = (flops, step, t["full"], full_flops)
-    predicted = evaluate_point(outs, y, pol["name"], pol["kwargs"], pol["thresholds"], *cost)
+    predicted = evaluate_point(outs, y, pol.name, pol.kwargs, list(pol.thresholds), *cost)
     orc = oracle(outs, y, *cost, accuracy=acc)
     orc_max = oracle(outs, y, *cost)
     n_seg = len(rt.segments)
@@ -105,7 +105,8 @@ def measure(path: Path, threads: int, repeats: int) -> dict:
         "measured_over_oracle": (t["full"] / t["early_exit"]) / orc["expected_speedup"],
         "per_call_overhead_ms": 1e3 * (t["all_segments"] - t["full"]) / max(1, n_seg - 1),
         "exit0_bound": t["full"] / t["exit0_only"],
-        "calibration": {k: m["calibration"].get(k) for k in ("chosen", "final_exit_accuracy", "curve")},
+        "calibration": {k: (m.calibration.to_dict() if m.calibration else {}).get(k)
+                        for k in ("chosen", "final_exit_accuracy", "curve")},
     }
 
 

@@ -65,15 +65,15 @@ def curve(rt, path: Path) -> dict:
     from edge_runtime.datasets import load_split
 
     m = rt.manifest
-    pol = m["policy"]
+    pol = m.policy
     xc, yc = load_split(path, "calibration")
     xt, yt = load_split(path, "test")
     oc, ot = rt.exit_outputs(rt.preprocess(xc)), rt.exit_outputs(rt.preprocess(xt))
-    flops = [float(e["cumulative_flops"]) for e in m["exits"]]     # every head on the way included
-    chosen = evaluate_point(ot, yt, pol["name"], pol["kwargs"], pol["thresholds"], flops)
-    return {"full_mflops": float(m["full_model"]["flops"]) / 1e6,
+    flops = [float(f or 0) for f in m.cumulative_flops]     # every head on the way included
+    chosen = evaluate_point(ot, yt, pol.name, pol.kwargs, list(pol.thresholds), flops)
+    return {"full_mflops": float(m.full_model_flops or flops[-1]) / 1e6,
             "exit_test_accuracy": [float((o.argmax(-1) == yt).mean()) for o in ot],
-            "front": front_on_test(oc, yc, ot, yt, flops, pol["name"], pol["kwargs"]),
+            "front": front_on_test(oc, yc, ot, yt, flops, pol.name, pol.kwargs),
             "chosen": chosen.to_dict(), "x_test": xt, "y_test": yt}
 
 

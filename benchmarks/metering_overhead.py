@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                    "tiny_cnn": convert(REPO / "converters/recipes/tiny_cnn.yaml", tmp / "tiny_cnn", progress=False)}
         for label, path in bundles.items():
             rt = edge_runtime.load_bundle(path, threads=args.threads)
-            shape = [1] + [d or 1 for d in rt.input_spec["shape"][1:]]
+            shape = [1] + [d or 1 for d in rt.input_spec.shape[1:]]
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             meters = make_meters(paths, args.rate)
             # sanity: every metered result carries its energy and source

@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         import edge_runtime
 
         rt = edge_runtime.load_bundle(bundle, threads=1)
-        shape = [d or 1 for d in rt.input_spec["shape"][1:]]
-        xs = np.random.default_rng(0).standard_normal((64, 1, *shape)).astype(rt.input_spec["dtype"])
+        shape = [d or 1 for d in rt.input_spec.shape[1:]]
+        xs = np.random.default_rng(0).standard_normal((64, 1, *shape)).astype(rt.input_spec.dtype)
         params: dict = {}
         if not args.bundle_policy:  # entropy thresholds at each exit's median: a mix of early and late exits
             entropy = edge_runtime.create_policy("entropy", rt.num_exits, 1.0)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           for o in outs[:-1]]}
         exits = np.bincount(rt.infer(xs.reshape(64, *shape), **params).exit_index, minlength=rt.num_exits)
         bodies = tmp / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps({"inputs": [{"name": rt.input_spec["name"], "shape": [1, *shape],
+        bodies.write_text("".join(json.dumps({"inputs": [{"name": rt.input_spec.name, "shape": [1, *shape],
                                                           "datatype": "FP32", "data": np.round(x, 5).ravel().tolist()}],
                                               **({"parameters": params} if params else {})})
                                   + "\n" for x in np.round(xs, 5)))
