@@ -343,8 +343,7 @@ def test_head_forward_on_a_tiny_input(name: str) -> None:
 
 
 def _model_cases() -> list[Any]:
-    known = {"branchynet_lenet": "converters/models/branchynet.py: the final head is recorded as head type "
-                                 "'linear', which is no registered exit-head type"}
+    known: dict[str, str] = {}  # name -> why it is expected to fail (none today)
     return [pytest.param(p.values[0], id=p.id, marks=pytest.mark.xfail(reason=known[p.values[0]], strict=True))
             if p.values[0] in known else p for p in _cases("models")]
 

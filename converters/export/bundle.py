@@ -11,22 +11,32 @@ The bundle is written into a temporary directory and renamed into place.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 import edge_runtime
-from converters.export.onnx import (DEFAULT_OPSET, count_flops, count_flops_by_kind, count_params, export_onnx,
-                                    file_entry, onnx_op_counts, tensor_spec)
+from converters.export.onnx import (
+    DEFAULT_OPSET,
+    count_flops,
+    count_flops_by_kind,
+    count_params,
+    export_onnx,
+    file_entry,
+    onnx_op_counts,
+    tensor_spec,
+)
 from converters.export.variants import variant_exporters
 from converters.export.verify import verify_bundle_dir
 from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
-from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
 from edge_runtime.errors import ConfigError, ExportError
 from edge_runtime.files import replace_dir, staging_dir
+from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
 from edge_runtime.policies import create_policy
+
 
 def _verify_inputs(example: Any, batch_sizes: Sequence[int], seed: int) -> list[Any]:
     """Random inputs of each batch size shaped like ``example``: float tensors standard normal; integer and
@@ -178,7 +188,8 @@ def export_bundle(
         worst = max(diffs + ([full_diff] if full_diff is not None else []))
         if worst > tolerance:
             detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
-            raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} ({detail})")
+            raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} "
+                              f"({detail})")
         for hook in [*extra_parts, *variant_hooks]:
             hook(tmp, manifest)
         write_manifest(tmp, manifest)
@@ -259,5 +270,5 @@ class _Positional(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, *h: Any) -> Any:  # type: ignore[override]
+    def forward(self, *h: Any) -> Any:
         return call_with(self.module, h if len(h) > 1 else h[0])

@@ -7,14 +7,15 @@ Every graph of a bundle (segments, the one-graph model, a method's extra parts) 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from edge_runtime.files import sha256_file
 from edge_runtime.errors import ExportError
+from edge_runtime.files import sha256_file
 
 DEFAULT_OPSET = 17
 

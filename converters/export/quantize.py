@@ -24,8 +24,9 @@ Quantization shifts exit confidences, so each variant's thresholds are re-calibr
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,8 @@ def quantize_onnx_static(src: Path, dst: Path, representative: Sequence[np.ndarr
 
 
 @QUANTIZERS.register("onnx/int8_dynamic")
-def quantize_onnx_dynamic(src: Path, dst: Path, representative: Sequence[np.ndarray], input_name: str) -> dict[str, Any]:
+def quantize_onnx_dynamic(src: Path, dst: Path, representative: Sequence[np.ndarray],
+                          input_name: str) -> dict[str, Any]:
     """Dynamic int8: weights quantized ahead (uint8, per tensor), activations at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -162,7 +164,8 @@ def quantize_tflite_int8(src: Path, dst: Path, representative: Sequence[np.ndarr
 
 
 @QUANTIZERS.register("tflite/int8_dynamic")
-def quantize_tflite_dynamic(src: Path, dst: Path, representative: Sequence[np.ndarray], input_name: str) -> dict[str, Any]:
+def quantize_tflite_dynamic(src: Path, dst: Path, representative: Sequence[np.ndarray],
+                            input_name: str) -> dict[str, Any]:
     """Dynamic range (ai-edge-quantizer ``dynamic_wi8_afp32``): int8 weights, float activations."""
     from ai_edge_quantizer import recipe
 
@@ -171,7 +174,8 @@ def quantize_tflite_dynamic(src: Path, dst: Path, representative: Sequence[np.nd
             "activations": "float32 (quantized at run time)", "io": "float32"}
 
 
-def quantize_file(variant: str, src: Path, dst: Path, representative: Sequence[np.ndarray], input_name: str) -> dict[str, Any]:
+def quantize_file(variant: str, src: Path, dst: Path, representative: Sequence[np.ndarray],
+                  input_name: str) -> dict[str, Any]:
     """Write the ``variant`` (e.g. ``tflite/int8``) of the fp32 file ``src`` to ``dst``.
 
     Returns:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class _NamedIO(nn.Module):
         self.input_name = input_name
         self.output_names = tuple(output_names)
 
-    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.module(inputs[self.input_name])
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return dict(zip(self.output_names, outs))

@@ -17,20 +17,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 import edge_runtime
-from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
-from converters.export.quantize import NEEDS_REPRESENTATIVE_DATA, representative_batches, parse_variant, quantize_file, \
-    recalibrate_thresholds
 from converters.export.onnx import file_entry
+from converters.export.quantize import (
+    NEEDS_REPRESENTATIVE_DATA,
+    parse_variant,
+    quantize_file,
+    recalibrate_thresholds,
+    representative_batches,
+)
 from converters.export.tflite import Graph, export_tflite_files, require_litert_torch
 from converters.export.verify import graph_max_diff, staged_bundle, verify_bundle_dir
+from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
 from edge_runtime.backends import FORMAT_BACKENDS
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency
 from edge_runtime.errors import ConfigError, ExportError
@@ -69,7 +75,8 @@ class VariantOptions:
         for variant in self.quantize:
             fmt, _ = parse_variant(variant)
             if fmt not in self.backends:
-                raise ConfigError(f"quantize: {variant!r} needs backends to include {fmt!r}, got {list(self.backends)!r}")
+                raise ConfigError(f"quantize: {variant!r} needs backends to include {fmt!r}, "
+                                  f"got {list(self.backends)!r}")
 
     @property
     def needed(self) -> bool:
@@ -93,6 +100,7 @@ class VariantExporter:
         """Every graph of the bundle that gets variants: segments, full model, extra parts' graphs (names as in
         the manifest)."""
         model = self.model
+        assert model is not None, "graphs() needs the model (add_parts works without one)"
         out: list[Graph] = []
         for i, seg in enumerate(manifest["segments"]):
             module = SegmentWithExit(model.segments[i], model.heads[i], i == model.num_exits - 1).eval()
@@ -183,6 +191,7 @@ class VariantExporter:
         if fmt == "tflite":  # a batch of each file's size, so every file runs unchunked at least once
             inputs += [_random_like(self.example, b, seed=100 + b) for b in self.options.tflite_batch_sizes]
         backend = FORMAT_BACKENDS[fmt]
+        assert self.model is not None
         diffs, full_diff = verify_bundle_dir(self.model, root, manifest, inputs, backend=backend, precision=precision)
         tol = self._tolerance(precision)
         rec: dict[str, Any] = {
@@ -212,6 +221,7 @@ class VariantExporter:
                               field=g.field, prepare=g.inputs_for)
 
     def _recalibrate(self, root: Path, manifest: dict[str, Any]) -> None:
+        assert self.calibration_inputs is not None
         variants = recalibrate_variants(root, manifest, self.calibration_inputs.numpy(), self.calibration_labels)
         if variants:
             manifest["policy"]["variants"] = variants
@@ -279,10 +289,11 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
             "reference_exit_rates": ref.exit_fractions}
 
 
-def variant_exporters(model: EarlyExitModel, example: torch.Tensor, *, backends: Sequence[str] = ("onnx",),
+def variant_exporters(model: EarlyExitModel | None, example: Any, *, backends: Sequence[str] = ("onnx",),
                       tflite_batch_sizes: Sequence[int] = (1,), quantize: Sequence[str] = (),
                       calibration_inputs: Any = None, calibration_labels: Any = None, tolerance: float = 1e-4,
-                      fp16_tolerance: float = 1e-2, verify_inputs: Sequence[torch.Tensor] = (), extra_parts: Sequence[Any] = ()) -> list[Any]:
+                      fp16_tolerance: float = 1e-2, verify_inputs: Sequence[torch.Tensor] = (),
+                      extra_parts: Sequence[Any] = ()) -> list[Any]:
     """The hooks ``export_bundle`` runs for its ``backends``/``tflite_batch_sizes``/``quantize`` options.
 
     Returns an empty list for the default (ONNX fp32 only), so that path is unchanged.
@@ -327,7 +338,8 @@ def add_part_variants(hook: Any, root: Path, manifest: dict[str, Any], export_kw
     kw = {k: export_kwargs[k] for k in names if export_kwargs.get(k) is not None}
     verify = export_kwargs.get("verify_inputs")
     if verify is None:
-        raise ConfigError("add_part_variants needs export_kwargs['verify_inputs'] (model inputs to verify the parts on)")
+        raise ConfigError("add_part_variants needs export_kwargs['verify_inputs'] "
+                          "(model inputs to verify the parts on)")
     inputs = [verify.to(torch.float32)] + [_random_like(verify, b, seed=200 + b) for b in (1, 3)]
     for exporter in variant_exporters(None, verify[:1], verify_inputs=inputs, **kw):
         exporter.add_parts(root, manifest, hook)

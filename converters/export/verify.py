@@ -7,20 +7,21 @@ Both return the max absolute difference; the callers compare it with their toler
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from converters.models.contract import EarlyExitModel, as_tuple
 from edge_runtime.backends import create_backend
 from edge_runtime.bundle import Bundle
 from edge_runtime.errors import ExportError
 from edge_runtime.executor import GraphRunner
 from edge_runtime.manifest import GraphSpec, Manifest
 from edge_runtime.runtime import Runtime
-from converters.models.contract import EarlyExitModel, as_tuple
 
 
 def staged_bundle(root: Path, manifest: Mapping[str, Any]) -> Bundle:

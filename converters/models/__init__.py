@@ -1,8 +1,13 @@
 """Models: the early-exit model contract, exit heads, the model builders (registries) and model families."""
 
 from converters.models import branchynet, heads, zoo  # noqa: F401  (registration)
-from converters.models.contract import (EarlyExitModel, FullModel, SegmentWithExit, from_sequential_cnn,
-                                        from_transformer_encoder)
+from converters.models.contract import (
+                                        EarlyExitModel,
+                                        FullModel,
+                                        SegmentWithExit,
+                                        from_sequential_cnn,
+                                        from_transformer_encoder,
+)
 from converters.models.registry import HEADS, MODELS, create_head, create_model
 
 __all__ = [

@@ -9,7 +9,8 @@ the compute sits in the deep, wide stages that only hard inputs reach.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,7 +97,7 @@ def branchynet_lenet(in_channels: int = 1, image_size: int = 28, num_classes: in
         if name != "flatten_linear":
             kw.setdefault("channels", chans[i])
         early.append((name, create_head(name, **kw)))
-    final = nn.Linear(84, num_classes)
+    final = create_head("linear", in_features=84, num_classes=num_classes)
     return EarlyExitModel([seg0, seg1, seg2], [h for _, h in early] + [final],
                           head_types=[n for n, _ in early] + ["linear"],
                           input_shape=(in_channels, image_size, image_size))

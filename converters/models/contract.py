@@ -12,7 +12,8 @@ cut is exported under its own name (:meth:`EarlyExitModel.hidden_names`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +62,8 @@ class EarlyExitModel(nn.Module):
     ) -> None:
         super().__init__()
         if len(segments) != len(heads):
-            raise ConfigError(f"EarlyExitModel needs one head per segment: {len(segments)} segments, {len(heads)} heads")
+            raise ConfigError(f"EarlyExitModel needs one head per segment: {len(segments)} segments, "
+                              f"{len(heads)} heads")
         if not segments:
             raise ConfigError("EarlyExitModel needs at least one segment")
         self.segments = nn.ModuleList(segments)
@@ -130,7 +132,7 @@ class SegmentWithExit(nn.Module):
         self.head = head
         self.last = last
 
-    def forward(self, *h: Any) -> Any:  # type: ignore[override]
+    def forward(self, *h: Any) -> Any:
         hidden = call_with(self.segment, h if len(h) > 1 else h[0])
         out = call_with(self.head, hidden)
         if self.last:
@@ -146,7 +148,7 @@ class FullModel(nn.Module):
         self.segments = model.segments
         self.head = model.heads[-1]
 
-    def forward(self, *x: Any) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, *x: Any) -> torch.Tensor:
         h: Any = x if len(x) > 1 else x[0]
         for segment in self.segments:
             h = call_with(segment, h)
@@ -157,7 +159,8 @@ def _group(blocks: Sequence[nn.Module], exits_after: Sequence[int]) -> list[nn.S
     n = len(blocks)
     cuts = sorted(set(int(e) for e in exits_after))
     if any(c < 0 or c >= n - 1 for c in cuts):
-        raise ConfigError(f"exits_after must name blocks 0..{n - 2} (the last block ends in the final head), got {cuts}")
+        raise ConfigError(f"exits_after must name blocks 0..{n - 2} (the last block ends in the final head), "
+                          f"got {cuts}")
     bounds = [0] + [c + 1 for c in cuts] + [n]
     return [nn.Sequential(*blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 

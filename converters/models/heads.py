@@ -44,6 +44,19 @@ class FlattenLinearHead(nn.Module):
         return self.net(h)
 
 
+@HEADS.register("linear")
+class LinearHead(nn.Module):
+    """One linear layer on a feature vector (N, in_features), or on anything that flattens to one — e.g.
+    LeNet's last layer."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(h if h.dim() == 2 else torch.flatten(h, 1))
+
+
 @HEADS.register("branchy_conv")
 class BranchyConvHead(nn.Module):
     """BranchyNet side branch: a small conv block, global pool, linear classifier."""

@@ -6,7 +6,8 @@ heads) can register here without an import cycle.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -40,5 +41,5 @@ def create_head(name: str, **kwargs: Any) -> nn.Module:
         torch.Size([2, 10])
     """
     head = HEADS.get(name)(**kwargs)
-    head.head_type = name
+    setattr(head, "head_type", name)  # noqa: B010 - an attribute nn.Module's typing does not know
     return head

@@ -6,7 +6,7 @@ so the tiny ones here double as test models (timm's ``test_*`` models).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

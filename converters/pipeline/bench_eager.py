@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from converters.models.contract import FullModel
+from converters.models.contract import EarlyExitModel, FullModel
 from converters.pipeline.convert import build_model
 from converters.recipe import parse_recipe
 from edge_runtime.bench.configs import BenchConfig
@@ -35,7 +35,7 @@ class EagerResult:
     sample_energy_j: np.ndarray | None = None
 
 
-def load_source_model(manifest: Manifest, checkpoint: str | Path) -> torch.nn.Module:
+def load_source_model(manifest: Manifest, checkpoint: str | Path) -> EarlyExitModel:
     """Rebuild the bundle's model from its resolved recipe and load ``checkpoint`` (a state_dict, or a
     training checkpoint holding one under ``model``)."""
     recipe_data = manifest.recipe

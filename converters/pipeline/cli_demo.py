@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from converters.pipeline.cli_convert import require_workstation
 from edge_runtime.errors import ConfigError
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads: expected an integer >= 0, got {args.threads}")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {args.jobs}")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if args.models:
         kwargs["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
     settings = DemoSettings(out=Path(args.out), force=args.force, threads=args.threads or None, quick=args.quick,

@@ -24,6 +24,7 @@ import edge_runtime
 from converters.export.bundle import export_bundle
 from converters.export.variants import add_part_variants, recalibrate_variants
 from converters.models import MODELS, create_model
+from converters.models.contract import EarlyExitModel
 from converters.pipeline.stages import ConversionStage, PartsHook, StageContext, active_stages
 from converters.recipe import Recipe, load_recipe
 from converters.training.dist import init_distributed, shutdown
@@ -50,7 +51,7 @@ def checkpoint_path(out_dir: str | Path) -> Path:
     return out.parent / f"{out.name}.train" / "checkpoint.pt"
 
 
-def build_model(recipe: Recipe) -> torch.nn.Module:
+def build_model(recipe: Recipe) -> EarlyExitModel:
     """The recipe's model, with the ``heads`` section passed to the builder as ``exit_heads``."""
     spec = recipe["model"]
     kwargs = dict(spec["kwargs"])
@@ -179,7 +180,7 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
     return history, ctx.is_main
 
 
-def _export_and_calibrate(model: torch.nn.Module, example: torch.Tensor, out: Path, overwrite: bool,
+def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Path, overwrite: bool,
                           recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any],
                           stages: Sequence[ConversionStage] = (), ctx: StageContext | None = None) -> Path:
     """Export into a staging directory, calibrate on its ONNX files, finish the manifest, move into place.

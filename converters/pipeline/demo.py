@@ -65,7 +65,7 @@ class DemoSpec:
 
 def recipe_path(name: str) -> Path:
     """A shipped recipe's path (``converters/recipes/NAME``)."""
-    return Path(str(resources.files("converters").joinpath("recipes", name)))
+    return Path(str(resources.files("converters").joinpath("recipes").joinpath(name)))
 
 
 @cache

@@ -24,8 +24,8 @@ from converters.recipe.sections import expect_mapping, expect_type, named_compon
 from converters.training.registry import LOSSES, OPTIMIZERS, SCHEDULES
 from converters.training.trainer import StageConfig
 from edge_runtime.datasets import DATASETS, DEFAULT_FRACTIONS, SPLITS
-from edge_runtime.policies import POLICIES
 from edge_runtime.errors import ConfigError
+from edge_runtime.policies import POLICIES
 
 
 def _number(value: Any, where: str, *, low: float | None = None, strict: bool = False) -> float:

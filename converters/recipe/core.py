@@ -24,6 +24,7 @@ import yaml
 from converters.recipe.sections import SECTIONS
 from edge_runtime.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class Recipe:
     """A validated recipe: every section resolved with its defaults filled in."""

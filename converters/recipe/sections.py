@@ -8,7 +8,8 @@ method's folder. This module imports nothing else from ``converters``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry

@@ -93,7 +93,7 @@ class WeightedExitLoss(ExitLoss):
         return weighted_exit_loss(logits, y, self.weights), logits
 
 
-def create_loss(name: str, model: EarlyExitModel, **kwargs: Any) -> ExitLoss:
+def create_loss(name: str, model: nn.Module, **kwargs: Any) -> ExitLoss:
     """Build a registered training loss for ``model``.
 
     Example:

@@ -7,7 +7,8 @@ loss) register here from their own folder without an import cycle.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -16,10 +17,13 @@ from edge_runtime.registry import Registry
 #: training objectives: ``name -> ExitLoss subclass`` (see :mod:`converters.training.losses`)
 LOSSES: Registry[type[Any]] = Registry("training loss", plugins="converters.methods")
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", plugins="converters.methods")
-SCHEDULES: Registry[Callable[..., Callable[[int, int], float]]] = Registry("learning-rate schedule", plugins="converters.methods")
+SCHEDULES: Registry[Callable[..., Callable[[int, int], float]]] = Registry("learning-rate schedule",
+                                                                           plugins="converters.methods")
 
-OPTIMIZERS.register("adam", lambda params, lr, weight_decay, **kw: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kw))
-OPTIMIZERS.register("adamw", lambda params, lr, weight_decay, **kw: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw))
+OPTIMIZERS.register("adam", lambda params, lr, weight_decay, **kw: torch.optim.Adam(
+    params, lr=lr, weight_decay=weight_decay, **kw))
+OPTIMIZERS.register("adamw", lambda params, lr, weight_decay, **kw: torch.optim.AdamW(
+    params, lr=lr, weight_decay=weight_decay, **kw))
 OPTIMIZERS.register("sgd", lambda params, lr, weight_decay, momentum=0.9, nesterov=True, **kw: torch.optim.SGD(
     params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov and momentum > 0, **kw))
 

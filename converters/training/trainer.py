@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ class Trainer:
             steps = self._steps(cfg)
             total = cfg.epochs * steps
             factor = SCHEDULES.get(cfg.schedule["name"])(**cfg.schedule.get("kwargs", {}))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step, f=factor, n=total: f(step, n))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(factor, total))
             first = start_epoch if s == start_stage else 0
             if ckpt is not None and s == start_stage and first > 0:
                 opt.load_state_dict(ckpt["optimizer"])
@@ -298,3 +298,8 @@ class Trainer:
                        + (f", {'eval' if 'eval_accuracy' in metrics else 'train'} accuracy per exit "
                           + " ".join(f"{100 * a:.2f}%" for a in acc) if acc else ""))
         return metrics
+
+
+def _schedule(factor: Callable[[int, int], float], total: int) -> Callable[[int], float]:
+    """The per-step learning-rate factor of a stage of ``total`` steps (bound now, not late in a loop)."""
+    return lambda step: factor(step, total)

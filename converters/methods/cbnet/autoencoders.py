@@ -10,7 +10,8 @@ binary cross-entropy against the exemplar mapped to [0, 1] (the paper's setting)
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry
 
-AUTOENCODERS: Registry[type["ConvertingAutoencoder"]] = Registry("CBNet autoencoder")
+AUTOENCODERS: Registry[type[ConvertingAutoencoder]] = Registry("CBNet autoencoder")
 
 #: output kind -> (activation applied to the network's last layer, loss(raw output, target in [0, 1]))
 OUTPUT_KINDS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor],
@@ -30,7 +31,7 @@ OUTPUT_KINDS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor],
 
 
 def create_autoencoder(name: str, input_shape: Sequence[int], value_range: tuple[Sequence[float], Sequence[float]],
-                       **kwargs: Any) -> "ConvertingAutoencoder":
+                       **kwargs: Any) -> ConvertingAutoencoder:
     """Build a registered converting autoencoder for one sample shape.
 
     Args:
@@ -59,6 +60,10 @@ class ConvertingAutoencoder(nn.Module):
         value_range: per-channel (low, high) of the model-ready inputs; one value broadcasts.
         output: ``sigmoid`` (bounded output, BCE) or ``linear`` (unbounded, MSE).
     """
+
+    low: torch.Tensor
+    span: torch.Tensor
+    net: nn.Module
 
     def __init__(self, input_shape: tuple[int, ...], value_range: tuple[Sequence[float], Sequence[float]],
                  output: str = "sigmoid") -> None:

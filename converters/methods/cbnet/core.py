@@ -142,7 +142,7 @@ class LightweightClassifier(nn.Module):
         self.segment = model.segments[0]
         self.head = model.heads[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.segment(x))
 
 
@@ -294,7 +294,7 @@ def _report(model: EarlyExitModel, ae: nn.Module, classifier: nn.Module, finetun
             x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor | None, y_val: torch.Tensor | None) -> dict[str, Any]:
     """Accuracies of the full model, the first exit, and CBNet (shared and fine-tuned) on held-out data."""
     on_val = x_val is not None and y_val is not None
-    xe, ye = (x_val.float(), y_val.long()) if on_val else (x, y)
+    xe, ye = (x_val.float(), y_val.long()) if x_val is not None and y_val is not None else (x, y)
     ye_np = ye.numpy()
     logits = exit_logits(model, xe, batch_size=512)
     converted = _convert(ae, xe)

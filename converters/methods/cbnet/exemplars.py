@@ -13,12 +13,11 @@ classified correctly there. Exemplar methods, registered in :data:`EXEMPLAR_METH
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import Registry
 from edge_runtime.runtime import simulate_exits

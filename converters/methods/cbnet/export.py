@@ -1,13 +1,14 @@
 """Export CBNet's parts (CBNet, 2024) into a bundle: each part one ONNX graph with a dynamic batch axis,
 checked with ``onnx.checker``, run in onnxruntime against PyTorch at batch 1, an odd batch and real
-inputs (:func:`converters.export.verify.graph_max_diff`), and recorded under the manifest's ``parts.cbnet``. Called by ``export_bundle`` through its
-``extra_parts`` hook, so a failed part leaves no bundle behind.
+inputs (:func:`converters.export.verify.graph_max_diff`), and recorded under the manifest's ``parts.cbnet``.
+Called by ``export_bundle`` through its ``extra_parts`` hook, so a failed part leaves no bundle behind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,7 +122,8 @@ class CBNetExporter:
         out = []
         for name, module in self.parts.items():
             io = PART_IO[name]
-            out.append(Graph(field=f"parts.{METHOD}.graphs.{name}.files", module=module.eval(), example=self.example[:1],
+            out.append(Graph(field=f"parts.{METHOD}.graphs.{name}.files", module=module.eval(),
+                             example=self.example[:1],
                              input_name=io[0], output_names=(io[1],), stem=f"cbnet/{name}",
                              calibration_input=None if name == "autoencoder" else ae))
         return out

@@ -43,7 +43,7 @@ class ReconstructionLoss(ExitLoss):
             raise ConfigError(f"loss cbnet_reconstruction shift: must be >= 0, got {shift!r}")
         self.shift = int(shift)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def __call__(self, model: Any, x: torch.Tensor, y: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return model.loss(random_shift(x, self.shift, self.generator, axis_major=True), y), []
 

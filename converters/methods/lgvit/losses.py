@@ -43,7 +43,7 @@ def gram(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2) @ tokens / tokens.shape[1]
 
 
-def heterogeneous_loss(head: nn.Module, head_tokens: torch.Tensor, final_hidden: torch.Tensor) -> torch.Tensor:
+def heterogeneous_loss(head: Any, head_tokens: torch.Tensor, final_hidden: torch.Tensor) -> torch.Tensor:
     """MSE between a head's token map and the final layer's patch tokens at the same positions."""
     target = head.select(final_hidden)
     return F.mse_loss(_unit(head_tokens), _unit(target).detach())
@@ -123,10 +123,10 @@ class LGViTStage2Loss(ExitLoss):
     def _frozen(model: EarlyExitModel) -> list[nn.Module]:
         return [*model.segments, model.heads[-1]]
 
-    def trainable_parameters(self, model: EarlyExitModel) -> list[nn.Parameter]:
+    def trainable_parameters(self, model: Any) -> list[nn.Parameter]:
         return [p for head in model.heads[:-1] for p in head.parameters()]
 
-    def train_mode(self, model: EarlyExitModel) -> None:
+    def train_mode(self, model: Any) -> None:
         model.train()
         for module in self._frozen(model):
             module.eval()
@@ -154,11 +154,12 @@ class LGViTStage2Loss(ExitLoss):
     def feature_loss(outs: list[tuple[nn.Module, Any]], final_hidden: torch.Tensor) -> torch.Tensor:
         """Heterogeneous (every LGViT head vs the final patch tokens) plus homogeneous (each head
         vs the last head of its kind) feature losses, each averaged over the heads it covers."""
-        lg = [(head, parts) for head, parts in outs if parts is not None]
+        lg: list[tuple[Any, Any]] = [(head, parts) for head, parts in outs if parts is not None]
         if not lg:
             return final_hidden.new_zeros(())
-        hete = sum(heterogeneous_loss(head, p.tokens, final_hidden) for head, p in lg) / len(lg)
+        hete = torch.stack([heterogeneous_loss(head, p.tokens, final_hidden) for head, p in lg]).mean()
         last = {head.kind: p.tokens for head, p in lg}
-        pairs = [(head.kind, p.tokens) for head, p in lg if p.tokens is not last[head.kind]]
-        homo = sum(homogeneous_loss(k, tok, last[k]) for k, tok in pairs) / len(pairs) if pairs else 0.0
-        return hete + homo
+        pairs = [(str(head.kind), p.tokens) for head, p in lg if p.tokens is not last[head.kind]]
+        if not pairs:
+            return hete
+        return hete + torch.stack([homogeneous_loss(k, tok, last[k]) for k, tok in pairs]).mean()

@@ -11,14 +11,15 @@ loads the user's own weights from a state_dict file. The two training stages are
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from converters.models.registry import HEADS, MODELS, create_head
 from converters.models.contract import EarlyExitModel, from_transformer_encoder
+from converters.models.registry import HEADS, MODELS, create_head
 from converters.models.vit import Attention, VisionTransformer
 from edge_runtime.errors import ConfigError
 
@@ -40,7 +41,8 @@ class _LGViTHead(nn.Module):
     def __init__(self, dim: int, num_classes: int, num_prefix_tokens: int = 1) -> None:
         super().__init__()
         if num_prefix_tokens < 1:
-            raise ConfigError(f"{type(self).__name__}: num_prefix_tokens must be >= 1 (CLS first), got {num_prefix_tokens}")
+            raise ConfigError(f"{type(self).__name__}: num_prefix_tokens must be >= 1 (CLS first), "
+                              f"got {num_prefix_tokens}")
         self.dim = dim
         self.num_prefix_tokens = num_prefix_tokens
         self.norm = nn.LayerNorm(dim)
@@ -205,7 +207,7 @@ def attach_lgvit_heads(
     for attr in ("patch_embed", "blocks"):
         if not hasattr(backbone, attr):
             raise ConfigError(f"attach_lgvit_heads: the backbone has no {attr!r} (need patch_embed + CLS + blocks)")
-    embed = backbone.patch_embed
+    embed: Any = backbone.patch_embed
     dim = int(embed.cls_token.shape[-1])
     prefix = int(getattr(backbone, "num_prefix_tokens", 1))
     num_tokens = int(embed.num_patches) + prefix
@@ -228,7 +230,7 @@ def attach_lgvit_heads(
     if shape is None:
         raise ConfigError("attach_lgvit_heads: pass input_shape (the backbone has no input_shape attribute)")
     return from_transformer_encoder(
-        embed, list(backbone.blocks), cuts, make, final, input_shape=shape,
+        embed, list(backbone.blocks), cuts, make, final, input_shape=shape,  # type: ignore[arg-type]
         head_types=[s["name"] for s in specs] + [getattr(final, "head_type", "cls_linear")],
     )
 
@@ -265,7 +267,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     if missing or unexpected:
         raise ConfigError(f"{p}: state_dict does not fit the backbone; missing keys: {missing or 'none'}; "
                           f"unexpected keys: {unexpected or 'none'}")
-    bad = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items() if v.shape != own[k].shape]
+    bad = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
+           if v.shape != own[k].shape]
     if bad:
         raise ConfigError(f"{p}: state_dict shapes do not fit the backbone: {'; '.join(bad)}")
     backbone.load_state_dict(state, strict=False)
