@@ -23,7 +23,10 @@ from edge_runtime import _env
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry
 
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "device_profiles"
+_SOURCE_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
+#: the built-in profiles: the top-level ``device_profiles/`` in a source checkout, else the copy an installed
+#: wheel carries inside the package (setup.py packages the folder as ``edge_runtime/device_profiles/``)
+BUILTIN_DIR = _SOURCE_PROFILES if _SOURCE_PROFILES.is_dir() else Path(__file__).resolve().parent / "device_profiles"
 DETECT_PATHS = {"device_tree_model": "/proc/device-tree/model", "tegra_release": "/etc/nv_tegra_release",
                 "cpuinfo": "/proc/cpuinfo"}
 #: points per matching rule kind: a device-tree model is the strongest evidence
