@@ -346,8 +346,8 @@ def wheel_warnings(profile: DeviceProfile, installed: Mapping[str, str | None] |
         installed: package -> version (None: not installed); default: this environment's installed versions.
 
     Example:
-        >>> wheel_warnings(get_profile("rpi4"), {"onnxruntime": "1.21.0"})[0][:42]
-        'onnxruntime 1.21.0 is known bad on rpi4: i'
+        >>> wheel_warnings(get_profile("rpi4"), {"onnxruntime": "1.21.0"})[0][:40]
+        'onnxruntime 1.21.0 is known bad on rpi4:'
     """
     lines = []
     for package, known in profile.wheels.items():
