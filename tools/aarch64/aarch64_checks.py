@@ -72,6 +72,8 @@ def run_pytest(venv: Path, work: Path, board: Board, extra: Sequence[str]) -> tu
         return 5, "tests/device is not in this tree"
     dest = work / "device-tier" / "tests" / "device"
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    if (REPO / "tests" / "conftest.py").is_file():  # the tier's shared fixtures (rng, ...) live one level up
+        shutil.copy2(REPO / "tests" / "conftest.py", dest.parent / "conftest.py")
     (work / "device-tier" / "pytest.ini").write_text(device_tier_ini((REPO / "setup.cfg").read_text()))
     (work / "device-tier" / "conftest.py").write_text(GUARD)
     cmd = [venv / "bin/python", "-P", "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/device", *extra]
