@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _aarch64_tool import TOOL, load_tool
+from _aarch64_tool import TOOL, tool_module
 
 from edge_runtime.profiles import PROFILES, detect_profile, get_profile
 
@@ -30,9 +30,9 @@ def test_check_tools_names_what_is_missing(tmp_path: Path) -> None:
     assert "dpkg-deb (apt-get install dpkg)" in res.stderr
 
 
-@pytest.mark.parametrize("board", sorted(load_tool().BOARDS))
+@pytest.mark.parametrize("board", sorted(tool_module("aarch64_board").BOARDS))
 def test_the_emulated_board_is_detected_as_its_profile(board: str, tmp_path: Path) -> None:
-    tool, prof = load_tool(), get_profile(board)
+    tool, prof = tool_module("aarch64_board"), get_profile(board)
     tool.dress_board(tmp_path, tool.BOARDS[board], prof.cpu.cores)
     found = detect_profile({"device_tree_model": tmp_path / "proc/device-tree/model",
                             "cpuinfo": tmp_path / "proc/cpuinfo", "tegra_release": tmp_path / "none"},
@@ -44,19 +44,19 @@ def test_the_emulated_board_is_detected_as_its_profile(board: str, tmp_path: Pat
 
 
 def test_every_board_is_an_aarch64_profile_with_its_core() -> None:
-    tool = load_tool()
-    for name, board in tool.BOARDS.items():
+    boards = tool_module("aarch64_board").BOARDS
+    for name, board in boards.items():
         prof = get_profile(name)
         assert prof.cpu.arch == "aarch64" and board.qemu_cpu == prof.cpu.type.lower(), name
     # every package a profile lists wheels for can be probed
     listed = {pkg for n in PROFILES.names() for pkg in get_profile(n).wheels}
-    assert listed <= set(tool.PROBE_IMPORTS)
+    assert listed <= set(tool_module("aarch64_checks").PROBE_IMPORTS)
 
 
 def test_device_tier_ini_keeps_the_project_settings_without_testpaths() -> None:
     setup_cfg = (REPO / "setup.cfg").read_text()
     ini = configparser.ConfigParser(interpolation=None)
-    ini.read_string(load_tool().device_tier_ini(setup_cfg))
+    ini.read_string(tool_module("aarch64_checks").device_tier_ini(setup_cfg))
     project = configparser.ConfigParser(interpolation=None)
     project.read_string(setup_cfg)
     assert "testpaths" not in ini["pytest"] and "--doctest-modules" not in ini["pytest"]["addopts"]
@@ -68,7 +68,7 @@ def test_compare_exits_reports_the_max_difference_per_exit(tmp_path: Path) -> No
     b = {"exit_0": np.full((2, 3), 1e-6, np.float32), "exit_1": np.ones((2, 3), np.float32) + 1e-3}
     np.savez(tmp_path / "a.npz", **a)
     np.savez(tmp_path / "b.npz", **b)
-    ok, diffs = load_tool().compare_exits(tmp_path / "a.npz", tmp_path / "b.npz", 1e-4)
+    ok, diffs = tool_module("aarch64_checks").compare_exits(tmp_path / "a.npz", tmp_path / "b.npz", 1e-4)
     assert not ok and diffs == pytest.approx([1e-6, 1e-3], rel=1e-3)
-    ok, _ = load_tool().compare_exits(tmp_path / "a.npz", tmp_path / "b.npz", 1e-2)
+    ok, _ = tool_module("aarch64_checks").compare_exits(tmp_path / "a.npz", tmp_path / "b.npz", 1e-2)
     assert ok

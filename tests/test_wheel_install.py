@@ -13,14 +13,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from _aarch64_tool import load_tool
+from _aarch64_tool import tool_module
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return load_tool().build_wheel(tmp_path_factory.mktemp("wheel"))
+    return tool_module("aarch64_board").build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_the_wheel_carries_every_profile_and_schema(wheel: Path) -> None:
             assert z.read(f"edge_runtime/device_profiles/{f.name}") == f.read_bytes()
     for f in sorted((REPO / "edge_runtime" / "schemas").glob("*.json")):
         assert f"edge_runtime/schemas/{f.name}" in names
-    assert load_tool().check_wheel(wheel, "rpi4")["profiles"] == sorted(
+    assert tool_module("aarch64_board").check_wheel(wheel, "rpi4")["profiles"] == sorted(
         f.stem for f in (REPO / "device_profiles").glob("*.yaml"))
 
 
