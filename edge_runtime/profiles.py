@@ -4,12 +4,14 @@ A profile describes a device (CPU, memory, accelerator), the runtime settings it
 (backend, threads, precision), a power model for the energy estimator and a latency model
 for :mod:`edge_runtime.estimate`. Every figure is ``{value: ..., source: "..."}``: where it
 came from is part of the data. :func:`detect_profile` matches this machine against each
-profile's ``detect`` rules (device-tree model, Tegra release, ``/proc/cpuinfo``).
+profile's ``detect`` rules (device-tree model, Tegra release, ``/proc/cpuinfo``); a profile's ``wheels`` lists
+package versions known to work or to fail on its board, and :func:`wheel_warnings` names an installed bad one.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import platform
 from collections.abc import Mapping
@@ -23,7 +25,10 @@ from edge_runtime import _env
 from edge_runtime.errors import ConfigError
 from edge_runtime.registry import Registry
 
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "device_profiles"
+_SOURCE_PROFILES = Path(__file__).resolve().parents[1] / "device_profiles"
+#: the built-in profiles: the top-level ``device_profiles/`` in a source checkout, else the copy an installed
+#: wheel carries inside the package (setup.py packages the folder as ``edge_runtime/device_profiles/``)
+BUILTIN_DIR = _SOURCE_PROFILES if _SOURCE_PROFILES.is_dir() else Path(__file__).resolve().parent / "device_profiles"
 DETECT_PATHS = {"device_tree_model": "/proc/device-tree/model", "tegra_release": "/etc/nv_tegra_release",
                 "cpuinfo": "/proc/cpuinfo"}
 #: points per matching rule kind: a device-tree model is the strongest evidence
@@ -86,6 +91,15 @@ class LatencyModel:
 
 
 @dataclass(frozen=True)
+class WheelVersions:
+    """Versions of one pip package known to work (``good``) or to fail (``bad``) on a board: version -> how it
+    is known (an issue, a measurement, an emulated run)."""
+
+    good: Mapping[str, str] = field(default_factory=dict)
+    bad: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One device's description, preferences and models. Build with :func:`load_profile`."""
 
@@ -101,6 +115,7 @@ class DeviceProfile:
     latency: LatencyModel | None
     detect: Mapping[str, list[str]]
     path: Path | None = None
+    wheels: Mapping[str, WheelVersions] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -123,7 +138,35 @@ def _section(data: Mapping[str, Any], key: str, where: str, required: bool = Tru
 
 
 _TOP_KEYS = {"name", "description", "cpu", "memory_gb", "accelerator", "preferred", "power", "latency",
-             "detect", "measured", "notes"}
+             "detect", "measured", "notes", "wheels"}
+
+
+def _wheels(data: Any, where: str) -> dict[str, WheelVersions]:
+    """``wheels: {PACKAGE: {good: {VERSION: source}, bad: {VERSION: reason}}}``, validated."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected {{PACKAGE: {{good: {{VERSION: source}}, bad: {{VERSION: reason}}}}}}")
+    out = {}
+    for package, entry in data.items():
+        at = f"{where}.{package}"
+        if not isinstance(entry, Mapping) or not entry or set(entry) - {"good", "bad"}:
+            raise ConfigError(f"{at}: expected good: and/or bad: (VERSION: 'how it is known'), got {entry!r}")
+        known: dict[str, dict[str, str]] = {}
+        for kind in ("good", "bad"):
+            versions = entry.get(kind) or {}
+            if not isinstance(versions, Mapping) or any(not isinstance(v, str) for v in versions):
+                raise ConfigError(f"{at}.{kind}: expected quoted versions, {{\"1.2.3\": 'how it is known'}}, "
+                                  f"got {versions!r}")
+            for version, source in versions.items():
+                if not str(source or "").strip():
+                    raise ConfigError(f"{at}.{kind}.{version}: say how it is known (an issue, a measurement)")
+            known[kind] = {v: str(s) for v, s in versions.items()}
+        both = sorted(set(known["good"]) & set(known["bad"]))
+        if both:
+            raise ConfigError(f"{at}: version(s) {both} listed as both good and bad")
+        out[str(package)] = WheelVersions(**known)
+    return out
 
 
 def profile_from_dict(data: Mapping[str, Any], where: str = "profile", path: Path | None = None) -> DeviceProfile:
@@ -179,7 +222,8 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "profile", path: Pat
         accelerator=data.get("accelerator"), backend=str(pref.get("backend", "onnxruntime")),
         threads=pref.get("threads"), precision=str(pref.get("precision", "fp32")),
         power=PowerModel(idle.value, active.value, {"idle_w": idle.source, "active_w": active.source}),
-        latency=latency, detect={k: [str(p) for p in v] for k, v in detect.items()}, path=path, raw=dict(data),
+        latency=latency, detect={k: [str(p) for p in v] for k, v in detect.items()}, path=path,
+        wheels=_wheels(data.get("wheels"), f"{where}.wheels"), raw=dict(data),
     )
 
 
@@ -290,3 +334,33 @@ def detect_profile(paths: Mapping[str, str | Path] | None = None, machine: str |
 def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
     """The profile's data as loaded (for ``profile show --json``)."""
     return dict(profile.raw)
+
+
+def wheel_warnings(profile: DeviceProfile, installed: Mapping[str, str | None] | None = None) -> list[str]:
+    """One line per installed package version that ``profile`` lists as known bad on its board.
+
+    Reads package metadata only (nothing is imported: a bad wheel may kill the process on import).
+
+    Args:
+        profile: the board's profile (its ``wheels`` section).
+        installed: package -> version (None: not installed); default: this environment's installed versions.
+
+    Example:
+        >>> wheel_warnings(get_profile("rpi4"), {"onnxruntime": "1.21.0"})[0][:40]
+        'onnxruntime 1.21.0 is known bad on rpi4:'
+    """
+    lines = []
+    for package, known in profile.wheels.items():
+        version = installed.get(package) if installed is not None else _installed_version(package)
+        reason = known.bad.get(version.split("+")[0]) if version else None
+        if reason:
+            good = ", ".join(known.good) or "none recorded"
+            lines.append(f"{package} {version} is known bad on {profile.name}: {reason} (known good: {good})")
+    return lines
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

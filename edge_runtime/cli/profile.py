@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import yaml
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("name", help="profile name or a profile YAML path")
     sh.add_argument("--json", action="store_true", help="print as JSON instead of YAML")
     sh.set_defaults(func=run_show)
-    dt = psub.add_parser("detect", help="which profile matches this machine, and the evidence")
+    dt = psub.add_parser("detect", help="which profile matches this machine, and the evidence",
+                         description="Match this machine against every profile's detect rules; warn (stderr) when "
+                                     "an installed package version is known bad on the detected board.")
     dt.add_argument("--device-tree-model", default=None,
                     help="path read instead of /proc/device-tree/model")
     dt.add_argument("--tegra-release", default=None, help="path read instead of /etc/nv_tegra_release")
@@ -61,12 +64,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edge_runtime.profiles import detect_profile
+    from edge_runtime.profiles import detect_profile, get_profile, wheel_warnings
 
     paths = {k: v for k, v in (("device_tree_model", args.device_tree_model), ("tegra_release", args.tegra_release),
                                ("cpuinfo", args.cpuinfo)) if v}
     d = detect_profile(paths, machine=args.machine)
     print(f"{d.name} (score {d.score}): " + "; ".join(d.evidence))
+    for line in wheel_warnings(get_profile(d.name)):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
