@@ -10,7 +10,8 @@ Example:
 
 from edge_runtime.backends import BACKENDS, Backend, Session, create_backend
 from edge_runtime.bundle import FORMAT_VERSION, Bundle, read_bundle, validate_manifest
-from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, ExportError, InputError
+from edge_runtime.errors import (BackendError, BundleError, ConfigError, EdgeRuntimeError, ExportError, InputError,
+                                 OutputError)
 from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import Registry, UnknownNameError
 from edge_runtime.runtime import MODES, InferenceResult, Runtime, load_bundle, simulate_exits
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "Backend", "Session", "create_backend",
     "FORMAT_VERSION", "Bundle", "read_bundle", "validate_manifest",
-    "BundleError", "ConfigError", "EdgeRuntimeError", "ExportError", "InputError",
+    "BackendError", "BundleError", "ConfigError", "EdgeRuntimeError", "ExportError", "InputError", "OutputError",
     "POLICIES", "ExitPolicy", "ScorePolicy", "create_policy",
     "Registry", "UnknownNameError",
     "MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge_runtime.errors import ConfigError
+
 
 def cache_dir() -> Path:
     """Where cached demo bundles and checkpoints live (``EDGE_RUNTIME_CACHE``)."""
@@ -15,7 +17,12 @@ def cache_dir() -> Path:
 def default_threads() -> int | None:
     """Thread count forced by ``EDGE_RUNTIME_THREADS``, or None to let the profile/backend decide."""
     value = os.environ.get("EDGE_RUNTIME_THREADS")
-    return int(value) if value else None
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"EDGE_RUNTIME_THREADS: expected an integer, got {value!r}") from None
 
 
 def notify_socket() -> str | None:

@@ -21,6 +21,8 @@ class BundleError(EdgeRuntimeError):
     def __init__(self, message: str, *, path: object = None, field: str | None = None) -> None:
         self.path = None if path is None else str(path)
         self.field = field
+        #: the message without the file and field prefix
+        self.detail = message
         where = []
         if self.path:
             where.append(self.path)
@@ -40,3 +42,15 @@ class ConfigError(EdgeRuntimeError):
 
 class ExportError(EdgeRuntimeError):
     """Conversion or export failed (e.g. verification exceeded its tolerance); no bundle was written."""
+
+
+class BackendError(BundleError):
+    """The inference backend failed to run one of a bundle's graphs on checked inputs (names the file).
+
+    The backend's own message is kept to its first line, without the library's source locations.
+    """
+
+
+class OutputError(EdgeRuntimeError):
+    """A file or directory could not be written (unwritable, not a directory, disk full): names the path and the
+    reason; nothing half-written is left behind."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.backends import Session
+from edge_runtime.errors import BackendError
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.policies import ExitPolicy
 
@@ -51,9 +52,20 @@ class GraphRunner:
         self.output_names = list(first.output_names)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Tensors:
-        """Run on ``feeds`` (every graph input by name; extra entries are ignored); outputs by name."""
+        """Run on ``feeds`` (every graph input by name; extra entries are ignored); outputs by name.
+
+        Raises:
+            BackendError: the backend failed, or an output does not have one row per input row (every output of a
+                graph is batch-first: a graph answering other rows must not mix samples up).
+        """
         inputs = {k: feeds[k] for k in self.input_names}
         outs = self._dynamic.run(inputs) if self._dynamic is not None else self._run_chunked(inputs)
+        if inputs:
+            n = next(iter(inputs.values())).shape[0]
+            for name, out in zip(self.output_names, outs):
+                if out.ndim == 0 or out.shape[0] != n:
+                    raise BackendError(f"output {name!r} has shape {tuple(out.shape)}; expected {n} row(s), one per "
+                                       "input sample", field=self.name)
         return dict(zip(self.output_names, outs))
 
     def run_one(self, x: np.ndarray) -> np.ndarray:

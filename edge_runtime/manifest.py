@@ -14,6 +14,9 @@ extra graphs and the mode that runs them. Version 1 bundles are refused with a m
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -34,6 +37,14 @@ SUPPORTED_FORMAT_VERSIONS = (2,)
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 #: the name of every segment's exit output (the answer at that exit)
 EXIT_OUTPUT = "exit"
+#: bounds on what a manifest may declare (a hostile one must not make the loader allocate without limit): the
+#: manifest file's size, how deep its JSON may nest, one axis of a tensor, the elements of one sample (the largest
+#: realistic edge input, a 4K RGB frame, is 25M) and a file's fixed batch size (also in the schema)
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_NESTING = 64
+MAX_DIM = 2**31 - 1
+MAX_SAMPLE_ELEMENTS = 1 << 25
+MAX_FILE_BATCH = 4096
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
              "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
@@ -522,7 +533,55 @@ def validate_manifest(manifest: Any, *, path: Path | str = MANIFEST_NAME) -> Non
     _check_cross_fields(manifest, path)
 
 
+def _tensor_lists(m: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Every list of tensor records with its field: the model inputs and each graph's inputs and outputs."""
+    out: list[tuple[str, list[dict[str, Any]]]] = [("inputs", m["inputs"])]
+    graphs = [(f"segments.{i}", s) for i, s in enumerate(m["segments"])]
+    if m.get("full_model"):
+        graphs.append(("full_model", m["full_model"]))
+    for method, parts in sorted((m.get("parts") or {}).items()):
+        graphs += [(f"parts.{method}.graphs.{k}", g) for k, g in sorted(parts["graphs"].items())]
+    for field, g in graphs:
+        out += [(f"{field}.inputs", g.get("inputs") or []), (f"{field}.outputs", g.get("outputs") or [])]
+    return out
+
+
+def _check_shapes(m: dict[str, Any], path: Path | str) -> None:
+    """Axes are integers (JSON ``8.0`` passes the schema's "integer") and no tensor is absurdly large."""
+    for field, tensors in _tensor_lists(m):
+        for j, t in enumerate(tensors):
+            where = f"{field}.{j}.shape"
+            for k, d in enumerate(t["shape"]):
+                if d is not None and (type(d) is not int or not 1 <= d <= MAX_DIM):
+                    raise BundleError(f"axis {k} must be null or an integer from 1 to {MAX_DIM}, got {d!r}",
+                                      path=path, field=f"{where}.{k}")
+            elements = math.prod(d for d in t["shape"][1:] if d is not None)
+            if elements > MAX_SAMPLE_ELEMENTS:
+                raise BundleError(f"one sample of {t['name']!r} would have {elements} elements; at most "
+                                  f"{MAX_SAMPLE_ELEMENTS} are allowed", path=path, field=where)
+
+
+def _check_thresholds(values: list[Any], path: Path | str, field: str) -> None:
+    for t in values:
+        try:
+            finite = not isinstance(t, bool) and math.isfinite(float(t))
+        except (OverflowError, TypeError, ValueError):
+            finite = False
+        if not finite:
+            raise BundleError(f"thresholds must be finite numbers, got {t!r}", path=path, field=field)
+
+
 def _check_cross_fields(m: dict[str, Any], path: Path | str) -> None:
+    _check_shapes(m, path)
+    _check_thresholds(m["policy"]["thresholds"], path, "policy.thresholds")
+    for key, variant in m["policy"].get("variants", {}).items():
+        _check_thresholds(variant["thresholds"], path, f"policy.variants.{key}.thresholds")
+    for field, graph in [(f"segments.{i}", s) for i, s in enumerate(m["segments"])]:
+        for j, f in enumerate(graph["files"]):
+            b = f.get("batch_size")
+            if b is not None and type(b) is not int:
+                raise BundleError(f"batch_size must be null or an integer, got {b!r}", path=path,
+                                  field=f"{field}.files.{j}.batch_size")
     segments, exits = m["segments"], m["exits"]
     for i, seg in enumerate(segments):
         if seg["index"] != i:
@@ -573,19 +632,101 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         BundleError: missing or unreadable file, invalid JSON, schema or cross-field violation.
     """
     path = Path(bundle_dir) / MANIFEST_NAME
+    raw = _read_manifest_bytes(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"not valid UTF-8 JSON: {exc}", path=path) from None
+    data = parse_json_strict(text, path=path)
+    try:
+        return Manifest.from_dict(data, path=path)
+    except BundleError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # the schema and the cross-field rules should catch every malformed manifest before this point
+        raise BundleError(f"malformed manifest ({type(exc).__name__}: {exc})", path=path) from None
+
+
+def _read_manifest_bytes(path: Path) -> bytes:
+    """The manifest's bytes: a regular file inside the bundle (never a symbolic link), of bounded size."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise BundleError("manifest.json is missing", path=path) from None
     except OSError as exc:
+        if path.is_symlink():
+            raise BundleError("manifest.json is a symbolic link; a bundle's manifest must be a regular file inside "
+                              "it (link the bundle directory instead)", path=path) from None
         raise BundleError(f"cannot read the manifest ({exc.strerror or exc})", path=path) from None
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"not valid UTF-8 JSON: {exc}", path=path) from None
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError("manifest.json is not a regular file", path=path)
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"manifest.json has {info.st_size} bytes; a manifest may have at most "
+                              f"{MAX_MANIFEST_BYTES}", path=path)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read the manifest ({exc.strerror or exc})", path=path) from None
+    finally:
+        os.close(fd)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice in one object")
+        out[key] = value
+    return out
+
+
+def json_problem(doc: Any, limit: int) -> tuple[str, str] | None:
+    """The first thing a strict reader refuses in a parsed JSON document, as ``(field, why)``: nesting deeper than
+    ``limit`` objects/arrays, or a number that is not finite (``NaN``/``Infinity`` literals, ``1e400``). Walked level
+    by level, without recursion.
+
+    Example:
+        >>> json_problem({"a": [[1]]}, 3) is None, json_problem({"a": [[1]]}, 2)
+        (True, ('a.0', 'nests deeper than 2 levels'))
+        >>> json_problem({"t": [0.5, float("inf")]}, 8)
+        ('t.1', 'inf is not a finite number')
+    """
+    level: list[tuple[str, Any]] = [("", doc)]
+    for depth in range(limit + 1):
+        nxt: list[tuple[str, Any]] = []
+        for where, item in level:
+            if isinstance(item, float) and not math.isfinite(item):
+                return where or "(top level)", f"{item} is not a finite number"
+            children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+            if children and depth == limit:
+                return where or "(top level)", f"nests deeper than {limit} levels"
+            nxt += [(f"{where}.{k}" if where else str(k), v) for k, v in children]
+        if not nxt:
+            return None
+        level = nxt
+    return None
+
+
+def parse_json_strict(text: str, *, path: Path | str = MANIFEST_NAME, limit: int = MAX_NESTING) -> Any:
+    """Parse a manifest's JSON strictly: no ``NaN``/``Infinity`` literals, no key given twice in an object, at most
+    ``limit`` levels of nesting.
+
+    Raises:
+        BundleError: naming ``path`` and what is wrong.
+    """
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise BundleError(f"not valid JSON: nests deeper than {limit} levels", path=path) from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError, and so is the duplicate-key refusal
         raise BundleError(f"not valid JSON: {exc}", path=path) from None
-    return Manifest.from_dict(data, path=path)
+    problem = json_problem(data, limit)
+    if problem is not None:
+        raise BundleError(problem[1], path=path, field=problem[0])
+    return data
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest | Mapping[str, Any]) -> Manifest:

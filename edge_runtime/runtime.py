@@ -16,14 +16,16 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import _env, profiles
-from edge_runtime.backends import Backend, create_backend
-from edge_runtime.bundle import Bundle, read_bundle
+from edge_runtime.backends import Backend, Session, create_backend
+from edge_runtime.backends.base import check_threads
+from edge_runtime.bundle import Bundle, BundleFile, read_bundle
 from edge_runtime.errors import BundleError, ConfigError, InputError
 from edge_runtime.executor import ExitRun, GraphRunner, OnExit, Tensors, decide_exits, simulate_exits
 from edge_runtime.manifest import EXIT_OUTPUT, GraphSpec, InputSpec, Manifest
 from edge_runtime.meters import create_meter
 from edge_runtime.modes import MODES, InferenceResult, Mode
-from edge_runtime.policies import ExitPolicy, create_policy
+from edge_runtime.policies import POLICIES, ExitPolicy, create_policy
+from edge_runtime.registry import UnknownNameError
 
 __all__ = ["MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits"]
 
@@ -55,13 +57,6 @@ class Runtime:
         self.profile: Any = None  # the DeviceProfile applied by load_bundle, if any
         self._mode_state: dict[str, Any] = {}
         self.segments = [self.open_graph(seg, f"segments.{seg.index}") for seg in m.segments]
-        for seg, runner in zip(m.segments, self.segments):
-            missing = sorted(set(seg.input_names) - set(runner.input_names)) + \
-                sorted(set(seg.output_names) - set(runner.output_names))
-            if missing:
-                raise BundleError(f"segment {seg.index} graph has inputs {runner.input_names} and outputs "
-                                  f"{runner.output_names}; the manifest names {missing} too",
-                                  path=bundle.manifest_path, field=f"segments.{seg.index}")
         later: set[str] = set()
         carry: list[tuple[str, ...]] = []
         for seg in reversed(m.segments):  # names each cut must keep: what later segments read
@@ -69,12 +64,29 @@ class Runtime:
             later |= set(seg.input_names)
         self._carry = list(reversed(carry))
         self._full: GraphRunner | None = None
-        if m.full_model is not None:
-            try:
-                self._full = self.open_graph(m.full_model, "full_model")
-            except BundleError:
-                self._full = None
-        self.default_policy = self.make_policy()
+        if m.full_model is not None and self._graph_files(m.full_model, "full_model") is not None:
+            self._full = self.open_graph(m.full_model, "full_model")
+        self.default_policy = self._bundle_policy()
+
+    def _bundle_policy(self) -> ExitPolicy:
+        """The manifest's policy; a bundle whose policy cannot be built is refused naming the field."""
+        spec, where = self.manifest.policy, self.bundle.manifest_path
+        try:
+            POLICIES.get(spec.name)
+        except UnknownNameError as exc:
+            raise BundleError(str(exc), path=where, field="policy.name") from None
+        try:
+            return self.make_policy()
+        except ConfigError as exc:
+            field = "policy.thresholds" if "threshold" in str(exc) else "policy.kwargs"
+            raise BundleError(f"the bundle's policy cannot be built: {exc}", path=where, field=field) from None
+
+    def _graph_files(self, graph: GraphSpec, field: str) -> list[BundleFile] | None:
+        """The graph's files for this backend, precision and batch sizes; None when it has none."""
+        try:
+            return self.bundle.files_for(graph, field, self.backend.file_format, self.precision, self.batch_sizes)
+        except BundleError:
+            return None
 
     @property
     def input_spec(self) -> InputSpec:
@@ -88,7 +100,18 @@ class Runtime:
             BundleError: the graph has no file of this format/precision (names ``field``).
         """
         files = self.bundle.files_for(graph, field, self.backend.file_format, self.precision, self.batch_sizes)
-        return GraphRunner([self.backend.load(f.path) for f in files], field)
+        sessions = []
+        for f in files:
+            data = self.bundle.read_file(f, f.field)  # read once: the hashed bytes are the loaded bytes
+            try:
+                session = self.backend.load_bytes(data, source=f.path)
+            except BundleError as exc:
+                if exc.field is not None:
+                    raise
+                raise type(exc)(exc.detail, path=exc.path, field=f.field) from None
+            _check_session(graph, field, f, session)
+            sessions.append(session)
+        return GraphRunner(sessions, field)
 
     def mode_state(self, name: str, factory: Callable[[], Any]) -> Any:
         """A mode's per-runtime state (e.g. its parts' sessions), created by ``factory`` on first use."""
@@ -244,6 +267,37 @@ class Runtime:
             meter.stop()
 
 
+def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session) -> None:
+    """The loaded graph against its manifest record: every tensor the manifest names exists with that rank, fixed
+    axes and dtype, and the file's batch size is what the manifest says (a graph's own batch size is never trusted:
+    one declaring 10,000,000 made every call allocate that batch).
+
+    Raises:
+        BundleError: naming the file's field (batch size) or the graph's ``inputs``/``outputs`` field.
+    """
+    missing = sorted(set(graph.input_names) - set(session.input_names)) + \
+        sorted(set(graph.output_names) - set(session.output_names))
+    if missing:
+        raise BundleError(f"graph {f.path.name} has inputs {session.input_names} and outputs {session.output_names}; "
+                          f"the manifest names {missing} too", path=f.path, field=field)
+    if session.batch_size != f.batch_size:
+        have = "a dynamic batch" if session.batch_size is None else f"batch size {session.batch_size}"
+        want = "a dynamic batch (null)" if f.batch_size is None else str(f.batch_size)
+        raise BundleError(f"the graph has {have}; the manifest says {want}", path=f.path, field=f.field)
+    if session.tensors is None:
+        return
+    for kind, specs in (("input", graph.inputs), ("output", graph.outputs)):
+        for spec in specs:
+            got = session.tensors.get(spec.name)
+            if got is None:
+                continue
+            fits = len(got.shape) == len(spec.shape) and all(
+                g is None or w is None or g == w for g, w in zip(got.shape[1:], spec.shape[1:]))
+            if not fits or got.dtype != spec.dtype:
+                raise BundleError(f"{kind} {spec.name!r}: the graph declares {list(got.shape)} {got.dtype}, the "
+                                  f"manifest {list(spec.shape)} {spec.dtype}", path=f.path, field=f"{field}.{kind}s")
+
+
 def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
     what = f"input {spec.name!r}" if named else "input"
     sample = spec.sample_shape
@@ -268,7 +322,8 @@ def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
 
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
                 precision: str | None = None, verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
-                profile: Any = None, meter: Any = None, **backend_options: Any) -> Runtime:
+                profile: Any = None, meter: Any = None, allow_unverified: bool = False,
+                **backend_options: Any) -> Runtime:
     """Load and check a bundle, and open one backend session per segment file.
 
     Args:
@@ -287,18 +342,26 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
             ``"powercap"``, ``"ina219:bus=1,shunt_ohms=0.1"``); started and attached as
             :attr:`Runtime.meter` so every result carries ``energy_j`` and ``energy_source``.
             Stop it with :meth:`Runtime.close`.
+        allow_unverified: run a bundle whose export verification did not pass (``verification.passed: false``:
+            its graphs disagreed with PyTorch beyond the tolerance); refused by default.
 
     Raises:
-        BundleError: the bundle is missing, malformed, tampered with or unsupported.
+        BundleError: the bundle is missing, malformed, tampered with, unverified or unsupported.
+        ConfigError: ``threads`` (or ``EDGE_RUNTIME_THREADS``) is not 1 .. the usable CPU cores.
 
     Example:
         >>> rt = load_bundle("out/tiny_cnn")                # doctest: +SKIP
         >>> rt.infer(np.zeros((2, 1, 16, 16), np.float32)).exit_index   # doctest: +SKIP
     """
+    threads = check_threads(threads, "threads")
     bundle = read_bundle(path, verify_hashes=verify_hashes)
+    if not bundle.manifest.verification.passed and not allow_unverified:
+        raise BundleError("the bundle's export verification did not pass (its graphs disagreed with PyTorch beyond "
+                          "the tolerance); pass allow_unverified=True (--allow-unverified) to run it anyway",
+                          path=bundle.manifest_path, field="verification.passed")
     prof = _resolve_profile(profile)
     if threads is None:
-        threads = _env.default_threads()
+        threads = check_threads(_env.default_threads(), "EDGE_RUNTIME_THREADS")
     if threads is None and prof is not None:
         threads = prof.threads
     if backend is None:

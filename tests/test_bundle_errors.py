@@ -93,7 +93,7 @@ def test_missing_directory(tmp_path):
 
 def test_corrupt_model_file_with_matching_hash_is_a_bundle_error(bundle_copy):
     """A garbage .onnx whose hash was updated still fails cleanly, not with an onnxruntime traceback."""
-    from edge_runtime.bundle import sha256_file
+    from edge_runtime.files import sha256_file
 
     p = bundle_copy / "segments" / "segment_2.onnx"
     p.write_bytes(b"garbage")

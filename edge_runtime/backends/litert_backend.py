@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.backends.base import Backend, Session
-from edge_runtime.errors import BundleError, ConfigError, InputError
+from edge_runtime.errors import BackendError, BundleError, ConfigError, InputError
+from edge_runtime.manifest import TensorSpec
 
 #: interpreter distributions, in order of preference: (distribution name, module holding ``Interpreter``)
 INTERPRETER_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -124,9 +125,12 @@ def model_quantization(interpreter: Any) -> str:
 class LiteRTSession(Session):
     """One ``.tflite`` file behind the :class:`Session` interface (fixed batch, float I/O)."""
 
-    def __init__(self, interpreter: Any, path: Path) -> None:
+    #: the model's bytes, when loaded from memory (the interpreter reads this buffer: it must outlive it)
+    model_content: bytes | None = None
+
+    def __init__(self, interpreter: Any, path: str | Path) -> None:
         self._it = interpreter
-        self._path = path
+        self._path = Path(path)
         interpreter.allocate_tensors()
         signatures = interpreter.get_signature_list()
         if signatures:
@@ -143,6 +147,15 @@ class LiteRTSession(Session):
         self._shapes = [tuple(int(s) for s in d["shape"]) for _, d in ins]
         self.batch_size = self._shapes[0][0] if self._shapes and self._shapes[0] else None
         self.quantization = model_quantization(interpreter)
+        self.tensors = {name: TensorSpec(name, tuple(int(s) for s in d["shape"]), self._dtype(d))
+                        for name, d in [*ins, *outs]}
+
+    @staticmethod
+    def _dtype(d: dict[str, Any]) -> str:
+        """The dtype the session presents: float for quantized int8 I/O (it (de)quantizes), else the tensor's."""
+        scale, _ = d.get("quantization", (0.0, 0))
+        dtype = np.dtype(d["dtype"])
+        return "float32" if np.issubdtype(dtype, np.integer) and scale > 0 else dtype.name
 
     @staticmethod
     def _io(d: dict[str, Any]) -> tuple[int, np.dtype, float, int]:
@@ -161,7 +174,10 @@ class LiteRTSession(Session):
                 info = np.iinfo(dtype)
                 x = np.clip(np.round(x / scale) + zero, info.min, info.max)
             self._it.set_tensor(index, np.ascontiguousarray(x, dtype=dtype))
-        self._it.invoke()
+        try:
+            self._it.invoke()
+        except (RuntimeError, ValueError) as exc:  # the interpreter's failures
+            raise BackendError(f"{_PACKAGE} failed to run the graph: {exc}".splitlines()[0], path=self._path) from None
         out = []
         for index, dtype, scale, zero in self._outputs:
             y = self._it.get_tensor(index)
@@ -180,7 +196,7 @@ class LiteRTBackend(Backend):
 
     Example:
         >>> backend = create_backend("litert", threads=4)            # doctest: +SKIP
-        >>> session = backend.load(Path("segments/segment_0_b1.tflite"))   # doctest: +SKIP
+        >>> session = backend.load_bytes(Path("segments/segment_0_b1.tflite").read_bytes())   # doctest: +SKIP
     """
 
     name = "litert"
@@ -190,8 +206,9 @@ class LiteRTBackend(Backend):
         super().__init__(threads, **options)
         self.xnnpack = bool(xnnpack)
 
-    def load(self, path: Path) -> Session:
-        kwargs: dict[str, Any] = {"model_path": str(path)}
+    def load_bytes(self, data: bytes, *, source: str | Path = "<memory>") -> Session:
+        path = source
+        kwargs: dict[str, Any] = {"model_content": bytes(data)}
         if self.threads:
             kwargs["num_threads"] = int(self.threads)
         if not self.xnnpack:
@@ -202,6 +219,7 @@ class LiteRTBackend(Backend):
         except (ValueError, RuntimeError) as exc:  # the interpreter raises these for unreadable models
             raise BundleError(f"{_PACKAGE} could not load the model: {exc}".splitlines()[0], path=path) from None
         check_runtime_supports(_PACKAGE, _VERSION, quantization=session.quantization, path=path)
+        session.model_content = kwargs["model_content"]  # the interpreter reads this buffer: keep it alive
         return session
 
     def describe(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ a new module with a ``@POLICIES.register`` class, not an edit of the executor.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -62,17 +63,21 @@ class ExitPolicy(ABC):
             return []
         if thresholds is None:
             thresholds = self.default_threshold()
-        if isinstance(thresholds, (int, float)):
-            return [float(thresholds)] * n
-        values = [float(t) for t in thresholds]
+        scalar = isinstance(thresholds, (int, float, np.integer, np.floating)) and not isinstance(thresholds, bool)
+        try:
+            values = [float(t) for t in ([thresholds] if scalar else thresholds)]  # type: ignore[union-attr]
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"thresholds must be finite numbers, got {thresholds!r}") from None
+        if any(not np.isfinite(v) for v in values):
+            raise ConfigError(f"thresholds must be finite numbers, got {thresholds!r}")
+        if scalar:
+            values = values * n
         if len(values) == self.num_exits and n >= 0:
             values = values[:n]  # a value for the final exit is accepted and ignored
         if len(values) != n:
             raise ConfigError(
                 f"thresholds: expected {n} value(s) (one per non-final exit) or one number, got {len(values)}"
             )
-        if any(not np.isfinite(v) for v in values):
-            raise ConfigError(f"thresholds must be finite numbers, got {values}")
         return values
 
     def default_threshold(self) -> float:
@@ -126,4 +131,11 @@ def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float]
         [0.9, 0.9]
     """
     cls = POLICIES.get(name)
-    return cls(num_exits, thresholds, **kwargs)
+    try:
+        return cls(num_exits, thresholds, **kwargs)
+    except TypeError as exc:  # an argument the policy does not take
+        takes = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_exits", "thresholds")]
+        raise ConfigError(f"policy {name!r} cannot take arguments {sorted(kwargs)} ({exc}); it takes "
+                          f"{', '.join(takes) or 'none'}") from None
+    except (ValueError, OverflowError) as exc:  # an argument of the wrong kind (e.g. patience: "two")
+        raise ConfigError(f"policy {name!r}: bad arguments {kwargs!r} ({exc})") from None
