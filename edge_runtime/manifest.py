@@ -27,10 +27,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import BundleError
-from edge_runtime.files import write_json_atomic
+from edge_runtime.files import FORMAT_NAME, MANIFEST_NAME, write_json_atomic
 
-MANIFEST_NAME = "manifest.json"
-FORMAT_NAME = "edge-runtime-bundle"
 FORMAT_VERSION = 2
 SUPPORTED_FORMAT_VERSIONS = (2,)
 #: file precisions, from the reference to the most compressed (``int8``: static, ``int8_dynamic``: dynamic range)

@@ -17,3 +17,22 @@ HEAVY_MODULES = ("sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 
 def manifest_json(bundle: Path) -> dict:
     """A bundle's manifest as written on disk (plain JSON), for tests of the file format itself."""
     return json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+
+
+def assert_user_modes(root: Path) -> None:
+    """Every file under ``root`` has mode 0666 & ~umask and every directory 0777 & ~umask (what a user expects, and
+    what lets a service account read a bundle another account built); skips under an umask that hides files anyway.
+    (tests/device keeps its own copy: that tier does not import this module.)"""
+    import os
+    import stat
+
+    import pytest
+
+    umask = os.umask(0)
+    os.umask(umask)
+    if umask & 0o044:
+        pytest.skip(f"umask {umask:04o} hides files from group/other anyway")
+    for p in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        want = (0o777 if p.is_dir() else 0o666) & ~umask
+        assert mode == want, f"{p}: mode {mode:04o}, expected {want:04o}"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _helpers import assert_user_modes
 
 from converters.models import MODELS, create_model
 from converters.recipe import parse_recipe
@@ -398,6 +399,7 @@ def test_convert_trains_calibrates_and_inspect_shows_it(tmp_path):
     assert all(0 <= e["test_accuracy"] <= 1 for e in m["exits"]) and "oracle" in cal["test"]
     assert m["data"]["counts"]["test"] == 359 and m["inputs"][0]["preprocessing"]["std"][0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "r.yaml"]      # no checkpoint or staging left
+    assert_user_modes(out)                                           # readable by a service account (issue 16)
     shown = subprocess.run([sys.executable, "-m", "edge_runtime", "inspect", str(out)], capture_output=True,
                            text=True, check=True).stdout
     assert "expected speed-up" in shown and "test acc" in shown and "oracle" in shown

@@ -191,6 +191,15 @@ def test_bundle_lists_its_variants(bundle_for, cnn_bundle):
     assert not onnx_only.manifest.policy.variants and not onnx_only.manifest.verification.variants
 
 
+def test_variant_files_have_user_modes(onnx_bundle, variant_bundle):
+    """Quantizers and the TFLite converter write through temporary files; the bundle's files still get the modes
+    a service account can read (issue 16, item 5)."""
+    from _helpers import assert_user_modes
+
+    assert_user_modes(onnx_bundle)
+    assert_user_modes(variant_bundle)
+
+
 def test_known_bad_combination_is_refused(variant_bundle):
     from ai_edge_litert.interpreter import Interpreter
 

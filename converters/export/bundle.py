@@ -33,7 +33,7 @@ from converters.export.variants import variant_exporters
 from converters.export.verify import verify_bundle_dir
 from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
 from edge_runtime.errors import ConfigError, ExportError
-from edge_runtime.files import replace_dir, staging_dir
+from edge_runtime.files import check_output_dir, replace_dir, staging_dir
 from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
 from edge_runtime.policies import create_policy
 
@@ -122,9 +122,7 @@ def export_bundle(
         >>> m = create_model("tiny_cnn")
         >>> export_bundle(m, torch.randn(1, 1, 16, 16), "out/tiny", name="tiny")   # doctest: +SKIP
     """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
+    out = check_output_dir(out_dir, overwrite=overwrite)
     for t in as_tuple(example_input):
         if t.is_floating_point() and t.dtype != torch.float32:
             raise ConfigError(f"example_input: float inputs must be float32, got {t.dtype}")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_runtime._onnx_proto import external_data_tensors
 from edge_runtime.errors import ExportError
 from edge_runtime.files import sha256_file
 
@@ -117,7 +118,18 @@ def export_onnx(
 
 def file_entry(path: Path, root: Path, *, fmt: str = "onnx", precision: str = "fp32",
                batch_size: int | None = None) -> dict[str, Any]:
-    """A manifest ``file`` record (relative path, sha256, size) for a file inside ``root``."""
+    """A manifest ``file`` record (relative path, sha256, size) for a file inside ``root``.
+
+    Raises:
+        ExportError: an ONNX file keeps tensors as external data (graphs over 2 GB do): a bundle pins every file it
+            runs, and the device refuses graphs that would read other files.
+    """
+    if fmt == "onnx":
+        external = external_data_tensors(path.read_bytes())
+        if external:
+            raise ExportError(f"{path.name}: the exported graph keeps {len(external)} tensor(s) as ONNX external data "
+                              f"(e.g. {external[0][0]!r} in {external[0][1]!r}); bundles carry no external data: the "
+                              "graph must fit one .onnx file (under 2 GB)")
     return {
         "format": fmt,
         "path": path.relative_to(root).as_posix(),

@@ -32,7 +32,7 @@ from converters.training.trainer import StageConfig, Trainer, run_fingerprint
 from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
 from edge_runtime.errors import ConfigError
-from edge_runtime.files import replace_dir, staging_dir
+from edge_runtime.files import check_output_dir, replace_dir, staging_dir
 from edge_runtime.manifest import write_manifest
 
 
@@ -84,9 +84,7 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: output directory exists (pass overwrite=True / --overwrite to replace it)")
+    out = check_output_dir(out_dir, overwrite=overwrite)  # before hours of training, not after
     seed_everything(recipe["seed"])
     split = None
     if recipe.get("data"):
