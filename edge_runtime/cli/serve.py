@@ -50,8 +50,9 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
         if not sep:
             path = spec
             name = read_bundle(path, verify_hashes=False).name
-        if not name or "/" in name:
-            raise ConfigError(f"bundle argument {spec!r}: expected NAME=PATH or PATH with a name without '/'")
+        if not name or "/" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+            raise ConfigError(f"bundle argument {spec!r}: expected NAME=PATH or PATH with a name without '/' or "
+                              "control characters")
         if name in models:
             raise ConfigError(f"bundle argument {spec!r}: model name {name!r} given twice")
         models[name] = Path(path)
