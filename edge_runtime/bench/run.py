@@ -58,6 +58,7 @@ class BenchSettings:
         preprocess: apply the manifest's preprocessing (None: datasets yes, .npz no).
         torch_checkpoint: a state_dict to run PyTorch eager from (optional row; needs torch).
         progress: show progress bars.
+        allow_unverified: benchmark a bundle whose export verification did not pass.
     """
 
     data: str
@@ -75,6 +76,7 @@ class BenchSettings:
     preprocess: bool | None = None
     torch_checkpoint: str | None = None
     progress: bool = True
+    allow_unverified: bool = False
 
 
 def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
@@ -153,6 +155,8 @@ def _load(load_bundle: Any, bundle: Any, backend: str | None, settings: BenchSet
     kwargs: dict[str, Any] = {"backend": backend, "threads": settings.threads, "precision": precision}
     if settings.profile and "profile" in inspect.signature(load_bundle).parameters:
         kwargs["profile"] = settings.profile
+    if settings.allow_unverified:
+        kwargs["allow_unverified"] = True
     return load_bundle(bundle, **kwargs)
 
 

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure only the primary backend/precision, not every variant the bundle holds")
     p.add_argument("--torch-checkpoint", metavar="PT",
                    help="optional: a PyTorch state_dict of the source model to add a PyTorch-eager row (needs torch)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="benchmark a bundle whose export verification did not pass (refused by default)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print the differences between two results.json files and exit")
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         batch_sizes=check_batch_sizes(args.batch_sizes), sweep_points=args.sweep_points, warmup=args.warmup,
         repeats=args.repeats, min_batches=args.min_batches, max_samples=args.max_samples, variants=args.variants,
         preprocess={"auto": None, "yes": True, "no": False}[args.preprocess],
-        torch_checkpoint=args.torch_checkpoint, progress=args.progress)
+        torch_checkpoint=args.torch_checkpoint, progress=args.progress, allow_unverified=args.allow_unverified)
     results = run_bench(args.bundle, settings)
     report = write_report(results, args.report)
     print(f"report: {report} (also report.html, results.json, results.csv, plots in {report.parent})")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.errors import InputError
+
+#: the most input ``--random`` generates (a smoke test, not a load test: 10,000,000 samples were OOM-killed)
+MAX_RANDOM_BYTES = 256 << 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", help="file precision to run: fp32 (default), fp16, int8, int8_dynamic "
                                        "(the bundle's variants; thresholds re-calibrated per variant)")
     p.add_argument("--preprocess", action="store_true", help="apply the manifest's preprocessing to raw inputs first")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="run a bundle whose export verification did not pass (refused by default)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=run)
 
@@ -44,6 +50,8 @@ def parse_thresholds(text: str | None) -> float | list[float] | None:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--thresholds: expected numbers separated by commas, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--thresholds: expected finite numbers, got {text!r}")
     return values[0] if len(values) == 1 else values
 
 
@@ -62,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
 
     rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, precision=args.precision,
-                     profile=args.profile, meter=args.meter)
+                     profile=args.profile, meter=args.meter, allow_unverified=args.allow_unverified)
     try:
         return _run(rt, args)
     finally:
@@ -71,15 +79,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(rt: Any, args: argparse.Namespace) -> int:
     if args.random is not None:
-        if args.random < 1:
-            raise InputError(f"--random: expected a positive sample count, got {args.random}")
-        shape = [args.random] + [d or 1 for d in rt.input_spec.shape[1:]]
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        sample = [d or 1 for d in rt.input_spec.shape[1:]]
+        most = max(1, MAX_RANDOM_BYTES // (4 * math.prod(sample)))
+        if not 1 <= args.random <= most:
+            raise InputError(f"--random: expected a sample count from 1 to {most} (at most {MAX_RANDOM_BYTES >> 20} MiB "
+                             f"of input for this bundle), got {args.random}")
+        x = np.random.default_rng(0).standard_normal([args.random, *sample]).astype(np.float32)
     else:
         x = load_npy(args.input)
     if args.preprocess:
         x = rt.preprocess(x)
     result = rt.infer(x, policy=args.policy, thresholds=parse_thresholds(args.thresholds), mode=args.mode)
+    bad = ~np.isfinite(result.outputs.reshape(len(result), -1)).all(axis=1)
+    if bad.any():
+        raise InputError(f"the model's output is not finite for sample(s) {np.flatnonzero(bad)[:10].tolist()}: the "
+                         "input is outside the range the model computes in")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

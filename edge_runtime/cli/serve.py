@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(default: none; answers then carry energy_j = null)")
     p.add_argument("--drain", type=float, default=20.0,
                    help="seconds a graceful shutdown (SIGTERM) waits for in-flight requests (default 20)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers; 408 and close after (default 10)")
+    p.add_argument("--body-timeout", type=float, default=10.0,
+                   help="longest wait in seconds for the next piece of a request body; 408 after (default 10)")
+    p.add_argument("--max-header-kb", type=float, default=16.0,
+                   help="request line + headers limit in KiB; 431 and close above it (default 16)")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="concurrent connections (and requests in flight); more get 503 (default 64)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="log level (default warning)")
     p.set_defaults(func=run)
@@ -68,5 +76,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * (1 << 20)),
         token=resolve_token(args.token_file), backend=args.backend, threads=args.threads, precision=args.precision,
         profile=args.profile, meter=args.meter, drain_s=args.drain, log_level=args.log_level,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+        max_header_bytes=int(args.max_header_kb * 1024), max_connections=args.max_connections,
     )
     return serve(parse_models(args.bundles), config)

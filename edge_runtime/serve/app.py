@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
+import uuid
 from collections.abc import MutableMapping
 from typing import Any
+
+import numpy as np
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +26,11 @@ from edge_runtime.serve.repository import LoadedModel, ModelRepository
 
 _JSON_TYPES = ("application/json", "")
 _NPY_TYPES = ("application/octet-stream", "application/x-npy")
+#: JSON bodies at least this large are decoded in a worker thread, so health checks and other requests stay answered
+_THREAD_DECODE_BYTES = 64 << 10
+#: a request id a client may choose (``X-Request-Id``); anything else gets a fresh one
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+log = logging.getLogger("edge_runtime.serve")
 
 
 class ErrorBody(BaseModel):
@@ -70,27 +80,55 @@ _INFER_BODY = {
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 500, 503, 504)}
 
 
 def _error(status: int, message: str, *, field: str | None = None, expected: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field, "expected": expected}, status_code=status, headers=headers)
+    """An error body; never an absolute server path (see :func:`codec.public_message`)."""
+    return JSONResponse({"error": codec.public_message(message), "field": field,
+                         "expected": None if expected is None else codec.public_message(expected)},
+                        status_code=status, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(codec.dumps(data), status_code=status, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, at most ``limit`` bytes (413), each piece arriving within ``timeout_s`` (408: a stalled body)."""
     chunks, total = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            break
+        except (asyncio.TimeoutError, TimeoutError):
+            raise codec.RequestError(408, f"request body stalled: nothing arrived for {timeout_s} s", field="body",
+                                     expected="the whole body without pauses") from None
         total += len(chunk)
         if total > limit:
             raise codec.RequestError(413, f"request body larger than {limit} bytes", field="body",
                                      expected=f"<= {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _decode(fn: Any, body: bytes, *args: Any) -> Any:
+    """``fn(body, *args)`` — decoding a request body — inline when the body is small, in a worker thread when it is
+    large (parsing megabytes of JSON would stall the event loop, and with it health checks and every request)."""
+    if len(body) < _THREAD_DECODE_BYTES:
+        return fn(body, *args)
+    return await asyncio.to_thread(fn, body, *args)
+
+
+def _self_served(body: bytes, rt: Any, ctype: str, params: dict[str, Any]) -> Any:
+    return codec.self_served_request(rt, body, ctype, params)
 
 
 def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: codec.Overrides) -> dict[str, Any]:
@@ -174,11 +212,13 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
         except KeyError:
             return unknown_model(name)
         status = "200"
+        rid = _request_id(request)
+        data_field = "inputs[0].data"
         try:
-            body = await _read_body(request, config.max_body_bytes)
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             params: dict[str, Any] = dict(request.query_params)
-            own = codec.self_served_request(model.runtime, body, ctype, params)
+            own = await _decode(_self_served, body, model.runtime, ctype, params)
             if own is not None:  # a mode that answers whole requests itself (e.g. a generative mode)
                 mode, doc = own
                 status = "200"
@@ -187,16 +227,17 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                                                  config.timeout_s)
                 except (asyncio.TimeoutError, TimeoutError):
                     status = "504"
+                    log.warning("request %s: no answer within %s s (mode %s)", rid, config.timeout_s, mode.name)
                     return _error(504, f"no answer within {config.timeout_s} s",
                                   expected="retry later or raise --timeout")
                 return _json({"model_name": model.name, "model_version": model.version, **out})
             for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
                 rt = model.runtime
                 if ctype in _NPY_TYPES:
-                    x, req_id = codec.decode_npy(body, rt, config.max_queue), None
-                    prefix = "query."
+                    x, req_id = await _decode(codec.decode_npy, body, rt, config.max_queue), None
+                    prefix, data_field = "query.", "body"
                 elif ctype in _JSON_TYPES:
-                    x, body_params, req_id = codec.decode_json(body, rt, config.max_queue)
+                    x, body_params, req_id = await _decode(codec.decode_json, body, rt, config.max_queue)
                     prefix = "parameters." if body_params else "query."
                     params = {**params, **body_params}
                 else:
@@ -220,23 +261,35 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             except (asyncio.TimeoutError, TimeoutError):
                 model.batcher.cancel(req)
                 status = "504"
+                log.warning("request %s: no answer within %s s", rid, config.timeout_s)
                 return _error(504, f"no answer within {config.timeout_s} s", field=None,
                               expected="retry later or raise --timeout")
+            bad = ~np.isfinite(answer.outputs.reshape(answer.outputs.shape[0], -1)).all(axis=1)
+            if bad.any():
+                raise codec.RequestError(
+                    422, f"the model's output is not finite for sample(s) {np.flatnonzero(bad)[:10].tolist()}: the "
+                    "input is outside the range the model computes in", field=data_field,
+                    expected="inputs in the range the model was trained on")
             metrics.infer_latency.labels(name).observe(float(answer.latency_s.max()))
             return _json(_answer_body(model, answer, req_id, ov))
         except codec.RequestError as exc:
             status = str(exc.status)
-            return JSONResponse(exc.body(), status_code=exc.status)
+            headers = {"Connection": "close"} if exc.status == 408 else None
+            return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
         except Overloaded as exc:
             status = "503"
+            log.warning("request %s: overloaded (%s)", rid, exc)
             return _error(503, f"overloaded: {exc}", expected="retry after the Retry-After delay",
                           headers={"Retry-After": str(config.retry_after_s)})
         except Closed as exc:
             status = "503"
+            log.warning("request %s: %s", rid, exc)
             return _error(503, str(exc), headers={"Retry-After": str(config.retry_after_s)})
         except Exception as exc:  # noqa: BLE001 - a backend failure inside the batch: answer, do not crash
             status = "500"
-            return _error(500, f"inference failed: {type(exc).__name__}: {exc}")
+            log.error("request %s to model %r: inference failed: %s: %s", rid, name, type(exc).__name__, exc,
+                      exc_info=not isinstance(exc, EdgeRuntimeError))
+            return _error(500, f"inference failed (request id {rid}); the server log has the details")
         finally:
             metrics.infer_requests.labels(name, status).inc()
             metrics.queue.labels(name).set(model.batcher.queued_samples)
@@ -250,7 +303,8 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             m = await asyncio.to_thread(repo.load, name)
         except EdgeRuntimeError as exc:
             old = repo.get(name)
-            return JSONResponse({"error": f"load failed; still serving version {old.version}: {exc}",
+            return JSONResponse({"error": codec.public_message(f"load failed; still serving version {old.version}: "
+                                                               f"{exc}"),
                                  "field": getattr(exc, "field", None), "expected": "a bundle that passes verification",
                                  "serving": old.version}, status_code=422)
         return _json({"name": name, "version": m.version, "generation": m.generation, "path": str(m.path)})
@@ -278,7 +332,8 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
 
 
 class _Guard:
-    """Pure-ASGI outer layer: bearer-token auth, Content-Length limit, per-route request metrics."""
+    """Pure-ASGI outer layer: a request id (``X-Request-Id``, in every response and in the log lines of 5xx
+    answers), bearer-token auth, Content-Length limit, per-route request metrics."""
 
     _OPEN = ("/v2/health/",)
 
@@ -291,13 +346,17 @@ class _Guard:
             return
         start = time.perf_counter()
         seen = {"status": 500}
+        headers = dict(scope.get("headers") or [])
+        asked = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = asked if _CLIENT_ID.fullmatch(asked) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        headers = dict(scope.get("headers") or [])
         path = scope.get("path", "")
         if self.config.token is not None and not path.startswith(self._OPEN):
             auth = headers.get(b"authorization", b"").decode("latin-1")

@@ -4,8 +4,10 @@ name the bad field and the expected shape/dtype."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +28,89 @@ except ImportError:  # pragma: no cover - the serve extra brings it
     _HAVE_ORJSON = False
 
 
+#: a JSON string, and the colon after it when it is an object key (valid JSON only: orjson checked it first)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?')
+_BODY_EXPECTED = '{"inputs": [{"name", "shape", "datatype", "data"}]}'
+
+
 def loads(body: bytes) -> Any:
-    """Parse JSON (orjson when available; the standard library for what orjson refuses, e.g. NaN
-    literals, so those get a 422 naming the field rather than a generic 400)."""
-    if _HAVE_ORJSON:
+    """Parse a request body strictly: orjson when available (the standard library for what orjson refuses, e.g.
+    NaN literals and numbers beyond float range, so those get a 422 naming the field rather than a 400); no key
+    given twice in one object (orjson would keep the last silently); bounded nesting.
+
+    Raises:
+        RequestError: 400 naming ``body``.
+
+    Example:
+        >>> loads(b'{"a": [1, 2]}')
+        {'a': [1, 2]}
+    """
+    try:
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
+            if not _HAVE_ORJSON:
+                raise ValueError
+            doc = orjson.loads(body)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
+            doc = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "body is not valid JSON (nested too deeply)", field="body",
+                           expected=_BODY_EXPECTED) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc})", field="body", expected=_BODY_EXPECTED) from None
+    keys = _count_keys(doc)  # also bounds the nesting
+    if keys and sum(1 for m in _JSON_STRING.finditer(body) if m.group(1)) != keys:
+        try:  # a key given twice: the standard library names it
+            json.loads(body, object_pairs_hook=_no_duplicates)
+        except ValueError as exc:
+            raise RequestError(400, f"body is not valid JSON ({exc})", field="body", expected=_BODY_EXPECTED) from None
+        raise RequestError(400, "body is not valid JSON (a key is given twice in one object)", field="body",
+                           expected=_BODY_EXPECTED)
+    return doc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice in one object")
+        out[key] = value
+    return out
+
+
+def _count_keys(doc: Any) -> int:
+    """Keys in every object of a parsed document (walked without recursion; lists of scalars at C speed).
+
+    Raises:
+        RequestError: the document nests deeper than :data:`MAX_JSON_DEPTH` (400 naming ``body``).
+    """
+    count, stack = 0, [(doc, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise RequestError(400, f"body is not valid JSON (nested deeper than {MAX_JSON_DEPTH} levels)",
+                               field="body", expected=_BODY_EXPECTED)
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            kinds = set(map(type, item))
+            if dict in kinds or list in kinds:
+                stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return count
+
+
+#: an absolute file-system path in a message (two names or more): error bodies name the file, not where it lives
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()]+/)+([^\s'\"/:,;()]*)")
+
+
+def public_message(text: str) -> str:
+    """A message fit for an HTTP client: absolute server paths shortened to their file name.
+
+    Example:
+        >>> public_message("/srv/bundles/b/segments/segment_1.onnx: field 'x': sha256 mismatch")
+        "segment_1.onnx: field 'x': sha256 mismatch"
+    """
+    return _ABS_PATH.sub(r"\1", text)
 
 
 def dumps(data: Any) -> bytes:
@@ -44,6 +120,9 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data).encode()
 
 
+#: the largest axis a request may declare, and how deep a request's JSON may nest (a tensor has at most 32 axes)
+MAX_DIM = 2**31 - 1
+MAX_JSON_DEPTH = 64
 #: KServe v2 datatypes <-> numpy
 V2_TO_NUMPY = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "INT8": "int8", "UINT8": "uint8",
                "INT16": "int16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
@@ -59,7 +138,9 @@ class RequestError(EdgeRuntimeError):
         self.status, self.field, self.expected = status, field, expected
 
     def body(self) -> dict[str, Any]:
-        return {"error": str(self), "field": self.field, "expected": self.expected}
+        """The JSON error body (no absolute server paths)."""
+        return {"error": public_message(str(self)), "field": self.field,
+                "expected": None if self.expected is None else public_message(self.expected)}
 
 
 @dataclass(frozen=True)
@@ -113,7 +194,7 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
                 raise ValueError
             if not vals or not all(math.isfinite(v) for v in vals):
                 raise ValueError
-        except ValueError:
+        except (ValueError, OverflowError):
             raise RequestError(422, f"thresholds must be finite numbers, got {raw!r}",
                                field=f"{field_prefix}thresholds",
                                expected="a number or a list with one number per non-final exit") from None
@@ -171,14 +252,13 @@ def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
 
 def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
     """A KServe v2 JSON body: returns (input batch, parameters, request id)."""
-    try:
-        doc = loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON ({exc})", field="body",
-                           expected='{"inputs": [{"name", "shape", "datatype", "data"}]}') from None
+    doc = loads(body)
     if not isinstance(doc, dict):
         raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body",
                            expected="object with 'inputs'")
+    req_id = doc.get("id")
+    if req_id is not None and not isinstance(req_id, str):
+        raise RequestError(422, f"id must be a string, got {type(req_id).__name__}", field="id", expected="string")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestError(422, "missing or malformed 'inputs'", field="inputs",
@@ -193,33 +273,57 @@ def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray,
     if name != rt.input_spec.name:
         raise RequestError(422, f"unknown input {name!r}", field="inputs[0].name", expected=repr(rt.input_spec.name))
     shape = t["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise RequestError(422, f"shape must be a list of non-negative integers, got {shape!r}",
+    if not isinstance(shape, list) or len(shape) > 32 or not all(
+            type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise RequestError(422, f"shape must be a list of integers from 0 to {MAX_DIM}, got {str(shape)[:80]}",
                            field="inputs[0].shape", expected=expected_shape(rt))
     dtype = V2_TO_NUMPY.get(t["datatype"]) if isinstance(t["datatype"], str) else None
     if dtype != rt.input_spec.dtype:
-        raise RequestError(422, f"datatype {t['datatype']!r} does not match the model", field="inputs[0].datatype",
-                           expected=expected_dtype(rt))
+        raise RequestError(422, f"datatype {str(t['datatype'])[:40]!r} does not match the model",
+                           field="inputs[0].datatype", expected=expected_dtype(rt))
     if shape and shape[0] > max_samples:
         raise RequestError(422, f"batch of {shape[0]} samples is larger than this server accepts",
                            field="inputs[0].shape", expected=f"N <= {max_samples}")
+    size = math.prod(shape)  # Python integers: no int64 wrap-around
+    flat = _numbers(t["data"], dtype, size)
+    if len(flat) != size:
+        raise RequestError(422, f"data has {len(flat)} values but shape {shape} needs {size}",
+                           field="inputs[0].data", expected=f"{size} numbers")
     try:
-        flat = np.asarray(t["data"], dtype=np.float64 if dtype.startswith("float") else np.int64).reshape(-1)
-    except (ValueError, TypeError):
-        raise RequestError(422, "data must be numbers (a flat or nested list)", field="inputs[0].data",
-                           expected=f"{int(np.prod(shape))} numbers") from None
-    if flat.size != int(np.prod(shape)):
-        raise RequestError(422, f"data has {flat.size} values but shape {shape} needs {int(np.prod(shape))}",
-                           field="inputs[0].data", expected=f"{int(np.prod(shape))} numbers")
-    if not np.isfinite(flat).all():
+        arr = np.asarray(flat, dtype=np.float64 if dtype.startswith("float") else np.int64)
+    except OverflowError:
+        raise RequestError(422, "data holds a number beyond the range of its datatype", field="inputs[0].data",
+                           expected=expected_dtype(rt)) from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise RequestError(422, "data contains NaN or Inf", field="inputs[0].data", expected="finite numbers")
-    x = check_array(rt, flat.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
+    x = check_array(rt, arr.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise RequestError(422, "parameters must be an object", field="parameters",
                            expected="{mode, policy, thresholds}")
-    req_id = doc.get("id")
-    return x, params, None if req_id is None else str(req_id)
+    return x, params, req_id
+
+
+def _numbers(data: Any, dtype: str, size: int) -> list[Any]:
+    """The numbers of a flat or nested list, row-major. JSON numbers only: a numeric string, a boolean or null is
+    refused (numpy would turn ``"0.5"`` and ``true`` into numbers), and so is a fraction for an integer datatype."""
+    expected = f"{size} numbers (flat, row-major, or nested lists)"
+    if not isinstance(data, list):
+        raise RequestError(422, f"data must be a list of numbers, got {type(data).__name__}", field="inputs[0].data",
+                           expected=expected)
+    level = data
+    allowed = {int, float} if dtype.startswith("float") else {int}
+    while True:
+        kinds = set(map(type, level))
+        if kinds <= allowed:
+            return level
+        if kinds == {list}:
+            level = list(itertools.chain.from_iterable(level))
+            continue
+        found = ", ".join(sorted({"null" if k is type(None) else k.__name__ for k in kinds - allowed - {list}}
+                                 or {"a mix of lists and numbers"}))
+        raise RequestError(422, f"data must hold only {'numbers' if float in allowed else 'integers'}; found {found}",
+                           field="inputs[0].data", expected=expected)
 
 
 def metadata(rt: Runtime, version: str) -> dict[str, Any]:
@@ -255,7 +359,7 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
     if name is None:
         try:
             doc = loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except RequestError:
             return None  # the tensor path reports the bad body
         name = (doc.get("parameters") or {}).get("mode") if isinstance(doc, dict) else None
     if not isinstance(name, str) or name not in MODES or not MODES.get(name).handles_requests:
@@ -264,10 +368,7 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
         raise RequestError(422, f"this model cannot run mode {name!r}", field="parameters.mode",
                            expected="one of " + ", ".join(rt.modes()))
     if doc is None:
-        try:
-            doc = loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"body is not valid JSON ({exc})", field="body") from None
+        doc = loads(body)
     if not isinstance(doc, dict):
         raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body")
     return MODES.get(name), doc

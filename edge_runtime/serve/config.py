@@ -31,6 +31,10 @@ class ServeConfig:
         drain_s: how long a graceful shutdown waits for in-flight requests.
         retry_after_s: the ``Retry-After`` value sent with 503.
         log_level: uvicorn's log level.
+        header_timeout_s: a request's headers must arrive within this (408 and close after it).
+        body_timeout_s: longest wait for the next piece of a request body (408 after it).
+        max_header_bytes: request line + headers limit (431 and close above it).
+        max_connections: concurrent connections (and requests in flight); more get 503.
 
     Example:
         >>> ServeConfig(port=9000, max_batch_size=16).host
@@ -53,6 +57,10 @@ class ServeConfig:
     drain_s: float = 20.0
     retry_after_s: int = 1
     log_level: str = "warning"
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_header_bytes: int = 16 << 10
+    max_connections: int = 64
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,6 +72,10 @@ class ServeConfig:
             "max_body_bytes": self.max_body_bytes >= 1024,
             "drain_s": self.drain_s >= 0,
             "retry_after_s": self.retry_after_s >= 0,
+            "header_timeout_s": self.header_timeout_s > 0,
+            "body_timeout_s": self.body_timeout_s > 0,
+            "max_header_bytes": 1024 <= self.max_header_bytes <= 1 << 20,
+            "max_connections": self.max_connections >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

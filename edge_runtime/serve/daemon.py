@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.serve.app import create_app
 from edge_runtime.serve.config import ServeConfig
+from edge_runtime.serve.limits import limited_protocol
 from edge_runtime.serve.metrics import ServeMetrics
 from edge_runtime.serve.notify import Notifier
 from edge_runtime.serve.repository import ModelRepository
@@ -105,14 +108,42 @@ def serve(models: dict[str, str | Path], config: ServeConfig | None = None, *,
     """
     config = config or ServeConfig()
     notifier = notifier or Notifier()
+    sock = listen(config.host, config.port)  # a busy port fails now, before the bundles load
     metrics = ServeMetrics()
     repo = ModelRepository({k: Path(v) for k, v in models.items()}, config, metrics)
-    repo.load_all()
+    try:
+        repo.load_all()
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(repo, config, metrics)
+    try:
+        http: Any = limited_protocol(config.header_timeout_s, config.max_header_bytes)
+    except ImportError:  # no httptools: h11, whose h11_max_incomplete_event_size caps the headers (no deadline)
+        log.warning("httptools is not installed: request headers are size-capped but have no deadline")
+        http = "h11"
     # uvicorn annotates timeout_graceful_shutdown as int, but uses it as an asyncio timeout: float seconds work
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                access_log=False, timeout_graceful_shutdown=config.drain_s,  # type: ignore[arg-type]
-                               lifespan="off", server_header=False)
+                               lifespan="off", server_header=False, http=http,
+                               limit_concurrency=config.max_connections,
+                               h11_max_incomplete_event_size=config.max_header_bytes)
     server = _Server(uv_config, repo, notifier, app)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6).
+
+    Raises:
+        ConfigError: the address cannot be used (in use, not this machine's, a privileged port), one line.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sock = socket.create_server(infos[0][4][:2], family=infos[0][0], backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); another "
+                          "process may be using the port") from None
+    sock.set_inheritable(True)
+    return sock

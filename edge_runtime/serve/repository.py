@@ -62,12 +62,13 @@ def bundle_version(runtime: Runtime) -> str:
     return hashlib.sha256(runtime.bundle.manifest_path.read_bytes()).hexdigest()[:12]
 
 
-def verify_runtime(runtime: Runtime) -> None:
+def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> None:
     """Check a freshly loaded bundle end to end before it may serve.
 
-    Loading already validated the schema, the paths and every file's sha256; this runs a
-    smoke batch through every segment (and the full graph when present) and checks shapes
-    and finiteness, and refuses bundles whose recorded export verification failed.
+    Loading already validated the schema, the paths and every file's sha256; this runs a smoke batch of every
+    size in ``batch_sizes`` (the daemon passes 1 and its largest micro-batch: the sizes it will run) through every
+    segment (and the full graph when present) and checks shapes and finiteness, and refuses bundles whose recorded
+    export verification failed.
 
     Raises:
         BundleError: the bundle cannot answer correctly.
@@ -76,17 +77,23 @@ def verify_runtime(runtime: Runtime) -> None:
     where = runtime.bundle.manifest_path
     if not m.verification.passed:
         raise BundleError("the bundle's export verification did not pass", path=where, field="verification.passed")
-    x = {s.name: np.zeros([2] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
-    results = [runtime.infer(x, policy=create_policy("never", runtime.num_exits))]
-    if runtime.has_full_model:
-        results.append(runtime.infer(x, mode="full"))
-    for res in results:
-        out = res.outputs
-        if out.shape != (2, len(runtime.labels)):
-            raise BundleError(f"smoke run ({res.mode}) gave outputs of shape {out.shape}; expected "
-                              f"(2, {len(runtime.labels)}) (one score per label)", path=where, field="labels")
-        if not np.isfinite(out).all():
-            raise BundleError(f"smoke run ({res.mode}) gave NaN/Inf outputs", path=where, field="segments")
+    for n in sorted(set(batch_sizes)):
+        x = {s.name: np.zeros([n] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
+        runs = [("early_exit", lambda x=x: runtime.infer(x, policy=create_policy("never", runtime.num_exits)))]
+        if runtime.has_full_model:
+            runs.append(("full", lambda x=x: runtime.infer(x, mode="full")))
+        for mode, run in runs:
+            try:
+                out = run().outputs
+            except EdgeRuntimeError as exc:
+                raise BundleError(f"smoke run ({mode}) at batch {n} failed: {exc}", path=where,
+                                  field=getattr(exc, "field", None) or "segments") from None
+            if out.shape != (n, len(runtime.labels)):
+                raise BundleError(f"smoke run ({mode}) at batch {n} gave outputs of shape {out.shape}; expected "
+                                  f"({n}, {len(runtime.labels)}) (one score per label)", path=where, field="labels")
+            if not np.isfinite(out).all():
+                raise BundleError(f"smoke run ({mode}) at batch {n} gave NaN/Inf outputs", path=where,
+                                  field="segments")
 
 
 class ModelRepository:
@@ -146,7 +153,7 @@ class ModelRepository:
         runtime = load_bundle(path, backend=c.backend, threads=c.threads, precision=c.precision, profile=c.profile,
                               meter=c.meter)
         try:
-            verify_runtime(runtime)
+            verify_runtime(runtime, batch_sizes=(1, c.max_batch_size))
         except BaseException:
             runtime.close()
             raise
