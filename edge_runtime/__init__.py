@@ -10,8 +10,15 @@ Example:
 
 from edge_runtime.backends import BACKENDS, Backend, Session, create_backend
 from edge_runtime.bundle import FORMAT_VERSION, Bundle, read_bundle, validate_manifest
-from edge_runtime.errors import (BackendError, BundleError, ConfigError, EdgeRuntimeError, ExportError, InputError,
-                                 OutputError)
+from edge_runtime.errors import (
+                                 BackendError,
+                                 BundleError,
+                                 ConfigError,
+                                 EdgeRuntimeError,
+                                 ExportError,
+                                 InputError,
+                                 OutputError,
+)
 from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import Registry, UnknownNameError
 from edge_runtime.runtime import MODES, InferenceResult, Runtime, load_bundle, simulate_exits

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of one serialized message: an int for varint and fixed-size fields, a
     view of the bytes for length-delimited ones (never copied: raw weights are skipped, not read)."""
     pos = 0
@@ -156,12 +157,12 @@ def _tensor_external(t: memoryview) -> tuple[str, str] | None:
     name, location, external = "", "", False
     for field, wire, value in _fields(t):
         if field == 8 and wire == _LEN:
-            name = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
+            name = bytes(value).decode("utf-8", "replace")
         elif field == 14 and wire == _VARINT and value == _EXTERNAL:
             external = True
         elif field == 13 and wire == _LEN:
             external = True
-            entry = {k: bytes(v).decode("utf-8", "replace") for k, w, v in _fields(value)  # type: ignore[arg-type]
+            entry = {k: bytes(v).decode("utf-8", "replace") for k, w, v in _fields(value)
                      if w == _LEN}
             if entry.get(1) == "location":
                 location = entry.get(2, "")
@@ -175,11 +176,11 @@ def _walk_graph(g: memoryview, depth: int, found: list[tuple[str, str]]) -> None
         if wire != _LEN:
             continue
         if field == 5:  # initializer
-            _check_tensor(value, found)  # type: ignore[arg-type]
+            _check_tensor(value, found)
         elif field == 15:  # sparse_initializer
-            _walk_sparse(value, found)  # type: ignore[arg-type]
+            _walk_sparse(value, found)
         elif field == 1:  # node
-            _walk_node(value, depth, found)  # type: ignore[arg-type]
+            _walk_node(value, depth, found)
 
 
 def _check_tensor(t: memoryview, found: list[tuple[str, str]]) -> None:
@@ -191,22 +192,22 @@ def _check_tensor(t: memoryview, found: list[tuple[str, str]]) -> None:
 def _walk_sparse(s: memoryview, found: list[tuple[str, str]]) -> None:
     for field, wire, value in _fields(s):
         if wire == _LEN and field in (1, 2):  # values, indices
-            _check_tensor(value, found)  # type: ignore[arg-type]
+            _check_tensor(value, found)
 
 
 def _walk_node(n: memoryview, depth: int, found: list[tuple[str, str]]) -> None:
     for field, wire, attr in _fields(n):
         if field != 5 or wire != _LEN:  # attribute
             continue
-        for afield, awire, value in _fields(attr):  # type: ignore[arg-type]
+        for afield, awire, value in _fields(attr):
             if awire != _LEN:
                 continue
             if afield in (5, 10):  # t, tensors
-                _check_tensor(value, found)  # type: ignore[arg-type]
+                _check_tensor(value, found)
             elif afield in (22, 23):  # sparse_tensor, sparse_tensors
-                _walk_sparse(value, found)  # type: ignore[arg-type]
+                _walk_sparse(value, found)
             elif afield in (6, 11):  # g, graphs (If/Loop/Scan bodies)
-                _walk_graph(value, depth + 1, found)  # type: ignore[arg-type]
+                _walk_graph(value, depth + 1, found)
 
 
 def external_data_tensors(model_bytes: bytes) -> list[tuple[str, str]]:
@@ -220,7 +221,8 @@ def external_data_tensors(model_bytes: bytes) -> list[tuple[str, str]]:
 
     Example:
         >>> w = tensor_external("w", [2, 2], "../../etc/passwd")
-        >>> m = model([node("MatMul", ["x", "w"], ["y"])], [value_info("x", ["N", 2])], [value_info("y", ["N", 2])], [w])
+        >>> io = [value_info("x", ["N", 2])], [value_info("y", ["N", 2])]
+        >>> m = model([node("MatMul", ["x", "w"], ["y"])], *io, [w])
         >>> external_data_tensors(m)
         [('w', '../../etc/passwd')]
     """
@@ -229,9 +231,9 @@ def external_data_tensors(model_bytes: bytes) -> list[tuple[str, str]]:
         if wire != _LEN:
             continue
         if field == 7:  # graph
-            _walk_graph(value, 0, found)  # type: ignore[arg-type]
+            _walk_graph(value, 0, found)
         elif field == 25:  # functions: FunctionProto.node = 7
-            for ffield, fwire, fvalue in _fields(value):  # type: ignore[arg-type]
+            for ffield, fwire, fvalue in _fields(value):
                 if ffield == 7 and fwire == _LEN:
-                    _walk_node(fvalue, 0, found)  # type: ignore[arg-type]
+                    _walk_node(fvalue, 0, found)
     return found

@@ -539,16 +539,16 @@ def _tensor_lists(m: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
         graphs.append(("full_model", m["full_model"]))
     for method, parts in sorted((m.get("parts") or {}).items()):
         graphs += [(f"parts.{method}.graphs.{k}", g) for k, g in sorted(parts["graphs"].items())]
-    for field, g in graphs:
-        out += [(f"{field}.inputs", g.get("inputs") or []), (f"{field}.outputs", g.get("outputs") or [])]
+    for where, g in graphs:
+        out += [(f"{where}.inputs", g.get("inputs") or []), (f"{where}.outputs", g.get("outputs") or [])]
     return out
 
 
 def _check_shapes(m: dict[str, Any], path: Path | str) -> None:
     """Axes are integers (JSON ``8.0`` passes the schema's "integer") and no tensor is absurdly large."""
-    for field, tensors in _tensor_lists(m):
+    for key, tensors in _tensor_lists(m):
         for j, t in enumerate(tensors):
-            where = f"{field}.{j}.shape"
+            where = f"{key}.{j}.shape"
             for k, d in enumerate(t["shape"]):
                 if d is not None and (type(d) is not int or not 1 <= d <= MAX_DIM):
                     raise BundleError(f"axis {k} must be null or an integer from 1 to {MAX_DIM}, got {d!r}",
@@ -574,12 +574,12 @@ def _check_cross_fields(m: dict[str, Any], path: Path | str) -> None:
     _check_thresholds(m["policy"]["thresholds"], path, "policy.thresholds")
     for key, variant in m["policy"].get("variants", {}).items():
         _check_thresholds(variant["thresholds"], path, f"policy.variants.{key}.thresholds")
-    for field, graph in [(f"segments.{i}", s) for i, s in enumerate(m["segments"])]:
-        for j, f in enumerate(graph["files"]):
+    for i, seg in enumerate(m["segments"]):
+        for j, f in enumerate(seg["files"]):
             b = f.get("batch_size")
             if b is not None and type(b) is not int:
                 raise BundleError(f"batch_size must be null or an integer, got {b!r}", path=path,
-                                  field=f"{field}.files.{j}.batch_size")
+                                  field=f"segments.{i}.files.{j}.batch_size")
     segments, exits = m["segments"], m["exits"]
     for i, seg in enumerate(segments):
         if seg["index"] != i:

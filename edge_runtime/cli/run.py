@@ -82,8 +82,8 @@ def _run(rt: Any, args: argparse.Namespace) -> int:
         sample = [d or 1 for d in rt.input_spec.shape[1:]]
         most = max(1, MAX_RANDOM_BYTES // (4 * math.prod(sample)))
         if not 1 <= args.random <= most:
-            raise InputError(f"--random: expected a sample count from 1 to {most} (at most {MAX_RANDOM_BYTES >> 20} MiB "
-                             f"of input for this bundle), got {args.random}")
+            raise InputError(f"--random: expected a sample count from 1 to {most} (at most "
+                             f"{MAX_RANDOM_BYTES >> 20} MiB of input for this bundle), got {args.random}")
         x = np.random.default_rng(0).standard_normal([args.random, *sample]).astype(np.float32)
     else:
         x = load_npy(args.input)

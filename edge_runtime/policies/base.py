@@ -65,7 +65,7 @@ class ExitPolicy(ABC):
             thresholds = self.default_threshold()
         scalar = isinstance(thresholds, (int, float, np.integer, np.floating)) and not isinstance(thresholds, bool)
         try:
-            values = [float(t) for t in ([thresholds] if scalar else thresholds)]  # type: ignore[union-attr]
+            values = [float(t) for t in ([thresholds] if scalar else thresholds)]  # type: ignore[arg-type, union-attr]
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"thresholds must be finite numbers, got {thresholds!r}") from None
         if any(not np.isfinite(v) for v in values):

@@ -11,7 +11,6 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel

@@ -12,6 +12,7 @@ by the app (``408``, :mod:`edge_runtime.serve.app`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -19,7 +20,7 @@ log = logging.getLogger("edge_runtime.serve")
 
 
 def _reply(status: bytes, message: str) -> bytes:
-    body = ('{"error": "%s", "field": "headers", "expected": null}' % message).encode()
+    body = json.dumps({"error": message, "field": "headers", "expected": None}).encode()
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
@@ -66,7 +67,7 @@ def limited_protocol(header_timeout_s: float, max_header_bytes: int) -> type[asy
                             header_timeout_s)
                 self._refuse(b"408 Request Timeout", f"request headers not complete within {header_timeout_s} s")
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm()
 

@@ -90,8 +90,10 @@ def systemd_quote(word: str, *, variables: bool = True) -> str:
     backslashes.
 
     Example:
-        >>> systemd_quote("/opt/my bundles/a"), systemd_quote("50%"), systemd_quote("$X"), systemd_quote("$X", variables=False)
-        ('"/opt/my bundles/a"', '50%%', '$$X', '$X')
+        >>> systemd_quote("/opt/my bundles/a"), systemd_quote("50%")
+        ('"/opt/my bundles/a"', '50%%')
+        >>> systemd_quote("$X"), systemd_quote("$X", variables=False)
+        ('$$X', '$X')
     """
     escaped = _no_control(word, "value").replace("%", "%%")
     if variables:

@@ -23,7 +23,7 @@ import edge_runtime
 from edge_runtime import _onnx_proto as P
 from edge_runtime.backends import create_backend
 from edge_runtime.bundle import read_bundle
-from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, InputError
+from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.runtime import Runtime
 from edge_runtime.synthetic import synthetic_weights
@@ -108,7 +108,7 @@ def test_external_data_swap_cannot_change_a_pinned_model(bundle_copy: Path) -> N
 def test_external_data_reader_walks_subgraphs_and_refuses_garbage() -> None:
     inner = P.model([P.node("Constant", [], ["c"], [P._bytes(5, P.tensor_external("c", [1], "x.bin"))])], [], [])
     graph = memoryview(inner)
-    g_bytes = next(bytes(v) for f, w, v in P._fields(graph) if f == 7)  # type: ignore[arg-type]
+    g_bytes = next(bytes(v) for f, w, v in P._fields(graph) if f == 7)
     if_node = P.node("If", ["cond"], ["z"], [P._str(1, "then_branch") + P._bytes(6, g_bytes) + P._int(20, 5)])
     outer = P.model([if_node], [], [])
     assert P.external_data_tensors(outer) == [("c", "x.bin")]

@@ -110,8 +110,8 @@ def served(make_bundle: Callable[..., Path], tmp_path_factory: pytest.TempPathFa
     root = tmp_path_factory.mktemp("hardened-serve")
     bundle = gather_bundle(make_bundle(num_exits=3), root / "bundle")
     port = _free_port()
-    args = ["serve", f"syn={bundle}", "--port", str(port), "--threads", "1", "--max-wait-ms", "1", "--max-batch-size", "4",
-            *LIMITS]
+    args = ["serve", f"syn={bundle}", "--port", str(port), "--threads", "1", "--max-wait-ms", "1",
+            "--max-batch-size", "4", *LIMITS]
     code = blocker_prelude + f"from edge_runtime.cli import main\nsys.exit(main({args!r}))\n"
     daemon = _Daemon(code, root / "daemon.log", port)
     try:
@@ -287,7 +287,7 @@ def test_a_busy_port_is_a_one_line_error_exit_2(make_bundle: Callable[..., Path]
     assert err[0].startswith("edge-runtime serve: error:") and str(port) in err[0] and "in use" in err[0]
 
 
-# -- in process: decoding off the event loop, the reload smoke run ------------------------------------------------------
+# -- in process: decoding off the event loop, the reload smoke run -----------------------------------------------
 @pytest.fixture()
 def app_repo(make_bundle: Callable[..., Path]) -> Iterator[tuple[Any, Any]]:
     from edge_runtime.serve.app import create_app
@@ -345,9 +345,9 @@ def test_the_reload_smoke_run_uses_the_servers_batch_sizes(make_bundle: Callable
     shape = P._int(1, 2) + P._int(2, 7) + P._str(8, "shape") + P._bytes(9, np.array([2, 4], "<i8").tobytes())
     nodes = [P.node("MatMul", ["input", "w0"], ["pre0"]), P.node("Relu", ["pre0"], ["hidden_0"]),
              P.node("MatMul", ["hidden_0", "head0"], ["flat"]), P.node("Reshape", ["flat", "shape"], [EXIT_OUTPUT])]
-    _pin(dst, "segments/segment_0.onnx", P.model(
-        nodes, [P.value_info("input", ["N", 8])], [P.value_info("hidden_0", ["N", 8]), P.value_info(EXIT_OUTPUT, ["N", 4])],
-        [P.tensor("w0", w.w), P.tensor("head0", w.head), shape]))
+    outputs = [P.value_info("hidden_0", ["N", 8]), P.value_info(EXIT_OUTPUT, ["N", 4])]
+    _pin(dst, "segments/segment_0.onnx", P.model(nodes, [P.value_info("input", ["N", 8])], outputs,
+                                                 [P.tensor("w0", w.w), P.tensor("head0", w.head), shape]))
     repo = ModelRepository({"syn": dst}, ServeConfig(threads=1, max_batch_size=8), ServeMetrics())
     with pytest.raises(BundleError, match="smoke run"):
         repo.load("syn")
