@@ -131,7 +131,7 @@ def _tensor(data: Any, shape: list[int], **extra: Any) -> dict[str, Any]:
 
 # -- 6. 4xx naming the field, not 500 -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("body", "status", "field"), [
-    (_tensor([0.0] * 8, [1, 1, 2 ** 32, 2 ** 32]), 422, "inputs[0].shape"),
+    (_tensor([], [1, 1, 2 ** 32, 2 ** 32]), 422, "inputs[0].shape"),  # int64 product wraps to 0 == len([])
     (_tensor([0.0] * 8, [2 ** 63 - 1, 8]), 422, "inputs[0].shape"),
     (b'{"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": [1' + b"0" * 400
      + b', 0, 0, 0, 0, 0, 0, 0]}]}', 422, "inputs[0].data"),
@@ -141,6 +141,8 @@ def _tensor(data: Any, shape: list[int], **extra: Any) -> dict[str, Any]:
      b'"parameters": {"thresholds": [1e400, 1]}}', 422, "parameters.thresholds"),
     (b"[" * 5000 + b"]" * 5000, 400, "body"),
     (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),
+    (b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b', "inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", '
+     b'"data": [0, 0, 0, 0, 0, 0, 0, 0]}]}', 400, "body"),
     (_tensor(["0.5"] * 8, [1, 8]), 422, "inputs[0].data"),
     (_tensor([True] * 8, [1, 8]), 422, "inputs[0].data"),
     (_tensor([0.5] * 7 + [None], [1, 8]), 422, "inputs[0].data"),
@@ -149,7 +151,7 @@ def _tensor(data: Any, shape: list[int], **extra: Any) -> dict[str, Any]:
     (b'{"id": "a", "id": "b", "inputs": []}', 400, "body"),
     (_tensor([0.0] * 8, [1, 8], id=["not", "a", "string"]), 422, "id"),
 ], ids=["shape-product-wraps", "shape-huge-batch", "int-beyond-float", "threshold-int-beyond-float",
-        "threshold-1e400", "nested-5000", "nested-5000-inputs", "numeric-strings", "booleans", "null",
+        "threshold-1e400", "nested-5000", "nested-5000-inputs", "nested-5000-id", "numeric-strings", "booleans", "null",
         "duplicate-shape-key", "duplicate-id-key", "id-not-a-string"])
 def test_bad_requests_are_4xx_naming_the_field(served: tuple[_Daemon, Path], body: Any, status: int,
                                                field: str) -> None:
