@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime._json import json_problem, no_duplicate_keys
 from edge_runtime.errors import BundleError
 from edge_runtime.files import FORMAT_NAME, MANIFEST_NAME, write_json_atomic
 
@@ -672,42 +673,6 @@ def _read_manifest_bytes(path: Path) -> bytes:
         os.close(fd)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} given twice in one object")
-        out[key] = value
-    return out
-
-
-def json_problem(doc: Any, limit: int) -> tuple[str, str] | None:
-    """The first thing a strict reader refuses in a parsed JSON document, as ``(field, why)``: nesting deeper than
-    ``limit`` objects/arrays, or a number that is not finite (``NaN``/``Infinity`` literals, ``1e400``). Walked level
-    by level, without recursion.
-
-    Example:
-        >>> json_problem({"a": [[1]]}, 3) is None, json_problem({"a": [[1]]}, 2)
-        (True, ('a.0', 'nests deeper than 2 levels'))
-        >>> json_problem({"t": [0.5, float("inf")]}, 8)
-        ('t.1', 'inf is not a finite number')
-    """
-    level: list[tuple[str, Any]] = [("", doc)]
-    for depth in range(limit + 1):
-        nxt: list[tuple[str, Any]] = []
-        for where, item in level:
-            if isinstance(item, float) and not math.isfinite(item):
-                return where or "(top level)", f"{item} is not a finite number"
-            children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
-            if children and depth == limit:
-                return where or "(top level)", f"nests deeper than {limit} levels"
-            nxt += [(f"{where}.{k}" if where else str(k), v) for k, v in children]
-        if not nxt:
-            return None
-        level = nxt
-    return None
-
-
 def parse_json_strict(text: str, *, path: Path | str = MANIFEST_NAME, limit: int = MAX_NESTING) -> Any:
     """Parse a manifest's JSON strictly: no ``NaN``/``Infinity`` literals, no key given twice in an object, at most
     ``limit`` levels of nesting.
@@ -716,7 +681,7 @@ def parse_json_strict(text: str, *, path: Path | str = MANIFEST_NAME, limit: int
         BundleError: naming ``path`` and what is wrong.
     """
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        data = json.loads(text, object_pairs_hook=no_duplicate_keys)
     except RecursionError:
         raise BundleError(f"not valid JSON: nests deeper than {limit} levels", path=path) from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError, and so is the duplicate-key refusal

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime._json import no_duplicate_keys
 from edge_runtime.errors import ConfigError, EdgeRuntimeError, InputError
 from edge_runtime.modes import MODES
 from edge_runtime.policies import ExitPolicy
@@ -60,21 +61,12 @@ def loads(body: bytes) -> Any:
     keys = _count_keys(doc)  # also bounds the nesting
     if keys and sum(1 for m in _JSON_STRING.finditer(body) if m.group(1)) != keys:
         try:  # a key given twice: the standard library names it
-            json.loads(body, object_pairs_hook=_no_duplicates)
+            json.loads(body, object_pairs_hook=no_duplicate_keys)
         except ValueError as exc:
             raise RequestError(400, f"body is not valid JSON ({exc})", field="body", expected=_BODY_EXPECTED) from None
         raise RequestError(400, "body is not valid JSON (a key is given twice in one object)", field="body",
                            expected=_BODY_EXPECTED)
     return doc
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} given twice in one object")
-        out[key] = value
-    return out
 
 
 def _count_keys(doc: Any) -> int:
