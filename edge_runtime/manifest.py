@@ -44,6 +44,9 @@ MAX_NESTING = 64
 MAX_DIM = 2**31 - 1
 MAX_SAMPLE_ELEMENTS = 1 << 25
 MAX_FILE_BATCH = 4096
+#: a non-final segment's decision score, computed inside its graph by the bundle policy's own formula (optional;
+#: ``segments[i].score`` records which policy and arguments), so the executor compares one number per sample
+SCORE_OUTPUT = EXIT_OUTPUT + ".score"
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
              "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
@@ -308,12 +311,14 @@ class OperatingPoint:
     exit_fractions: list[float]
     mean_latency_s: float | None = None
     expected_speedup: float | None = None
+    #: share of samples answered as the final exit answers them (what the daemon's accuracy monitor watches live)
+    agreement: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OperatingPoint:
         return cls([float(t) for t in d.get("thresholds", [])], float(d["accuracy"]), float(d.get("mean_flops", 0.0)),
                    float(d.get("flops_fraction", 1.0)), [float(f) for f in d.get("exit_fractions", [])],
-                   d.get("mean_latency_s"), d.get("expected_speedup"))
+                   d.get("mean_latency_s"), d.get("expected_speedup"), d.get("agreement"))
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(asdict(self))

@@ -178,6 +178,13 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
     return history, ctx.is_main
 
 
+def _guarantee_options(cal_spec: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """``calibrate``'s risk-control settings (``confidence: null`` keeps the point estimate)."""
+    return {"confidence": cal_spec.get("confidence"), "risk": cal_spec.get("risk", "label_drop"),
+            "bound": cal_spec.get("bound", "binomial"), "selection_fraction": cal_spec.get("selection_fraction", 0.3),
+            "seed": int(recipe["seed"])}
+
+
 def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Path, overwrite: bool,
                           recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any],
                           stages: Sequence[ConversionStage] = (), ctx: StageContext | None = None) -> Path:
@@ -206,7 +213,7 @@ def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Pat
         cal = calibrate(outs_c, yc, pol["name"], pol["kwargs"], flops=flops, latency=latency,
                         full_latency=full_latency, full_flops=full_flops,
                         max_accuracy_drop=cal_spec["max_accuracy_drop"], cost=cal_spec["cost"],
-                        levels=cal_spec["levels"])
+                        levels=cal_spec["levels"], **_guarantee_options(cal_spec, recipe))
         chosen = cal.chosen
         section = cal.to_manifest()
         if latency is not None:

@@ -11,7 +11,10 @@
       stages:
         - {name: branchy, loss: {name: weighted_exits, kwargs: {}}, optimizer: {name: adam, kwargs: {}},
            lr: 0.002, epochs: 8, batch_size: 64, weight_decay: 0.0005, schedule: {name: cosine, kwargs: {}}}
-    calibrate: {max_accuracy_drop: 1.0, cost: flops, levels: null, measure_latency: true, latency_repeats: 200}
+    calibrate: {max_accuracy_drop: 1.0, confidence: 0.9, risk: label_drop, bound: binomial, selection_fraction: 0.3,
+                cost: flops, levels: null, measure_latency: true, latency_repeats: 200}
+    # confidence: null = the point estimate (cheapest point within the budget on the calibration split);
+    # a probability = the budget holds on new data with that probability (edge_runtime/calibration/risk.py)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from converters.models.registry import HEADS, MODELS
 from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from converters.training.registry import LOSSES, OPTIMIZERS, SCHEDULES
 from converters.training.trainer import StageConfig
+from edge_runtime.calibration.risk import BOUNDS, RISKS
 from edge_runtime.datasets import DATASETS, DEFAULT_FRACTIONS, SPLITS
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import POLICIES
@@ -183,9 +187,22 @@ def _train(value: Any, where: str) -> dict[str, Any]:
 
 @section("calibrate")
 def _calibrate(value: Any, where: str) -> dict[str, Any]:
-    spec = expect_mapping(value, where, {"max_accuracy_drop": 1.0, "cost": "flops", "levels": None,
-                                         "measure_latency": True, "latency_repeats": 200})
+    spec = expect_mapping(value, where, {"max_accuracy_drop": 1.0, "confidence": None, "risk": "label_drop",
+                                         "bound": "binomial", "selection_fraction": 0.3, "cost": "flops",
+                                         "levels": None, "measure_latency": True, "latency_repeats": 200})
     spec["max_accuracy_drop"] = _number(spec["max_accuracy_drop"], f"{where}.max_accuracy_drop", low=0.0)
+    if spec["confidence"] is not None:
+        c = _number(spec["confidence"], f"{where}.confidence")
+        if not 0.0 < c < 1.0:
+            raise ConfigError(f"recipe key {where}.confidence: expected a probability in (0, 1) or null (the point "
+                              f"estimate), got {spec['confidence']!r}")
+        spec["confidence"] = c
+    for key, known in (("risk", RISKS), ("bound", BOUNDS)):
+        if spec[key] not in known:
+            raise ConfigError(f"recipe key {where}.{key}: expected one of {', '.join(known)}, got {spec[key]!r}")
+    f = _number(spec["selection_fraction"], f"{where}.selection_fraction")
+    if not 0.0 < f < 1.0:
+        raise ConfigError(f"recipe key {where}.selection_fraction: expected a fraction in (0, 1), got {f!r}")
     if spec["cost"] not in ("flops", "latency"):
         raise ConfigError(f"recipe key {where}.cost: expected flops or latency, got {spec['cost']!r}")
     if spec["levels"] is not None:

@@ -92,6 +92,7 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
     if chosen.exit_fractions:
         lines.append("  leaves at exit: "
                      + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen.exit_fractions)))
+    lines.append(guarantee_line(cal.other))
     test = cal.test
     if test.get("chosen"):
         t = test["chosen"]
@@ -104,6 +105,20 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
                      f"accuracy {_pct(orc.get('accuracy'))}, mean FLOPs {_pct(orc.get('flops_fraction'))}"
                      + _speed(orc))
     return lines
+
+
+def guarantee_line(cal: dict) -> str:
+    """What the thresholds promise on new data: the risk-controlled guarantee, or that they are a point estimate."""
+    g = cal.get("guarantee")
+    if not g:
+        return ("guarantee: none (calibrate.confidence: null): the cheapest point within the budget on the "
+                "calibration split; on new data the drop can exceed the budget")
+    if not g.get("certified"):
+        return (f"guarantee: no setting certified at confidence {g['confidence']:g} on {g['n_test']} held-out "
+                "calibration samples: no sample leaves early (risk 0)")
+    return (f"guarantee: {g['statement']}; upper bound {100 * g['upper_bound']:.2f} point(s) "
+            f"({g['bound']} on {g['n_test']} held-out calibration samples, {g['rejected']} of {g['tested']} settings "
+            f"certified; {g['method']})")
 
 
 def run(args: argparse.Namespace) -> int:
