@@ -21,10 +21,10 @@ from edge_runtime.backends.base import check_threads
 from edge_runtime.bundle import Bundle, BundleFile, read_bundle
 from edge_runtime.errors import BundleError, ConfigError, InputError
 from edge_runtime.executor import ExitRun, GraphRunner, OnExit, Tensors, decide_exits, simulate_exits
-from edge_runtime.manifest import EXIT_OUTPUT, GraphSpec, InputSpec, Manifest
+from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT, GraphSpec, InputSpec, Manifest
 from edge_runtime.meters import create_meter
 from edge_runtime.modes import MODES, InferenceResult, Mode
-from edge_runtime.policies import POLICIES, ExitPolicy, create_policy
+from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import UnknownNameError
 
 __all__ = ["MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits"]
@@ -66,6 +66,8 @@ class Runtime:
         self._full: GraphRunner | None = None
         if m.full_model is not None and self._graph_files(m.full_model, "full_model") is not None:
             self._full = self.open_graph(m.full_model, "full_model")
+        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph
+        self.in_graph_score = _in_graph_score(m, self.segments)
         self.default_policy = self._bundle_policy()
 
     def _bundle_policy(self) -> ExitPolicy:
@@ -143,7 +145,10 @@ class Runtime:
             thr = thresholds if thresholds is not None else spec.thresholds_for(self.variant)
         else:
             name, kw, thr = policy, kwargs, thresholds
-        return create_policy(name, self.num_exits, thr, **kw)
+        pol = create_policy(name, self.num_exits, thr, **kw)
+        if isinstance(pol, ScorePolicy) and self.in_graph_score == (name, pol.config()):
+            pol.read_score_output()  # the segments compute this very score: compare one number per sample
+        return pol
 
     # -- input ----------------------------------------------------------------------------
     def check_input(self, x: Any) -> Any:
@@ -276,7 +281,7 @@ def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session
         BundleError: naming the file's field (batch size) or the graph's ``inputs``/``outputs`` field.
     """
     missing = sorted(set(graph.input_names) - set(session.input_names)) + \
-        sorted(set(graph.output_names) - set(session.output_names))
+        sorted(set(graph.output_names) - set(session.output_names) - {SCORE_OUTPUT})  # a file may lack the score
     if missing:
         raise BundleError(f"graph {f.path.name} has inputs {session.input_names} and outputs {session.output_names}; "
                           f"the manifest names {missing} too", path=f.path, field=field)
@@ -296,6 +301,15 @@ def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session
             if not fits or got.dtype != spec.dtype:
                 raise BundleError(f"{kind} {spec.name!r}: the graph declares {list(got.shape)} {got.dtype}, the "
                                   f"manifest {list(spec.shape)} {spec.dtype}", path=f.path, field=f"{field}.{kind}s")
+
+
+def _in_graph_score(m: Manifest, runners: Sequence[GraphRunner]) -> tuple[str, dict[str, Any]] | None:
+    """The (policy, kwargs) every non-final segment scores in its graph, when all of them do and agree."""
+    specs = [seg.extra.get("score") for seg in m.segments[:-1]]
+    if not specs or any(not sp or SCORE_OUTPUT not in r.output_names for sp, r in zip(specs, runners)):
+        return None
+    first = (specs[0]["policy"], dict(specs[0]["kwargs"]))
+    return first if all((sp["policy"], dict(sp["kwargs"])) == first for sp in specs) else None
 
 
 def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:

@@ -450,7 +450,6 @@ def _no_exit_policy(runtime: Any) -> Any:
     """The bundle's policy with thresholds no sample can meet (same decision cost, nobody leaves)."""
     spec = runtime.manifest.policy
     probe = _probe(spec.name, runtime.num_exits, spec.kwargs)
-    if isinstance(probe, ScorePolicy):
-        never = -1e30 if probe.lower_is_confident else 1e30
-        return create_policy(spec.name, runtime.num_exits, never, **spec.kwargs)
+    if isinstance(probe, ScorePolicy):  # made by the runtime: it reads the in-graph score when the graphs have it
+        return runtime.make_policy(None, _never_thresholds(probe, runtime.num_exits))
     return create_policy("never", runtime.num_exits)
