@@ -305,11 +305,13 @@ def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session
 
 def _in_graph_score(m: Manifest, runners: Sequence[GraphRunner]) -> tuple[str, dict[str, Any]] | None:
     """The (policy, kwargs) every non-final segment scores in its graph, when all of them do and agree."""
-    specs = [seg.extra.get("score") for seg in m.segments[:-1]]
-    if not specs or any(not sp or SCORE_OUTPUT not in r.output_names for sp, r in zip(specs, runners)):
-        return None
-    first = (specs[0]["policy"], dict(specs[0]["kwargs"]))
-    return first if all((sp["policy"], dict(sp["kwargs"])) == first for sp in specs) else None
+    found: list[tuple[str, dict[str, Any]]] = []
+    for seg, runner in zip(m.segments[:-1], runners):
+        spec = seg.extra.get("score")
+        if not spec or SCORE_OUTPUT not in runner.output_names:
+            return None
+        found.append((spec["policy"], dict(spec["kwargs"])))
+    return found[0] if found and all(f == found[0] for f in found) else None
 
 
 def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
