@@ -19,7 +19,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
-    @property
+    @cached_property
     def np_dtype(self) -> np.dtype:
         return np.dtype(NP_DTYPES[self.dtype])
 

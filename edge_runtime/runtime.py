@@ -9,6 +9,8 @@ imports torch.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ class Runtime:
         self.meter: Any = None  # an energy meter (see edge_runtime.meters), attached by the caller
         self.profile: Any = None  # the DeviceProfile applied by load_bundle, if any
         self._mode_state: dict[str, Any] = {}
+        self._supported: dict[str, Mode] = {}  # modes checked against this bundle (Runtime.mode)
         self.segments = [self.open_graph(seg, f"segments.{seg.index}") for seg in m.segments]
         later: set[str] = set()
         carry: list[tuple[str, ...]] = []
@@ -169,6 +172,8 @@ class Runtime:
         Raises:
             InputError: wrong type, names, rank, shape, dtype, batch sizes, or NaN/Inf values.
         """
+        if type(x) is np.ndarray and len(self.inputs) == 1:  # the common case, checked with the least work
+            return {self.inputs[0].name: _check_one(self.inputs[0], x, False)}
         if isinstance(x, Mapping):
             unknown = sorted(set(x) - {s.name for s in self.inputs})
             missing = [s.name for s in self.inputs if s.name not in x]
@@ -211,11 +216,15 @@ class Runtime:
         Raises:
             ConfigError: unknown mode, or one this bundle does not support (says why).
         """
+        mode = self._supported.get(name)
+        if mode is not None:
+            return mode
         mode = MODES.get(name)
         why = mode.unsupported(self.manifest)
         if why is not None:
             raise ConfigError(f"{self.bundle.root}: bundle {self.name!r} cannot run mode {name!r}: {why}; "
                               f"its modes: {', '.join(self.modes())}")
+        self._supported[name] = mode
         return mode
 
     def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
@@ -250,9 +259,10 @@ class Runtime:
 
     def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
         """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
-        segments = self.segments
-        return decide_exits(lambda i, f, alive: segments[i].run(f), len(segments), feeds, policy,
-                            carry=self._carry, on_exit=on_exit)
+        return decide_exits(self._run_segment, len(self.segments), feeds, policy, carry=self._carry, on_exit=on_exit)
+
+    def _run_segment(self, i: int, feeds: Tensors, alive: np.ndarray) -> Tensors:
+        return self.segments[i].run(feeds)
 
     def exit_outputs(self, x: Any) -> list[np.ndarray]:
         """Every exit's ``exit`` output for every sample (runs all segments); for calibration and oracles."""
@@ -315,25 +325,60 @@ def _in_graph_score(m: Manifest, runners: Sequence[GraphRunner]) -> tuple[str, d
 
 
 def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
-    what = f"input {spec.name!r}" if named else "input"
     sample = spec.sample_shape
-    expected = "(N, " + ", ".join(str(d) for d in sample) + ")"
-    if not isinstance(x, np.ndarray):
-        raise InputError(f"{what} must be a numpy array of shape {expected}, got {type(x).__name__}")
+    if type(x) is not np.ndarray and not isinstance(x, np.ndarray):
+        raise InputError(f"{_what(spec, named)} must be a numpy array of shape {_expected(sample)}, "
+                         f"got {type(x).__name__}")
     if x.ndim != len(sample) + 1:
-        raise InputError(f"{what} has rank {x.ndim} (shape {tuple(x.shape)}); expected rank {len(sample) + 1}, "
-                         f"shape {expected}")
-    for axis, (got, want) in enumerate(zip(x.shape[1:], sample), start=1):
-        if want is not None and got != want:
-            raise InputError(f"{what} shape {tuple(x.shape)} does not match {expected} at axis {axis}")
+        raise InputError(f"{_what(spec, named)} has rank {x.ndim} (shape {tuple(x.shape)}); expected rank "
+                         f"{len(sample) + 1}, shape {_expected(sample)}")
+    if x.shape[1:] != sample:
+        for axis, (got, want) in enumerate(zip(x.shape[1:], sample), start=1):
+            if want is not None and got != want:
+                raise InputError(f"{_what(spec, named)} shape {tuple(x.shape)} does not match {_expected(sample)} "
+                                 f"at axis {axis}")
     if x.shape[0] == 0:
-        raise InputError(f"{what} batch is empty")
+        raise InputError(f"{_what(spec, named)} batch is empty")
     if x.dtype != spec.np_dtype:
-        raise InputError(f"{what} dtype is {x.dtype}; expected {spec.dtype} (convert with x.astype(np.{spec.dtype}))")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise InputError(f"{_what(spec, named)} dtype is {x.dtype}; expected {spec.dtype} (convert with "
+                         f"x.astype(np.{spec.dtype}))")
+    if x.dtype.kind == "f" and not _all_finite(x):
         bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum())
-        raise InputError(f"{what} contains NaN or Inf values in {bad} sample(s)")
-    return np.ascontiguousarray(x)
+        raise InputError(f"{_what(spec, named)} contains NaN or Inf values in {bad} sample(s)")
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _what(spec: InputSpec, named: bool) -> str:
+    return f"input {spec.name!r}" if named else "input"
+
+
+def _expected(sample: tuple[int | None, ...]) -> str:
+    return "(N, " + ", ".join(str(d) for d in sample) + ")"
+
+
+_ZEROS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """Whether every value is finite. For float32/float64 one dot product with zeros decides it (x * 0 is 0 for a
+    finite x and NaN for NaN or +-Inf, and NaN survives the sum): no temporary array of the input's size."""
+    if x.dtype not in (np.float32, np.float64):
+        return bool(np.isfinite(x).all())
+    key = (x.dtype.char, x.size)
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        if len(_ZEROS) >= 16:
+            _ZEROS.clear()
+        zeros = _ZEROS[key] = np.zeros(x.size, dtype=x.dtype)
+    try:
+        return math.isfinite(float(np.dot(x.reshape(-1), zeros)))
+    except RuntimeWarning:  # warnings turned into errors: Inf * 0 raised "invalid value"
+        return False
+
+
+# a non-finite input makes the check above compute Inf * 0: expected, and reported as an InputError instead
+warnings.filterwarnings("ignore", message="invalid value encountered in dot", category=RuntimeWarning,
+                        module=__name__)
 
 
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,

@@ -16,5 +16,6 @@ from edge_runtime.calibration.search import (
     threshold_candidates,
 )
 
-__all__ = ["oracle_exits", "pareto_front", "Guarantee", "guaranteed_threshold", "Calibration", "OperatingPoint", "calibrate", "evaluate_point",
+__all__ = ["oracle_exits", "pareto_front", "Guarantee", "guaranteed_threshold",
+           "Calibration", "OperatingPoint", "calibrate", "evaluate_point",
            "measure_segment_latency", "oracle", "threshold_candidates"]

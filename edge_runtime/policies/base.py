@@ -98,6 +98,11 @@ class ExitPolicy(ABC):
         the executor answers every remaining sample there. ``state`` may be updated in place.
         """
 
+    def decide_one(self, exit_index: int, output: Any, state: State) -> bool:
+        """:meth:`decide` for a batch of one sample, as a plain bool (the executor's batch-1 path; a policy may
+        override it to skip building a mask)."""
+        return bool(self.decide(exit_index, output, state)[0])
+
     def config(self) -> dict[str, Any]:
         """The policy's own keyword arguments (without thresholds), for the manifest."""
         return {}
@@ -135,6 +140,10 @@ class ScorePolicy(ExitPolicy):
     def decide(self, exit_index: int, output: Any, state: State) -> np.ndarray:
         return self.passes(output[SCORE_OUTPUT] if type(output) is dict else self.score(output),
                            self.thresholds[exit_index])
+
+    def decide_one(self, exit_index: int, output: Any, state: State) -> bool:
+        score = output[SCORE_OUTPUT] if type(output) is dict else self.score(output)
+        return bool(self.passes(float(score[0]), self.thresholds[exit_index]))
 
 
 def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None,
