@@ -154,7 +154,7 @@ def decide_exits(run_segment: SegmentFn, num_segments: int, inputs: Mapping[str,
     whole = reads == (EXIT_OUTPUT,)
     alive = _rows(n)
     state = policy.start(n)
-    feeds: Mapping[str, np.ndarray] = inputs
+    feeds: Tensors = inputs if type(inputs) is dict else dict(inputs)
     clock = time.perf_counter
     start = clock()
     for i in range(num_segments):

@@ -363,6 +363,38 @@ class CalibrationRecord:
 
 
 @dataclass(frozen=True)
+class DeploymentRecord:
+    """What to run by default (``deployment``): the mode, the files' format and precision, the thresholds it was
+    chosen with, and why (written by :mod:`edge_runtime.calibration.deploy`; ``other`` keeps the candidates)."""
+
+    mode: str
+    format: str
+    precision: str
+    thresholds: tuple[float, ...] | None = None
+    why: str = ""
+    other: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = ("mode", "format", "precision", "thresholds", "why")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> DeploymentRecord | None:
+        if not d:
+            return None
+        thr = d.get("thresholds")
+        return cls(d["mode"], d["format"], d["precision"], None if thr is None else tuple(float(t) for t in thr),
+                   d.get("why", ""), {k: v for k, v in d.items() if k not in cls._KNOWN})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.other, "mode": self.mode, "format": self.format, "precision": self.precision,
+                "thresholds": None if self.thresholds is None else list(self.thresholds), "why": self.why}
+
+    @property
+    def variant(self) -> str:
+        """``format/precision`` (a key of ``policy.variants``)."""
+        return f"{self.format}/{self.precision}"
+
+
+@dataclass(frozen=True)
 class Verification:
     """PyTorch vs exported files: the tolerance, the max abs difference per exit and whether it passed."""
 
@@ -436,6 +468,7 @@ class Manifest:
     full_model: GraphSpec | None = None
     parts: dict[str, MethodParts] = field(default_factory=dict)
     calibration: CalibrationRecord | None = None
+    deployment: DeploymentRecord | None = None
     created: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None
@@ -487,7 +520,8 @@ class Manifest:
             verification=Verification.from_dict(d["verification"]),
             full_model=GraphSpec.from_dict(d["full_model"]) if d.get("full_model") else None,
             parts={k: MethodParts.from_dict(v) for k, v in (d.get("parts") or {}).items()},
-            calibration=CalibrationRecord.from_dict(d.get("calibration")), created=dict(d.get("created") or {}),
+            calibration=CalibrationRecord.from_dict(d.get("calibration")),
+            deployment=DeploymentRecord.from_dict(d.get("deployment")), created=dict(d.get("created") or {}),
             data=d.get("data"), recipe=d.get("recipe"), extra=d.get("extra"), format_version=int(d["format_version"]),
         )
 
@@ -504,6 +538,8 @@ class Manifest:
             out["parts"] = {k: v.to_dict() for k, v in self.parts.items()}
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
+        if self.deployment is not None:
+            out["deployment"] = json.loads(json.dumps(self.deployment.to_dict()))
         for key in ("created", "data", "recipe", "extra"):
             value = getattr(self, key)
             if value:

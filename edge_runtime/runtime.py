@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import _env, profiles
-from edge_runtime.backends import Backend, Session, create_backend
+from edge_runtime.backends import FORMAT_BACKENDS, Backend, Session, create_backend
 from edge_runtime.backends.base import check_threads
 from edge_runtime.bundle import Bundle, BundleFile, read_bundle
-from edge_runtime.errors import BundleError, ConfigError, InputError
+from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, InputError
 from edge_runtime.executor import ExitRun, GraphRunner, OnExit, Tensors, decide_exits, simulate_exits
 from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT, GraphSpec, InputSpec, Manifest
 from edge_runtime.meters import create_meter
@@ -72,6 +72,7 @@ class Runtime:
         #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph
         self.in_graph_score = _in_graph_score(m, self.segments)
         self.default_policy = self._bundle_policy()
+        self._default_mode = self.default_mode
 
     def _bundle_policy(self) -> ExitPolicy:
         """The manifest's policy; a bundle whose policy cannot be built is refused naming the field."""
@@ -227,16 +228,33 @@ class Runtime:
         self._supported[name] = mode
         return mode
 
+    @property
+    def default_mode(self) -> str:
+        """The mode :meth:`infer` runs when none is asked for: the bundle's recommended one (its ``deployment``
+        record) when this runtime runs the recommended files, else ``early_exit``."""
+        dep = self.manifest.deployment
+        if dep is not None and dep.variant == self.variant and dep.mode in self.modes():
+            return dep.mode
+        return "early_exit"
+
+    def resolve_mode(self, mode: str | None, policy_given: bool = False) -> str:
+        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given."""
+        if mode is not None:
+            return mode
+        return "early_exit" if policy_given else self._default_mode
+
     def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
-              mode: str = "early_exit", on_exit: OnExit | None = None) -> InferenceResult:
-        """Run a batch in a mode (default: early exit, each sample leaving at the first exit its policy accepts).
+              mode: str | None = None, on_exit: OnExit | None = None) -> InferenceResult:
+        """Run a batch in a mode (default: the bundle's recommended configuration, :attr:`default_mode`; early exit,
+        each sample leaving at the first exit its policy accepts, when a policy or thresholds are given).
 
         Args:
             x: model-ready input, shape (N, *input.shape[1:]), the manifest's dtype; or a mapping
                 input name -> array for a bundle with several inputs.
             policy: a policy name or object; None uses the bundle's calibrated policy.
             thresholds: per-exit thresholds overriding the policy's.
-            mode: a registered mode the bundle supports (``early_exit``, ``full``, a method's own).
+            mode: a registered mode the bundle supports (``early_exit``, ``full``, a method's own); None: the
+                default above.
             on_exit: ``on_exit(rows, exit, outputs, seconds)`` as soon as samples have their answer.
 
         Raises:
@@ -244,7 +262,7 @@ class Runtime:
             ConfigError: unknown policy/mode or bad thresholds.
         """
         feeds = self.feeds(x)
-        handler = self.mode(mode)
+        handler = self.mode(self.resolve_mode(mode, policy is not None or thresholds is not None))
         if policy is None and thresholds is None:
             pol: ExitPolicy | None = self.default_policy
         else:
@@ -389,11 +407,13 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
 
     Args:
         path: the bundle directory.
-        backend: a registered backend name (``onnxruntime``; ``litert`` where installed).
+        backend: a registered backend name (``onnxruntime``; ``litert`` where installed); None: the profile's,
+            else the one running the bundle's recommended files (``deployment``) when installed, else onnxruntime.
         threads: backend threads; None reads ``EDGE_RUNTIME_THREADS``, else the backend's default.
         precision: which precision variant of the files to run (``fp32``, ``fp16``, ``int8``,
             ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used. None: the
-            profile's preferred precision when the bundle holds it for this backend, else ``fp32``.
+            profile's preferred precision when the bundle holds it for this backend, else the bundle's recommended
+            one (``deployment``), else ``fp32``.
         verify_hashes: check every file's sha256 against the manifest (default True).
         batch_sizes: load only the fixed-batch files of these sizes (each must exist); None loads all.
         profile: a device profile (object, name, YAML path, or ``"auto"`` to detect); None uses
@@ -425,12 +445,21 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
         threads = check_threads(_env.default_threads(), "EDGE_RUNTIME_THREADS")
     if threads is None and prof is not None:
         threads = prof.threads
+    dep = bundle.manifest.deployment  # the recommended files, when nothing else decides
     if backend is None:
-        backend = prof.backend if prof is not None else "onnxruntime"
-    be = create_backend(backend, threads=threads, **backend_options)
+        backend = prof.backend if prof is not None else FORMAT_BACKENDS.get(dep.format, "onnxruntime") \
+            if dep is not None else "onnxruntime"
+        try:
+            be = create_backend(backend, threads=threads, **backend_options)
+        except EdgeRuntimeError:  # the recommended backend is not installed here: the default one
+            backend = "onnxruntime"
+            be = create_backend(backend, threads=threads, **backend_options)
+    else:
+        be = create_backend(backend, threads=threads, **backend_options)
     if precision is None:
         held = {(fmt, p) for fmt, p, _ in bundle.variants()}
-        wanted = prof.precision if prof is not None else "fp32"
+        wanted = prof.precision if prof is not None else \
+            dep.precision if dep is not None and dep.format == be.file_format else "fp32"
         precision = wanted if (be.file_format, wanted) in held else "fp32"
     rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
     rt.profile = prof

@@ -185,6 +185,20 @@ def _guarantee_options(cal_spec: dict[str, Any], recipe: Recipe) -> dict[str, An
             "seed": int(recipe["seed"])}
 
 
+def _recommend(bundle: Path, x: np.ndarray, y: np.ndarray, cal_spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``deployment`` record: every mode x backend x precision of the bundle on the calibration split, the
+    fastest within ``max_accuracy_drop`` of the one-graph model (measured here, or predicted for ``profile``)."""
+    from edge_runtime.calibration.deploy import measure_candidates, recommend
+
+    notes: list[str] = []
+    cands = measure_candidates(bundle, x, y, repeats=cal_spec["recommend_repeats"], profile=cal_spec["profile"],
+                               notes=notes)
+    rec = recommend(cands, budget_pts=cal_spec["max_accuracy_drop"]).to_dict()
+    rec["split"] = "calibration"
+    rec["notes"] = notes
+    return rec
+
+
 def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Path, overwrite: bool,
                           recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any],
                           stages: Sequence[ConversionStage] = (), ctx: StageContext | None = None) -> Path:
@@ -239,6 +253,9 @@ def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Pat
         for e, acc in zip(m["exits"], test_acc):
             e["test_accuracy"] = acc
         write_manifest(staging, m)
+        if cal_spec["recommend"]:  # every configuration the bundle holds, compared: the default follows the best
+            m["deployment"] = _recommend(staging, xc, yc, cal_spec)
+            write_manifest(staging, m)
         read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
         replace_dir(staging, out, overwrite=overwrite)
     return out

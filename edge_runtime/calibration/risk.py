@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -341,3 +341,18 @@ def certify_sequence(candidates: Sequence[Any], losses: Callable[[Any], np.ndarr
             break
         certified.append(i)
     return certified, pvals
+
+
+def describe_guarantee(calibration: Mapping[str, Any]) -> str:
+    """One line on what a bundle's thresholds promise on new data (``calibration`` is the manifest's section): the
+    risk-controlled guarantee, or that they are a point estimate."""
+    g = calibration.get("guarantee")
+    if not g:
+        return ("guarantee: none (calibrate.confidence: null): the cheapest point within the budget on the "
+                "calibration split; on new data the drop can exceed the budget")
+    if not g.get("certified"):
+        return (f"guarantee: no setting certified at confidence {g['confidence']:g} on {g['n_test']} held-out "
+                "calibration samples: no sample leaves early (risk 0)")
+    return (f"guarantee: {g['statement']}; upper bound {100 * g['upper_bound']:.2f} point(s) "
+            f"({g['bound']} on {g['n_test']} held-out calibration samples, {g['rejected']} of {g['tested']} settings "
+            f"certified; {g['method']})")

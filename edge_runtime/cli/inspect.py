@@ -6,6 +6,7 @@ import argparse
 import json
 
 from edge_runtime.bundle import read_bundle
+from edge_runtime.calibration.risk import describe_guarantee
 from edge_runtime.manifest import CalibrationRecord, Manifest
 from edge_runtime.modes import MODES
 
@@ -67,7 +68,28 @@ def format_bundle(m: Manifest) -> str:
     lines.append("modes: " + ", ".join(mode.name for mode in supported))
     for mode in supported:
         lines.extend(mode.describe(m))
+    lines.append("")
+    lines.extend(recommendation_lines(m))
     return "\n".join(lines)
+
+
+def recommendation_lines(m: Manifest) -> list[str]:
+    """The bundle's recommended configuration (its ``deployment`` record) and what it was compared with."""
+    dep = m.deployment
+    if dep is None:
+        return ["recommended: early_exit at the calibrated point (no comparison recorded: convert with a "
+                "'calibrate' section, or run `edge-runtime bench` to compare every configuration)"]
+    thr = "" if dep.thresholds is None else f", thresholds {[f'{t:.4g}' for t in dep.thresholds]}"
+    lines = [f"recommended: {dep.mode} on {dep.variant}{thr} -- {dep.why}"]
+    cands = dep.other.get("candidates") or []
+    if cands:
+        lines.append(f"  compared ({dep.other.get('split', 'calibration')} split, budget "
+                     f"{dep.other.get('budget_pts', '?')} point(s) vs {dep.other.get('reference', 'full@onnx/fp32')}):")
+        for c in sorted(cands, key=lambda c: (c.get("latency_s") is None, c.get("latency_s") or 0.0)):
+            lat = "n/a" if c.get("latency_s") is None else f"{1e3 * c['latency_s']:.3f} ms"
+            lines.append(f"    {c['name']:<28} accuracy {_pct(c.get('accuracy'))}  batch-1 latency {lat}"
+                         + ("" if c.get("eligible") else f"  (not eligible: {c.get('note')})"))
+    return lines
 
 
 def _pct(v: float | None) -> str:
@@ -92,7 +114,7 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
     if chosen.exit_fractions:
         lines.append("  leaves at exit: "
                      + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen.exit_fractions)))
-    lines.append(guarantee_line(cal.other))
+    lines.append(describe_guarantee(cal.other))
     test = cal.test
     if test.get("chosen"):
         t = test["chosen"]
@@ -105,20 +127,6 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
                      f"accuracy {_pct(orc.get('accuracy'))}, mean FLOPs {_pct(orc.get('flops_fraction'))}"
                      + _speed(orc))
     return lines
-
-
-def guarantee_line(cal: dict) -> str:
-    """What the thresholds promise on new data: the risk-controlled guarantee, or that they are a point estimate."""
-    g = cal.get("guarantee")
-    if not g:
-        return ("guarantee: none (calibrate.confidence: null): the cheapest point within the budget on the "
-                "calibration split; on new data the drop can exceed the budget")
-    if not g.get("certified"):
-        return (f"guarantee: no setting certified at confidence {g['confidence']:g} on {g['n_test']} held-out "
-                "calibration samples: no sample leaves early (risk 0)")
-    return (f"guarantee: {g['statement']}; upper bound {100 * g['upper_bound']:.2f} point(s) "
-            f"({g['bound']} on {g['n_test']} held-out calibration samples, {g['rejected']} of {g['tested']} settings "
-            f"certified; {g['method']})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -243,13 +244,14 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     raise codec.RequestError(415, f"unsupported content type {ctype!r}", field="Content-Type",
                                              expected="application/json or application/octet-stream (.npy)")
                 ov = codec.parse_overrides(params, prefix)
+                ov = replace(ov, mode=rt.resolve_mode(ov.mode, ov.policy is not None or ov.thresholds is not None))
                 policy = model.policies.get(ov.key)
                 if policy is None:
                     policy = codec.make_policy(rt, ov, prefix)
                     if len(model.policies) < 64:  # bounded: arbitrary thresholds must not grow memory
                         model.policies[ov.key] = policy
                 try:
-                    req = model.batcher.submit(x, key=ov.key, mode=ov.mode, policy=policy)
+                    req = model.batcher.submit(x, key=ov.key, mode=ov.mode or rt.default_mode, policy=policy)
                     break
                 except Closed:
                     if attempt or app.state.draining:

@@ -139,7 +139,7 @@ class RequestError(EdgeRuntimeError):
 class Overrides:
     """Per-request settings: mode, policy name, thresholds (None = the bundle's)."""
 
-    mode: str = "early_exit"
+    mode: str | None = None
     policy: str | None = None
     thresholds: tuple[float, ...] | float | None = None
 
@@ -164,7 +164,7 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
     if unknown:
         raise RequestError(422, f"unknown parameter(s): {', '.join(unknown)}", field=f"{field_prefix}{unknown[0]}",
                            expected="one of mode, policy, thresholds")
-    mode = params.get("mode") or "early_exit"
+    mode = params.get("mode") or None  # None: the model's recommended mode (Runtime.resolve_mode)
     policy = params.get("policy")
     for key, value in (("mode", mode), ("policy", policy)):
         if value is not None and not isinstance(value, str):
@@ -196,7 +196,7 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
 
 def make_policy(rt: Runtime, ov: Overrides, field_prefix: str) -> ExitPolicy:
     """The policy for these overrides on this model; 422 naming the field when it cannot be built."""
-    if ov.mode not in rt.modes():
+    if ov.mode is not None and ov.mode not in rt.modes():
         raise RequestError(422, f"unknown mode {ov.mode!r}", field=f"{field_prefix}mode",
                            expected="one of " + ", ".join(rt.modes()))
     if ov.policy is None and ov.thresholds is None:

@@ -69,6 +69,7 @@ def test_executor_shortcuts_answer_like_the_shrinking_loop() -> None:
     assert res.segment_batch_size.tolist() == [50, 50, 50] and (res.sample_latency_s > 0).all()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in dot")
 def test_cheap_finiteness_check_finds_every_non_finite_value(tmp_path: Path) -> None:
     rt = edge_runtime.load_bundle(write_synthetic_bundle(tmp_path / "b", num_exits=2), threads=1)
     x = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32) * 1e30  # huge but finite
