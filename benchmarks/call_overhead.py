@@ -79,8 +79,9 @@ def exit0(rounds: int, calls: int, warmup: int, tmp: Path) -> dict[str, Any]:
 
 
 def never(rounds: int, calls: int, warmup: int, tmp: Path) -> dict[str, Any]:
-    import edge_runtime
     from segmentation_overhead import build_bundle
+
+    import edge_runtime
 
     rt = edge_runtime.load_bundle(build_bundle(tmp / "cnn"), threads=1)
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)

@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             outs = rt.exit_outputs(xs.reshape(64, *shape))
             params = {"policy": "entropy", "thresholds": [round(float(np.median(entropy.score(o))), 6)
                                                           for o in outs[:-1]]}
-        exits = np.bincount(rt.infer(xs.reshape(64, *shape), **params).exit_index, minlength=rt.num_exits)
+        exits = np.bincount(rt.infer(xs.reshape(64, *shape), mode="early_exit", **params).exit_index,
+                             minlength=rt.num_exits)
         bodies = tmp / "bodies.jsonl"
         bodies.write_text("".join(json.dumps({"inputs": [{"name": rt.input_spec.name, "shape": [1, *shape],
                                                           "datatype": "FP32", "data": np.round(x, 5).ravel().tolist()}],
