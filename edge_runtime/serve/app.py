@@ -194,7 +194,11 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             m = repo.get(name)
         except KeyError:
             return unknown_model(name)
-        return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation})
+        point = m.adaptive.state() if m.adaptive is not None else {
+            "adaptive": False, "index": -1, "thresholds": list(m.runtime.default_policy.thresholds),
+            "mode": m.runtime.default_mode}
+        return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation,
+                                                             "operating_point": point})
 
     @app.get("/v2/models/{name}/ready", tags=["health"], responses={404: {"model": ErrorBody}})
     async def model_ready(name: str) -> Response:
@@ -244,14 +248,18 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     raise codec.RequestError(415, f"unsupported content type {ctype!r}", field="Content-Type",
                                              expected="application/json or application/octet-stream (.npy)")
                 ov = codec.parse_overrides(params, prefix)
-                ov = replace(ov, mode=rt.resolve_mode(ov.mode, ov.policy is not None or ov.thresholds is not None))
-                policy = model.policies.get(ov.key)
+                chosen = model.adaptive.current() if model.adaptive is not None and ov == codec.Overrides() else None
+                if chosen is not None:  # no policy of its own: the SLO controller's operating point
+                    ov = replace(ov, mode="early_exit")
+                else:
+                    ov = replace(ov, mode=rt.resolve_mode(ov.mode, ov.policy is not None or ov.thresholds is not None))
+                key, policy = chosen if chosen is not None else (ov.key, model.policies.get(ov.key))
                 if policy is None:
                     policy = codec.make_policy(rt, ov, prefix)
                     if len(model.policies) < 64:  # bounded: arbitrary thresholds must not grow memory
                         model.policies[ov.key] = policy
                 try:
-                    req = model.batcher.submit(x, key=ov.key, mode=ov.mode or rt.default_mode, policy=policy)
+                    req = model.batcher.submit(x, key=key, mode=ov.mode or rt.default_mode, policy=policy)
                     break
                 except Closed:
                     if attempt or app.state.draining:
