@@ -77,3 +77,18 @@ def test_an_unreachable_slo_moves_to_the_cheapest_point_and_the_monitor_reports(
 def test_bad_slo_flags_fail_at_start_up(calibrated: Path) -> None:
     with pytest.raises(RuntimeError, match="--slo"):
         Daemon([f"syn={calibrated}"], "--slo", "latency=5", startup_s=20)
+
+
+def test_the_library_runtime_takes_an_slo_too(calibrated: Path) -> None:
+    from edge_runtime.serve import SLORuntime
+
+    rt = edge_runtime.load_bundle(calibrated, threads=1)
+    clock = {"t": 0.0}
+    slo = SLORuntime(rt, "p95_latency_ms=0.0001", clock=lambda: clock["t"])
+    x = np.random.default_rng(2).standard_normal((1, 8)).astype(np.float32)
+    first = list(slo.controller.point.thresholds)
+    for _ in range(30):
+        clock["t"] += 0.1
+        res = slo.infer(x)
+    assert slo.controller.index == len(slo.controller.points) - 1 and list(res.exit_index) in ([0], [1], [2])
+    assert slo.controller.point.thresholds != first

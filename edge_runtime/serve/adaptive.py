@@ -135,3 +135,40 @@ class AdaptiveModel:
                                       for i in self.monitor.points()
                                       for a, k in [self.monitor.agreement(i)]}})
         return out
+
+
+class SLORuntime:
+    """An SLO for a :class:`~edge_runtime.runtime.Runtime` used as a library: :meth:`infer` runs early exit at the
+    controller's operating point and reports the call's latency (or energy, with a meter) to it.
+
+    Example:
+        >>> rt = edge_runtime.load_bundle("out/branchynet_resnet")                       # doctest: +SKIP
+        >>> slo = SLORuntime(rt, "p95_latency_ms=2", floor_accuracy=0.97)               # doctest: +SKIP
+        >>> slo.infer(x).predictions; slo.controller.state()["thresholds"]              # doctest: +SKIP
+    """
+
+    def __init__(self, runtime: Runtime, slo: str | SLO, *, floor_accuracy: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, **controller_options: Any) -> None:
+        self.runtime = runtime
+        self.slo = slo if isinstance(slo, SLO) else SLO.parse(slo)
+        if self.slo.kind == "energy_mj" and runtime.meter is None:
+            raise ConfigError(f"--slo {self.slo}: an energy objective needs an energy meter (load_bundle(meter=...))")
+        self.controller = SLOController(front_points(runtime.manifest), self.slo, floor_accuracy=floor_accuracy,
+                                        **controller_options)
+        self.clock = clock
+        self._policies: dict[int, ExitPolicy] = {}
+
+    def infer(self, x: Any) -> InferenceResult:
+        """One call at the current operating point; its cost goes to the controller."""
+        i = self.controller.index
+        pol = self._policies.get(i)
+        if pol is None:
+            pol = self._policies[i] = self.runtime.make_policy(None, list(self.controller.points[i].thresholds))
+        res = self.runtime.infer(x, policy=pol)
+        now = self.clock()
+        if self.slo.kind == "p95_latency_ms":
+            self.controller.observe(1e3 * res.latency_s, now=now)
+        elif res.energy_j is not None:
+            self.controller.observe(1e3 * res.energy_j / max(len(res), 1), now=now)
+        self.controller.step(now=now)
+        return res
