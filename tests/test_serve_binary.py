@@ -4,7 +4,6 @@ kind, and refusals that name the field."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -233,9 +233,9 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             exit_out = call_with(head, h_next)
             hidden_names = [] if last else model.hidden_names(i, h_next)
             out_names = [*hidden_names, EXIT_OUTPUT]
-            scored = score is not None and not last
-            if scored:
-                wrapper = ScoredSegment(wrapper, score[2]).eval()
+            scored = score if not last else None
+            if scored is not None:
+                wrapper = ScoredSegment(wrapper, scored[2]).eval()
                 out_names.append(SCORE_OUTPUT)
             path = root / "segments" / f"segment_{i}.onnx"
             export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset)
@@ -244,8 +244,8 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             cumulative += backbone_flops + head_flops
             outputs = [tensor_spec(n, t) for n, t in zip(hidden_names, as_tuple(h_next))] if not last else []
             outputs.append(tensor_spec(EXIT_OUTPUT, exit_out))
-            if scored:
-                outputs.append(tensor_spec(SCORE_OUTPUT, score[2](exit_out)))
+            if scored is not None:
+                outputs.append(tensor_spec(SCORE_OUTPUT, scored[2](exit_out)))
             segments.append({
                 "index": i,
                 "files": [file_entry(path, root)],
@@ -258,7 +258,7 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
                 "op_counts": onnx_op_counts(path),
                 "flops_by_op": _merge(count_flops_by_kind(_Positional(segment), as_tuple(h)),
                                       count_flops_by_kind(_Positional(head), as_tuple(h_next))),
-                **({"score": {"policy": score[0], "kwargs": dict(score[1])}} if scored else {}),
+                **({"score": {"policy": scored[0], "kwargs": dict(scored[1])}} if scored is not None else {}),
             })
             # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
             exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",

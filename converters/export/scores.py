@@ -23,7 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from converters.export.verify import model_feeds, staged_bundle
+from edge_runtime.backends import create_backend
+from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT
+from edge_runtime.policies import ScorePolicy, create_policy
 from edge_runtime.registry import Registry
+from edge_runtime.runtime import Runtime
 
 #: policy name -> ``fn(logits, **policy_kwargs) -> score (N,)``: the policy's numpy ``score`` as torch ops
 SCORE_GRAPHS: Registry[Callable[..., torch.Tensor]] = Registry("in-graph exit score", plugins="converters.methods")
@@ -59,7 +64,7 @@ class ScoredSegment(nn.Module):
         self.segment = segment
         self.score = score
 
-    def forward(self, *h: Any) -> Any:  # type: ignore[override]
+    def forward(self, *h: Any) -> Any:
         out = self.segment(*h)
         return (*out, self.score(out[-1]))
 
@@ -67,22 +72,17 @@ class ScoredSegment(nn.Module):
 def score_max_diffs(root: Any, manifest: dict[str, Any], inputs: list[Any]) -> dict[int, float]:
     """Per scored segment: the max abs difference between its ``exit.score`` output and the bundle policy's numpy
     score of its ``exit`` output (what the device would compute without it), over ``inputs`` run through the chain."""
-    from converters.export.verify import model_feeds, staged_bundle
-    from edge_runtime.backends import create_backend
-    from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT
-    from edge_runtime.policies import create_policy
-    from edge_runtime.runtime import Runtime
-
     rt = Runtime(staged_bundle(root, manifest), create_backend("onnxruntime", threads=1))
     spec = manifest["policy"]
     policy = create_policy(spec["name"], rt.num_exits, spec["thresholds"] or None, **spec["kwargs"])
+    assert isinstance(policy, ScorePolicy), "only a score policy's segments output exit.score"
     diffs: dict[int, float] = {}
     for x in inputs:
         feeds = model_feeds(manifest, x)
         for i, runner in enumerate(rt.segments):
             outs = runner.run(feeds)
             if SCORE_OUTPUT in outs:
-                ref = policy.score(outs[EXIT_OUTPUT])  # type: ignore[attr-defined]
+                ref = policy.score(outs[EXIT_OUTPUT])
                 d = float(abs(outs[SCORE_OUTPUT].astype("float64") - ref).max()) if len(ref) else 0.0
                 diffs[i] = max(diffs.get(i, 0.0), d)
             feeds = {**feeds, **{k: v for k, v in outs.items() if k not in (EXIT_OUTPUT, SCORE_OUTPUT)}}

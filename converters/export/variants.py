@@ -280,7 +280,8 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
     g = cal.get("guarantee") or {}
     res = calibrate(outs, y, spec["name"], spec["kwargs"], flops=flops, latency=latency, full_latency=full_latency,
                     max_accuracy_drop=float(cal["max_accuracy_drop"]), cost=cost, levels=cal.get("levels"),
-                    confidence=cal.get("confidence"), risk=g.get("risk", "label_drop"), bound=g.get("bound", "binomial"),
+                    confidence=cal.get("confidence"), risk=g.get("risk", "label_drop"),
+                    bound=g.get("bound", "binomial"),
                     selection_fraction=g.get("selection_fraction", 0.3), seed=g.get("split_seed", 0))
     ref = evaluate_point(reference, y, spec["name"], spec["kwargs"], spec["thresholds"], flops)
     return {"thresholds": list(res.chosen.thresholds),
