@@ -78,11 +78,12 @@ function done(summary, latency, requests)
   for k, n in pairs(ss) do table.insert(sparts, string.format('"%s": %d', k, n)) end
   io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
     '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-    '"latency_us": {"p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %.1f}, ' ..
+    '"latency_us": {"p50": %d, "p90": %d, "p95": %d, "p99": %d, "max": %d, "mean": %.1f}, ' ..
     '"versions": {%s}, "statuses": {%s}}\n',
     summary.requests, summary.duration, summary.bytes, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95), latency:percentile(99), latency.max,
+    latency.mean,
     table.concat(parts, ", "), table.concat(sparts, ", ")))
 end
 """
