@@ -72,6 +72,8 @@ class ScoredSegment(nn.Module):
 def score_max_diffs(root: Any, manifest: dict[str, Any], inputs: list[Any]) -> dict[int, float]:
     """Per scored segment: the max abs difference between its ``exit.score`` output and the bundle policy's numpy
     score of its ``exit`` output (what the device would compute without it), over ``inputs`` run through the chain."""
+    if not any(seg.get("score") for seg in manifest["segments"]):
+        return {}
     rt = Runtime(staged_bundle(root, manifest), create_backend("onnxruntime", threads=1))
     spec = manifest["policy"]
     policy = create_policy(spec["name"], rt.num_exits, spec["thresholds"] or None, **spec["kwargs"])
