@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", help="also: this bundle's default configuration vs its one-graph model")
     ap.add_argument("--json", help="also write raw results to this JSON file")
     args = ap.parse_args(argv)
-    report: dict[str, Any] = {"machine": machine_header(), "settings": vars(args)}
+    report: dict[str, Any] = {"header": header(), "settings": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
         report["exit0"] = exit0(args.rounds, args.calls, args.warmup, Path(tmp))
         report["never"] = never(args.rounds, args.calls, args.warmup, Path(tmp))
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{Path(d['bundle']).name}: default configuration / one graph: {r['median']:.3f}x (rounds "
               f"{r['min']:.3f}-{r['max']:.3f}; target <= 1.0x: {'PASS' if r['median'] <= 1.0 else 'MISS'}); "
               f"deployment: {d['deployment']}")
-    write_json(args.json, report)
+    if args.json:
+        write_json_atomic(args.json, report)
     return 0
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, write_json  # noqa: E402
+from _common import header  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("branchynet_lenet", "branchynet_resnet", "vit_linear", "lgvit_vit")
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
           "one-graph model on the test part, from per-segment latency (" + ", ".join(sorted({
               str(r['latency'].get('source', 'manifest')) for r in results})) + "); FLOPs: mean FLOPs reduction; "
           "cert.: splits where a setting certified; kept: guarantee / point speed-up, target >= 80%)")
-    write_json(args.json, {"machine": machine_header(), "settings": vars(args), "results": results})
+    if args.json:
+        write_json_atomic(args.json, {"header": header(), "settings": vars(args), "results": results})
     return 0
 
 

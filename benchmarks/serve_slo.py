@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, write_json  # noqa: E402
-from serve_load import _LUA, _bodies, _free_port, _Server, _wrk, _write_bodies  # noqa: E402
+from _common import header  # noqa: E402
+from serve_load import _LUA, _bodies, _free_port, _Server, _write_bodies, _wrk  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         state = slo.client.get("/v2/models/m").json()["operating_point"]
         for s in (fixed, slo):
             s.stop()
-    report: dict[str, Any] = {"machine": machine_header(), "bundle": str(bundle), "slo_ms": slo_ms,
+    report: dict[str, Any] = {"header": header(), "bundle": str(bundle), "slo_ms": slo_ms,
                               "clients": clients, "windows": windows, "final_state": state}
     for label in ("fixed", "slo"):
         counted = [w for w in windows[label] if w["window"] >= args.adapt]
-        ok = float(np.mean([w["p95_ms"] <= slo_ms for w in counted]))
+        ok = float(np.mean([w["p95_ms"] <= slo_ms for w in counted])) if counted else float("nan")
         report[f"{label}_within"] = ok
         print(f"{label:>5}: p95 within {slo_ms:.2f} ms in {100 * ok:5.1f}% of 1-s windows (from window {args.adapt} "
               f"of each step on; all windows: "
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     target_ok = report["slo_within"] >= 0.95 and all(r["within_1pt"] for r in rows)
     print(f"SLO: {'PASS' if target_ok else 'MISS'} (>= 95% of adapted windows within the objective, every estimate "
           f"within 1 point; fixed thresholds: {100 * report['fixed_within']:.1f}%)")
-    write_json(args.json, report)
+    if args.json:
+        write_json_atomic(args.json, report)
     return 0
 
 

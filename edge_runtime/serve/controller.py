@@ -6,8 +6,8 @@ compares what it observed (the window's p95 request latency, or mean energy per 
 cost model is one number: ``k`` = observed / the current point's calibrated cost (its predicted mean latency, else
 its FLOPs), smoothed; load, a throttled clock or a longer queue all show up as a larger ``k``. The controller picks
 the most accurate allowed point whose calibrated cost times ``k`` fits under ``headroom`` x the objective, moves
-back to more accurate points only when they fit under ``relax`` x the objective (hysteresis), and steps one point
-cheaper at once when the queue backs up. Points whose calibrated accuracy is below ``floor_accuracy`` are never used.
+back to more accurate points only when they fit under ``relax`` x the objective for ``patience`` windows in a row
+(hysteresis), and steps one point cheaper at once when the queue backs up. Points whose calibrated accuracy is below ``floor_accuracy`` are never used.
 
 :class:`AccuracyMonitor` (Apparate, SOSP 2024: thresholds re-tuned from a sampled stream of full-depth answers): a
 small fraction of requests also runs to the final exit; the share answered alike (agreement) is kept per operating
@@ -114,11 +114,13 @@ class SLOController:
         smoothing: weight of the newest window in ``k`` (exponential moving average).
         min_observations: a window with fewer observations makes no decision.
         block_s: how long a point the accuracy monitor rejected stays blocked (with every cheaper one).
+        patience: windows in a row that must allow a more accurate point before the controller moves back up
+            (moves to cheaper points are immediate).
     """
 
     def __init__(self, points: Sequence[OperatingPoint], slo: SLO, *, floor_accuracy: float | None = None,
                  window_s: float = 1.0, headroom: float = 0.9, relax: float = 0.8, smoothing: float = 0.5,
-                 min_observations: int = 5, block_s: float = 30.0) -> None:
+                 min_observations: int = 5, block_s: float = 30.0, patience: int = 3) -> None:
         if not points:
             raise ConfigError("SLOController needs at least one operating point")
         self.points = list(points)
@@ -126,6 +128,8 @@ class SLOController:
         self.floor_accuracy = floor_accuracy
         self.window_s, self.headroom, self.relax = float(window_s), float(headroom), float(relax)
         self.smoothing, self.min_observations, self.block_s = float(smoothing), int(min_observations), float(block_s)
+        self.patience = max(int(patience), 1)
+        self._calm = 0
         self.costs = np.array([_cost(p) for p in self.points], dtype=np.float64)
         allowed = [i for i, p in enumerate(self.points) if floor_accuracy is None or p.accuracy >= floor_accuracy]
         if not allowed:
@@ -178,6 +182,11 @@ class SLOController:
             target = more[0] if more else self.index  # not enough slack to go back up yet: stay
         if target not in usable:
             target = usable[0]
+        if target < self.index:  # more accurate: only after `patience` windows in a row say so (no oscillation)
+            self._calm += 1
+            if self._calm < self.patience:
+                return None
+        self._calm = 0
         if target != self.index:
             self.index = target
             self.moves += 1
