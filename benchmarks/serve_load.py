@@ -216,7 +216,10 @@ def build_residual_cnn(out: Path) -> Path:
     from converters.models.contract import EarlyExitModel
 
     torch.manual_seed(0)
-    m = create_model("branchynet_resnet", in_channels=3, image_size=32, widths=[16, 32, 64, 128], blocks=[1, 1, 1, 1])
+    m = create_model("branchynet_resnet", in_channels=3, image_size=32, widths=[8, 16, 32, 64], blocks=[1, 1, 1, 1],
+                     exit_heads=[{"name": "conv_pool_linear", "kwargs": {"width": 8, "grid": 8, "stride": 2}},
+                                 {"name": "conv_pool_linear", "kwargs": {"width": 8, "grid": 8, "stride": 2}},
+                                 "pool_linear"])
     model = EarlyExitModel([m.segments[0], m.segments[1], nn.Sequential(m.segments[2], m.segments[3])],
                            [m.heads[0], m.heads[1], m.heads[3]],
                            head_types=[m.head_types[0], m.head_types[1], m.head_types[3]], input_shape=(3, 32, 32))
