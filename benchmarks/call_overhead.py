@@ -89,7 +89,7 @@ def never(rounds: int, calls: int, warmup: int, tmp: Path) -> dict[str, Any]:
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
     pol = edge_runtime.create_policy("never", rt.num_exits)
     fns = {"one graph": lambda: rt.infer(x, mode="full"), "infer, policy never": lambda: rt.infer(x, policy=pol)}
-    per = _rounds(fns, rounds, max(calls // 5, 50), warmup // 5)
+    per = _rounds(fns, rounds, max(calls // 2, 50), warmup // 2)
     return {"per_round_s": per, "ratio": _ratio(per, "infer, policy never", "one graph")}
 
 
@@ -108,9 +108,10 @@ def default_mode(bundle: Path, rounds: int, calls: int, warmup: int) -> dict[str
 
     fns = {"one graph": lambda: rt.infer(sample(), mode="full"), "default": lambda: rt.infer(sample())}
     per = _rounds(fns, rounds, calls, warmup)
-    dep = rt.manifest.extra or {}
+    dep = rt.manifest.deployment
     return {"per_round_s": per, "ratio": _ratio(per, "default", "one graph"), "bundle": str(bundle),
-            "deployment": (rt.manifest.to_dict().get("deployment") or dep.get("deployment"))}
+            "default_mode": rt.default_mode,
+            "deployment": None if dep is None else f"{dep.mode} on {dep.variant}: {dep.why}"}
 
 
 def main(argv: list[str] | None = None) -> int:
