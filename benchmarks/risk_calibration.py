@@ -97,7 +97,7 @@ def run_bundle(bundle: Path, args: argparse.Namespace) -> dict:
         for label, conf in (("point", None), ("guarantee", args.confidence)):
             cal = calibrate(oc, y[ci], info["policy"], info["policy_kwargs"], max_accuracy_drop=budget,
                             cost=info["cost"], confidence=conf, bound=args.bound, risk=args.risk,
-                            selection_fraction=args.selection_fraction, seed=s, **cost)
+                            selection_fraction=args.selection_fraction, seed=s, ramp_steps=args.ramp_steps, **cost)
             pt = evaluate_point(ot, y[ti], info["policy"], cal.policy_kwargs, cal.chosen.thresholds, **cost)
             drop = 100.0 * (final_test - pt.accuracy)
             g = cal.extra.get("guarantee") or {}
@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence", type=float, default=0.9, help="guarantee confidence (default 0.9)")
     ap.add_argument("--bound", default="binomial", help="p-value: binomial | hoeffding_bentkus | wsr")
     ap.add_argument("--risk", default="label_drop", help="label_drop | disagreement")
-    ap.add_argument("--selection-fraction", type=float, default=0.3,
-                    help="share of the calibration part that finds the candidates (default 0.3)")
+    ap.add_argument("--selection-fraction", type=lambda v: None if v == "auto" else float(v), default=None,
+                    help="share of the calibration part that finds the candidates (default auto: the test part gets "
+                         "risk.holdout_size samples)")
+    ap.add_argument("--ramp-steps", type=int, default=24, help="steps between neighbouring tested settings")
     ap.add_argument("--budget", type=float, default=None, help="accuracy budget in points (default: the bundle's)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random splits")
     ap.add_argument("--remeasure", type=int, default=300,
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_bundle(b, args) for b in bundles]
     print(f"\n# risk_calibration: {args.splits} random calibration/test splits per bundle; guarantee: "
           f"confidence {args.confidence}, bound {args.bound}, risk {args.risk}, selection fraction "
-          f"{args.selection_fraction}")
+          f"{args.selection_fraction or 'auto'}, ramp steps {args.ramp_steps}")
     print(f"{'bundle':<18} {'cal/test':>8} {'budget':>6} | {'point: viol':>11} {'drop':>5} {'speed-up':>8} "
           f"{'FLOPs':>6} | {'guarantee: viol':>15} {'drop':>5} {'speed-up':>8} {'FLOPs':>6} {'cert.':>5} | "
           f"{'kept':>5} {'FLOPs':>5}")

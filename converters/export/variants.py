@@ -282,7 +282,7 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
                     max_accuracy_drop=float(cal["max_accuracy_drop"]), cost=cost, levels=cal.get("levels"),
                     confidence=cal.get("confidence"), risk=g.get("risk", "label_drop"),
                     bound=g.get("bound", "binomial"),
-                    selection_fraction=g.get("selection_fraction", 0.3), seed=g.get("split_seed", 0))
+                    selection_fraction=g.get("selection_fraction"), seed=g.get("split_seed", 0))
     ref = evaluate_point(reference, y, spec["name"], spec["kwargs"], spec["thresholds"], flops)
     return {"thresholds": list(res.chosen.thresholds),
             "method": f"edge_runtime.calibration on this variant's exit outputs: cheapest point ({cost}) within "

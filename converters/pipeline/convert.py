@@ -181,7 +181,7 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
 def _guarantee_options(cal_spec: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """``calibrate``'s risk-control settings (``confidence: null`` keeps the point estimate)."""
     return {"confidence": cal_spec.get("confidence"), "risk": cal_spec.get("risk", "label_drop"),
-            "bound": cal_spec.get("bound", "binomial"), "selection_fraction": cal_spec.get("selection_fraction", 0.3),
+            "bound": cal_spec.get("bound", "binomial"), "selection_fraction": cal_spec.get("selection_fraction"),
             "seed": int(recipe["seed"])}
 
 

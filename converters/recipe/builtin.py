@@ -11,7 +11,7 @@
       stages:
         - {name: branchy, loss: {name: weighted_exits, kwargs: {}}, optimizer: {name: adam, kwargs: {}},
            lr: 0.002, epochs: 8, batch_size: 64, weight_decay: 0.0005, schedule: {name: cosine, kwargs: {}}}
-    calibrate: {max_accuracy_drop: 1.0, confidence: 0.9, risk: label_drop, bound: binomial, selection_fraction: 0.3,
+    calibrate: {max_accuracy_drop: 1.0, confidence: 0.9, risk: label_drop, bound: binomial, selection_fraction: null,
                 cost: flops, levels: null, measure_latency: true, latency_repeats: 200, recommend: true,
                 recommend_repeats: 3, profile: null}
     # confidence: null = the point estimate (cheapest point within the budget on the calibration split);
@@ -192,7 +192,7 @@ def _train(value: Any, where: str) -> dict[str, Any]:
 @section("calibrate")
 def _calibrate(value: Any, where: str) -> dict[str, Any]:
     spec = expect_mapping(value, where, {"max_accuracy_drop": 1.0, "confidence": None, "risk": "label_drop",
-                                         "bound": "binomial", "selection_fraction": 0.3, "cost": "flops",
+                                         "bound": "binomial", "selection_fraction": None, "cost": "flops",
                                          "levels": None, "measure_latency": True, "latency_repeats": 200,
                                          "recommend": True, "recommend_repeats": 3, "profile": None})
     spec["max_accuracy_drop"] = _number(spec["max_accuracy_drop"], f"{where}.max_accuracy_drop", low=0.0)
@@ -205,9 +205,11 @@ def _calibrate(value: Any, where: str) -> dict[str, Any]:
     for key, known in (("risk", RISKS), ("bound", BOUNDS)):
         if spec[key] not in known:
             raise ConfigError(f"recipe key {where}.{key}: expected one of {', '.join(known)}, got {spec[key]!r}")
-    f = _number(spec["selection_fraction"], f"{where}.selection_fraction")
-    if not 0.0 < f < 1.0:
-        raise ConfigError(f"recipe key {where}.selection_fraction: expected a fraction in (0, 1), got {f!r}")
+    if spec["selection_fraction"] is not None:
+        f = _number(spec["selection_fraction"], f"{where}.selection_fraction")
+        if not 0.0 < f < 1.0:
+            raise ConfigError(f"recipe key {where}.selection_fraction: expected a fraction in (0, 1) or null (the "
+                              f"test part gets the size that certifies best), got {f!r}")
     if spec["cost"] not in ("flops", "latency"):
         raise ConfigError(f"recipe key {where}.cost: expected flops or latency, got {spec['cost']!r}")
     if spec["levels"] is not None:

@@ -302,8 +302,38 @@ def _check_level(max_risk: float, confidence: float) -> None:
 
 
 # -- the many-threshold form (Pareto Testing) ------------------------------------------------------------
-def split_indices(n: int, selection_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random split of ``n`` calibration samples into (selection, test) index arrays."""
+def holdout_size(n: int, max_risk: float, confidence: float, *, max_share: float = 0.8) -> int:
+    """How many of ``n`` calibration samples should test (the rest select), for {0, 1} losses and the binomial test.
+
+    A setting certifies only with at most k errors on n_test samples, where k grows in steps: n_k, the smallest
+    test size that certifies k errors at all, is the best size for that k (more samples at the same k only make
+    k errors likelier). The largest n_k within ``max_share`` of the samples is returned (``max_share`` of them when
+    even n_0 does not fit: nothing can certify then).
+
+    Example:
+        >>> holdout_size(359, 0.01, 0.9)   # zero errors certify from 230 samples on; one error needs 389
+        230
+    """
+    delta, best, k = 1.0 - confidence, None, 0
+    limit = int(max_share * n)
+    while limit >= 1 and binomial_cdf(k, limit, max_risk) <= delta:  # k errors can certify within the limit
+        lo, hi = k, limit  # the smallest size certifying k errors (the tail only shrinks as the size grows)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if binomial_cdf(k, mid, max_risk) <= delta:
+                hi = mid
+            else:
+                lo = mid + 1
+        best, k = lo, k + 1
+    return best if best is not None else max(limit, 1)
+
+
+def split_indices(n: int, selection_fraction: float | None, seed: int, *, max_risk: float = 0.01,
+                  confidence: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``n`` calibration samples into (selection, test) index arrays; with
+    ``selection_fraction=None`` the test part has :func:`holdout_size` samples."""
+    if selection_fraction is None:
+        selection_fraction = 1.0 - holdout_size(n, max_risk, confidence) / n
     if not 0.0 < selection_fraction < 1.0:
         raise ConfigError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
     perm = np.random.default_rng(seed).permutation(n)

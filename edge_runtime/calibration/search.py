@@ -207,8 +207,8 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, policy: str, policy_
               flops: Sequence[float], latency: Sequence[float] | None = None, full_latency: float | None = None,
               full_flops: float | None = None, max_accuracy_drop: float = 1.0, cost: str = "flops",
               levels: int | None = None, refine_rounds: int = 4, confidence: float | None = None,
-              risk: str = "label_drop", bound: str = "binomial", selection_fraction: float = 0.3,
-              seed: int = 0, ramp_steps: int = 8) -> Calibration:
+              risk: str = "label_drop", bound: str = "binomial", selection_fraction: float | None = None,
+              seed: int = 0, ramp_steps: int = 24) -> Calibration:
     """Sweep per-exit thresholds, keep the Pareto front, choose the cheapest point whose accuracy is at
     least the final exit's minus ``max_accuracy_drop`` points.
 
@@ -240,9 +240,9 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, policy: str, policy_
             early-exit accuracy, on labels) or ``disagreement`` (the fraction answered differently from the final
             exit; label-free and never below the drop).
         bound: the p-value (:data:`edge_runtime.calibration.risk.BOUNDS`).
-        selection_fraction: the share of the calibration samples that finds the candidates (the rest tests them;
-            nothing certifies unless the test part has at least ln(1 / (1 - confidence)) / budget samples, e.g.
-            230 for 1 point at 0.9).
+        selection_fraction: the share of the calibration samples that finds the candidates (the rest tests them);
+            None: the test part gets :func:`edge_runtime.calibration.risk.holdout_size` samples (nothing certifies
+            unless it has at least ln(1 / (1 - confidence)) / budget of them, e.g. 230 for 1 point at 0.9).
         seed: the selection/test split's seed.
         ramp_steps: steps between neighbouring candidates of the tested sequence (see :func:`_path`).
     """
@@ -330,10 +330,11 @@ def _never_thresholds(probe: ScorePolicy, n_exits: int) -> list[float]:
 def _calibrate_with_guarantee(ev: _Evaluator, outputs: Sequence[np.ndarray], y: np.ndarray,
                               policy_kwargs: dict[str, Any], probe: Any, args: tuple[Any, ...],
                               max_accuracy_drop: float, key: Any, cost: str, levels: int | None, refine_rounds: int,
-                              confidence: float, risk: str, bound: str, selection_fraction: float, seed: int,
-                              final_acc: float, exit_acc: list[float], ramp_steps: int) -> Calibration:
+                              confidence: float, risk: str, bound: str, selection_fraction: float | None,
+                              seed: int, final_acc: float, exit_acc: list[float], ramp_steps: int) -> Calibration:
     """Pareto Testing: candidates from the selection part, fixed-sequence test on the test part (see calibrate)."""
-    sel, test = split_indices(len(y), selection_fraction, seed)
+    sel, test = split_indices(len(y), selection_fraction, seed, max_risk=max_accuracy_drop / 100.0,
+                              confidence=confidence)
     ev_sel = ev.subset(sel)
     points_sel, _ = _search(ev_sel, probe, max_accuracy_drop, key, levels, refine_rounds)
     # order by the risk the test will see (the positive part for binomial / Hoeffding-Bentkus), safest first
@@ -358,7 +359,8 @@ def _calibrate_with_guarantee(ev: _Evaluator, outputs: Sequence[np.ndarray], y: 
         method="Learn-then-Test, fixed-sequence over the Pareto front of a selection split (Pareto Testing)",
         n_test=int(len(test)), n_selection=int(len(sel)), tested=len(pvals), rejected=len(certified))
     guarantee = {**g.to_dict(), "risk": risk, "max_accuracy_drop": float(max_accuracy_drop),
-                 "selection_fraction": float(selection_fraction), "split_seed": int(seed),
+                 "selection_fraction": None if selection_fraction is None else float(selection_fraction),
+                 "split_seed": int(seed),
                  "statement": _statement(risk, max_accuracy_drop, confidence)}
     front = pareto_front(list(full_points.values()), key, lambda p: p.accuracy)
     return Calibration(ev.policy, dict(probe.config()), front, chosen, final_acc, exit_acc,

@@ -202,3 +202,15 @@ def test_calibrate_refuses_unknown_risk_and_bound():
         calibrate(outs, y, "confidence", {}, flops=[1, 4], confidence=0.9, risk="mystery")
     with pytest.raises(ConfigError, match="bound"):
         calibrate(outs, y, "confidence", {}, flops=[1, 4], confidence=0.9, bound="mystery")
+
+
+def test_holdout_size_is_the_smallest_size_for_the_most_errors_that_fit() -> None:
+    from edge_runtime.calibration.risk import binomial_cdf, holdout_size
+
+    assert binomial_cdf(0, 230, 0.01) <= 0.1 < binomial_cdf(0, 229, 0.01)  # zero errors certify from 230 on
+    assert holdout_size(359, 0.01, 0.9) == 230
+    n1 = holdout_size(600, 0.01, 0.9)  # one error fits in 480 samples
+    assert binomial_cdf(1, n1, 0.01) <= 0.1 < binomial_cdf(1, n1 - 1, 0.01)
+    assert holdout_size(100, 0.01, 0.9) == 80  # nothing can certify: 80% of the samples test anyway
+    sel, test = split_indices(359, None, seed=0, max_risk=0.01, confidence=0.9)
+    assert len(test) == 230 and len(sel) == 129
