@@ -101,3 +101,25 @@ def test_a_record_whose_backend_is_missing_falls_back(synthetic: Path, monkeypat
     monkeypatch.setitem(FORMAT_BACKENDS, "nowhere", "no_such_backend")
     rt = edge_runtime.load_bundle(_with_deployment(synthetic, mode="full", format="nowhere"), threads=1)
     assert rt.backend.name == "onnxruntime" and rt.default_mode == "early_exit"
+
+
+def test_costs_predicted_for_another_board(synthetic: Path) -> None:
+    """Converting on a workstation for a Pi 4: the fp32 ONNX early exit and one graph get the profile's predicted
+    latencies (early exit at the calibrated exit fractions); other modes would have none."""
+    path = synthetic / "manifest.json"
+    m = json.loads(path.read_text())
+    m["calibration"] = {"chosen": {"thresholds": [0.9, 0.7], "accuracy": 1.0, "mean_flops": 1.0,
+                                   "flops_fraction": 0.5, "exit_fractions": [0.5, 0.25, 0.25]}, "curve": []}
+    path.write_text(json.dumps(m))
+    x = np.random.default_rng(4).standard_normal((10, 8)).astype(np.float32)
+    y = edge_runtime.load_bundle(synthetic, threads=1).infer(x, mode="full").predictions
+    cands = {c.name: c for c in measure_candidates(synthetic, x, y, repeats=1, profile="rpi4")}
+    full, ee = cands["full@onnx/fp32"], cands["early_exit@onnx/fp32"]
+    assert full.cost_source == ee.cost_source == "predicted for rpi4"
+    assert full.latency_s is not None and ee.latency_s is not None and 0 < ee.latency_s
+    from edge_runtime.estimate import estimate_segment_latency
+    from edge_runtime.profiles import resolve_profile
+
+    man = read_bundle(synthetic).manifest
+    assert man.full_model is not None
+    assert full.latency_s == pytest.approx(estimate_segment_latency(man.full_model, resolve_profile("rpi4"), last=True))
