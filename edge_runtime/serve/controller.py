@@ -7,7 +7,8 @@ cost model is one number: ``k`` = observed / the current point's calibrated cost
 its FLOPs), smoothed; load, a throttled clock or a longer queue all show up as a larger ``k``. The controller picks
 the most accurate allowed point whose calibrated cost times ``k`` fits under ``headroom`` x the objective, moves
 back to more accurate points only when they fit under ``relax`` x the objective for ``patience`` windows in a row
-(hysteresis), and steps one point cheaper at once when the queue backs up. Points whose calibrated accuracy is below ``floor_accuracy`` are never used.
+(hysteresis), and steps one point cheaper at once when the queue backs up. Points whose calibrated accuracy is below
+``floor_accuracy`` are never used.
 
 :class:`AccuracyMonitor` (Apparate, SOSP 2024: thresholds re-tuned from a sampled stream of full-depth answers): a
 small fraction of requests also runs to the final exit; the share answered alike (agreement) is kept per operating
