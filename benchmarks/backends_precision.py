@@ -112,7 +112,7 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     verification[("onnx", "fp32")] = {"exits": list(ver_fp32.exits)}
     rows = []
     for key, rt in runtimes.items():
-        res = rt.infer(x)  # accuracy at the variant's calibrated point, whole test split
+        res = rt.infer(x, mode="early_exit")  # accuracy at the variant's calibrated point, whole test split
         full = rt.infer(x, mode="full")
         ver = verification.get(tuple(key.split("/")), {})
         rows.append({

@@ -64,7 +64,7 @@ def rows_for(rt: Any) -> dict[str, Callable[[np.ndarray], Any]]:
 
     rows: dict[str, Callable[[np.ndarray], Any]] = {
         "full": lambda x: rt.infer(x, mode="full"),
-        "branchynet": lambda x: rt.infer(x),
+        "branchynet": lambda x: rt.infer(x, mode="early_exit"),
     }
     parts = rt.manifest.parts["cbnet"].graphs
     if "classifier_base" in parts:  # fine-tuned bundle: 'classifier' is the fine-tuned one

@@ -67,7 +67,7 @@ def measure(path: Path, threads: int, repeats: int) -> dict:
     x = rt.preprocess(x_raw)
     flops = np.array(m.cumulative_flops, dtype=np.float64)
     full_flops = float(m.full_model_flops or flops[-1])
-    res = rt.infer(x)                                        # calibrated policy, whole test split
+    res = rt.infer(x, mode="early_exit")                     # calibrated policy, whole test split
     outs = rt.exit_outputs(x)
     final_acc = float((outs[-1].argmax(-1) == y).mean())
     acc = float((res.predictions == y).mean())
@@ -76,7 +76,7 @@ def measure(path: Path, threads: int, repeats: int) -> dict:
     never = rt.make_policy(thresholds=_extreme(rt, leave=False))     # built once: no per-call policy cost
     always = rt.make_policy(thresholds=_extreme(rt, leave=True))
     fns = {
-        "early_exit": lambda: [rt.infer(s) for s in samples],
+        "early_exit": lambda: [rt.infer(s, mode="early_exit") for s in samples],
         "full": lambda: [rt.infer(s, mode="full") for s in samples],
         "all_segments": lambda: [rt.infer(s, policy=never) for s in samples],
         "exit0_only": lambda: [rt.infer(s, policy=always) for s in samples],

@@ -142,7 +142,7 @@ def speedup(rt, x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
     """Batch-1 early exit (calibrated policy) vs the one-graph full model, interleaved per sample."""
     xs = rt.preprocess(x)
     for i in range(min(50, len(xs))):                 # warm-up
-        rt.infer(xs[i:i + 1])
+        rt.infer(xs[i:i + 1], mode="early_exit")
         rt.infer(xs[i:i + 1], mode="full")
     ee, full, correct, exits = 0.0, 0.0, 0, []
     clock = time.perf_counter
@@ -150,7 +150,7 @@ def speedup(rt, x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
         for i in range(len(xs)):
             xi = xs[i:i + 1]
             t0 = clock()
-            res = rt.infer(xi)
+            res = rt.infer(xi, mode="early_exit")
             t1 = clock()
             rt.infer(xi, mode="full")
             t2 = clock()

@@ -142,60 +142,97 @@ def decide_exits(run_segment: SegmentFn, num_segments: int, inputs: Mapping[str,
         [0, 1]
     """
     n = int(next(iter(inputs.values())).shape[0])
-    exit_index = np.full(n, num_segments - 1, dtype=np.int64)
-    sample_latency = np.zeros(n, dtype=np.float64)
+    last = num_segments - 1
     seg_latency = np.zeros(num_segments, dtype=np.float64)
     seg_batch = np.zeros(num_segments, dtype=np.int64)
+    # allocated at the first exit that answers only part of the batch (a batch answered whole needs no copies)
+    exit_index: np.ndarray | None = None
+    sample_latency: np.ndarray | None = None
     answers: np.ndarray | None = None
     extras: Tensors = {}
     reads = tuple(getattr(policy, "reads", (EXIT_OUTPUT,)))
-    alive = np.arange(n)
+    whole = reads == (EXIT_OUTPUT,)
+    alive = _rows(n)
     state = policy.start(n)
-    feeds: Tensors = dict(inputs)
+    feeds: Tensors = inputs if type(inputs) is dict else dict(inputs)
     clock = time.perf_counter
     start = clock()
     for i in range(num_segments):
         t0 = clock()
         outs = run_segment(i, feeds, alive)
         exit_out = outs[EXIT_OUTPUT]
-        if answers is None:
-            answers = np.empty((n,) + exit_out.shape[1:], dtype=exit_out.dtype)
-        seg_batch[i] = alive.shape[0]
-        if i == num_segments - 1:
-            leave = np.ones(alive.shape[0], dtype=bool)
+        m = alive.shape[0]
+        seg_batch[i] = m
+        leave: Any = None
+        if i == last:
+            n_leave = m
+        elif m == 1:  # one sample: a plain bool, no mask (its only outcomes are "nobody" and "everyone")
+            n_leave = int(policy.decide_one(i, exit_out if whole else {k: outs[k] for k in reads}, state))
         else:
-            seen = exit_out if reads == (EXIT_OUTPUT,) else {k: outs[k] for k in reads}
-            leave = np.asarray(policy.decide(i, seen, state), dtype=bool)
-        any_leave = bool(leave.any())
-        if any_leave:
-            gone = alive[leave]
-            answers[gone] = exit_out[leave]
+            leave = policy.decide(i, exit_out if whole else {k: outs[k] for k in reads}, state)
+            if type(leave) is not np.ndarray or leave.dtype != np.bool_:
+                leave = np.asarray(leave, dtype=bool)
+            n_leave = int(np.count_nonzero(leave))
+        t1 = clock()
+        seg_latency[i] = t1 - t0
+        if n_leave == 0:
+            pass
+        elif n_leave == m and exit_index is None:  # the whole batch answers here, nobody left before
+            exit_index = np.empty(n, dtype=np.int64)
+            exit_index.fill(i)
+            sample_latency = np.empty(n, dtype=np.float64)
+            sample_latency.fill(t1 - start)
+            answers = exit_out
+            for k in keep:
+                extras[k] = outs[k]
+            if on_exit is not None:
+                on_exit(alive, i, exit_out, t1 - start)
+            break
+        else:
+            if exit_index is None:
+                exit_index = np.full(n, last, dtype=np.int64)
+                sample_latency = np.zeros(n, dtype=np.float64)
+            assert sample_latency is not None
+            if answers is None:
+                answers = np.empty((n,) + exit_out.shape[1:], dtype=exit_out.dtype)
+            sel = slice(None) if leave is None else leave
+            gone = alive[sel]
+            answers[gone] = exit_out[sel]
             exit_index[gone] = i
+            sample_latency[gone] = t1 - start
             for k in keep:
                 if k not in extras:
                     extras[k] = np.empty((n,) + outs[k].shape[1:], dtype=outs[k].dtype)
-                extras[k][gone] = outs[k][leave]
-        t1 = clock()
-        seg_latency[i] = t1 - t0
-        if any_leave:
-            sample_latency[alive[leave]] = t1 - start
+                extras[k][gone] = outs[k][sel]
             if on_exit is not None:
-                on_exit(alive[leave], i, exit_out[leave], t1 - start)
-            if leave.all():
+                on_exit(gone, i, exit_out[sel], t1 - start)
+            if n_leave == m:
                 break
         names = carry[i] if carry is not None else None
         nxt = {k: v for k, v in outs.items() if k != EXIT_OUTPUT and (names is None or k in names)}
         for k, v in feeds.items():
             if k in inputs and k not in nxt and (names is None or k in names):
                 nxt[k] = v
-        if any_leave:
+        if n_leave:
             stay = ~leave
             alive = alive[stay]
             state = {k: v[stay] for k, v in state.items()}
             nxt = {k: v[stay] for k, v in nxt.items()}
         feeds = nxt
-    assert answers is not None
+    assert answers is not None and exit_index is not None and sample_latency is not None
     return ExitRun(exit_index, answers, seg_latency, seg_batch, sample_latency, clock() - start, extras)
+
+
+_ROWS = np.arange(0)
+
+
+def _rows(n: int) -> np.ndarray:
+    """Row indices 0..n-1 (a read-only view of one shared array, grown as needed)."""
+    global _ROWS
+    if _ROWS.shape[0] < n:
+        _ROWS = np.arange(max(n, 2 * _ROWS.shape[0], 64))
+        _ROWS.flags.writeable = False
+    return _ROWS[:n]
 
 
 def simulate_exits(exit_outputs: Sequence[Any], policy: ExitPolicy) -> np.ndarray:

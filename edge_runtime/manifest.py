@@ -19,7 +19,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ MAX_NESTING = 64
 MAX_DIM = 2**31 - 1
 MAX_SAMPLE_ELEMENTS = 1 << 25
 MAX_FILE_BATCH = 4096
+#: a non-final segment's decision score, computed inside its graph by the bundle policy's own formula (optional;
+#: ``segments[i].score`` records which policy and arguments), so the executor compares one number per sample
+SCORE_OUTPUT = EXIT_OUTPUT + ".score"
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
              "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
@@ -74,7 +77,7 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
-    @property
+    @cached_property
     def np_dtype(self) -> np.dtype:
         return np.dtype(NP_DTYPES[self.dtype])
 
@@ -308,12 +311,14 @@ class OperatingPoint:
     exit_fractions: list[float]
     mean_latency_s: float | None = None
     expected_speedup: float | None = None
+    #: share of samples answered as the final exit answers them (what the daemon's accuracy monitor watches live)
+    agreement: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OperatingPoint:
         return cls([float(t) for t in d.get("thresholds", [])], float(d["accuracy"]), float(d.get("mean_flops", 0.0)),
                    float(d.get("flops_fraction", 1.0)), [float(f) for f in d.get("exit_fractions", [])],
-                   d.get("mean_latency_s"), d.get("expected_speedup"))
+                   d.get("mean_latency_s"), d.get("expected_speedup"), d.get("agreement"))
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(asdict(self))
@@ -355,6 +360,38 @@ class CalibrationRecord:
     def test(self) -> dict[str, Any]:
         """Figures on the test split (``exit_accuracy``, ``chosen``, ``oracle``), when recorded."""
         return dict(self.other.get("test") or {})
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """What to run by default (``deployment``): the mode, the files' format and precision, the thresholds it was
+    chosen with, and why (written by :mod:`edge_runtime.calibration.deploy`; ``other`` keeps the candidates)."""
+
+    mode: str
+    format: str
+    precision: str
+    thresholds: tuple[float, ...] | None = None
+    why: str = ""
+    other: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = ("mode", "format", "precision", "thresholds", "why")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> DeploymentRecord | None:
+        if not d:
+            return None
+        thr = d.get("thresholds")
+        return cls(d["mode"], d["format"], d["precision"], None if thr is None else tuple(float(t) for t in thr),
+                   d.get("why", ""), {k: v for k, v in d.items() if k not in cls._KNOWN})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.other, "mode": self.mode, "format": self.format, "precision": self.precision,
+                "thresholds": None if self.thresholds is None else list(self.thresholds), "why": self.why}
+
+    @property
+    def variant(self) -> str:
+        """``format/precision`` (a key of ``policy.variants``)."""
+        return f"{self.format}/{self.precision}"
 
 
 @dataclass(frozen=True)
@@ -431,6 +468,7 @@ class Manifest:
     full_model: GraphSpec | None = None
     parts: dict[str, MethodParts] = field(default_factory=dict)
     calibration: CalibrationRecord | None = None
+    deployment: DeploymentRecord | None = None
     created: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None
@@ -482,7 +520,8 @@ class Manifest:
             verification=Verification.from_dict(d["verification"]),
             full_model=GraphSpec.from_dict(d["full_model"]) if d.get("full_model") else None,
             parts={k: MethodParts.from_dict(v) for k, v in (d.get("parts") or {}).items()},
-            calibration=CalibrationRecord.from_dict(d.get("calibration")), created=dict(d.get("created") or {}),
+            calibration=CalibrationRecord.from_dict(d.get("calibration")),
+            deployment=DeploymentRecord.from_dict(d.get("deployment")), created=dict(d.get("created") or {}),
             data=d.get("data"), recipe=d.get("recipe"), extra=d.get("extra"), format_version=int(d["format_version"]),
         )
 
@@ -499,6 +538,8 @@ class Manifest:
             out["parts"] = {k: v.to_dict() for k, v in self.parts.items()}
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
+        if self.deployment is not None:
+            out["deployment"] = json.loads(json.dumps(self.deployment.to_dict()))
         for key in ("created", "data", "recipe", "extra"):
             value = getattr(self, key)
             if value:

@@ -9,6 +9,8 @@ imports torch.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,15 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import _env, profiles
-from edge_runtime.backends import Backend, Session, create_backend
+from edge_runtime.backends import FORMAT_BACKENDS, Backend, Session, create_backend
 from edge_runtime.backends.base import check_threads
 from edge_runtime.bundle import Bundle, BundleFile, read_bundle
-from edge_runtime.errors import BundleError, ConfigError, InputError
+from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError, InputError
 from edge_runtime.executor import ExitRun, GraphRunner, OnExit, Tensors, decide_exits, simulate_exits
-from edge_runtime.manifest import EXIT_OUTPUT, GraphSpec, InputSpec, Manifest
+from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT, GraphSpec, InputSpec, Manifest
 from edge_runtime.meters import create_meter
 from edge_runtime.modes import MODES, InferenceResult, Mode
-from edge_runtime.policies import POLICIES, ExitPolicy, create_policy
+from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import UnknownNameError
 
 __all__ = ["MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits"]
@@ -56,6 +58,7 @@ class Runtime:
         self.meter: Any = None  # an energy meter (see edge_runtime.meters), attached by the caller
         self.profile: Any = None  # the DeviceProfile applied by load_bundle, if any
         self._mode_state: dict[str, Any] = {}
+        self._supported: dict[str, Mode] = {}  # modes checked against this bundle (Runtime.mode)
         self.segments = [self.open_graph(seg, f"segments.{seg.index}") for seg in m.segments]
         later: set[str] = set()
         carry: list[tuple[str, ...]] = []
@@ -66,7 +69,10 @@ class Runtime:
         self._full: GraphRunner | None = None
         if m.full_model is not None and self._graph_files(m.full_model, "full_model") is not None:
             self._full = self.open_graph(m.full_model, "full_model")
+        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph
+        self.in_graph_score = _in_graph_score(m, self.segments)
         self.default_policy = self._bundle_policy()
+        self._default_mode = self.default_mode
 
     def _bundle_policy(self) -> ExitPolicy:
         """The manifest's policy; a bundle whose policy cannot be built is refused naming the field."""
@@ -143,7 +149,10 @@ class Runtime:
             thr = thresholds if thresholds is not None else spec.thresholds_for(self.variant)
         else:
             name, kw, thr = policy, kwargs, thresholds
-        return create_policy(name, self.num_exits, thr, **kw)
+        pol = create_policy(name, self.num_exits, thr, **kw)
+        if isinstance(pol, ScorePolicy) and self.in_graph_score == (name, pol.config()):
+            pol.read_score_output()  # the segments compute this very score: compare one number per sample
+        return pol
 
     # -- input ----------------------------------------------------------------------------
     def check_input(self, x: Any) -> Any:
@@ -164,6 +173,8 @@ class Runtime:
         Raises:
             InputError: wrong type, names, rank, shape, dtype, batch sizes, or NaN/Inf values.
         """
+        if type(x) is np.ndarray and len(self.inputs) == 1:  # the common case, checked with the least work
+            return {self.inputs[0].name: _check_one(self.inputs[0], x, False)}
         if isinstance(x, Mapping):
             unknown = sorted(set(x) - {s.name for s in self.inputs})
             missing = [s.name for s in self.inputs if s.name not in x]
@@ -206,23 +217,44 @@ class Runtime:
         Raises:
             ConfigError: unknown mode, or one this bundle does not support (says why).
         """
+        mode = self._supported.get(name)
+        if mode is not None:
+            return mode
         mode = MODES.get(name)
         why = mode.unsupported(self.manifest)
         if why is not None:
             raise ConfigError(f"{self.bundle.root}: bundle {self.name!r} cannot run mode {name!r}: {why}; "
                               f"its modes: {', '.join(self.modes())}")
+        self._supported[name] = mode
         return mode
 
+    @property
+    def default_mode(self) -> str:
+        """The mode :meth:`infer` runs when none is asked for: the bundle's recommended one (its ``deployment``
+        record) when this runtime runs the recommended files, else ``early_exit``."""
+        dep = self.manifest.deployment
+        if dep is not None and dep.variant == self.variant and dep.mode in self.modes():
+            return dep.mode
+        return "early_exit"
+
+    def resolve_mode(self, mode: str | None, policy_given: bool = False) -> str:
+        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given."""
+        if mode is not None:
+            return mode
+        return "early_exit" if policy_given else self._default_mode
+
     def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
-              mode: str = "early_exit", on_exit: OnExit | None = None) -> InferenceResult:
-        """Run a batch in a mode (default: early exit, each sample leaving at the first exit its policy accepts).
+              mode: str | None = None, on_exit: OnExit | None = None) -> InferenceResult:
+        """Run a batch in a mode (default: the bundle's recommended configuration, :attr:`default_mode`; early exit,
+        each sample leaving at the first exit its policy accepts, when a policy or thresholds are given).
 
         Args:
             x: model-ready input, shape (N, *input.shape[1:]), the manifest's dtype; or a mapping
                 input name -> array for a bundle with several inputs.
             policy: a policy name or object; None uses the bundle's calibrated policy.
             thresholds: per-exit thresholds overriding the policy's.
-            mode: a registered mode the bundle supports (``early_exit``, ``full``, a method's own).
+            mode: a registered mode the bundle supports (``early_exit``, ``full``, a method's own); None: the
+                default above.
             on_exit: ``on_exit(rows, exit, outputs, seconds)`` as soon as samples have their answer.
 
         Raises:
@@ -230,7 +262,7 @@ class Runtime:
             ConfigError: unknown policy/mode or bad thresholds.
         """
         feeds = self.feeds(x)
-        handler = self.mode(mode)
+        handler = self.mode(self.resolve_mode(mode, policy is not None or thresholds is not None))
         if policy is None and thresholds is None:
             pol: ExitPolicy | None = self.default_policy
         else:
@@ -245,9 +277,10 @@ class Runtime:
 
     def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
         """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
-        segments = self.segments
-        return decide_exits(lambda i, f, alive: segments[i].run(f), len(segments), feeds, policy,
-                            carry=self._carry, on_exit=on_exit)
+        return decide_exits(self._run_segment, len(self.segments), feeds, policy, carry=self._carry, on_exit=on_exit)
+
+    def _run_segment(self, i: int, feeds: Tensors, alive: np.ndarray) -> Tensors:
+        return self.segments[i].run(feeds)
 
     def exit_outputs(self, x: Any) -> list[np.ndarray]:
         """Every exit's ``exit`` output for every sample (runs all segments); for calibration and oracles."""
@@ -276,7 +309,7 @@ def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session
         BundleError: naming the file's field (batch size) or the graph's ``inputs``/``outputs`` field.
     """
     missing = sorted(set(graph.input_names) - set(session.input_names)) + \
-        sorted(set(graph.output_names) - set(session.output_names))
+        sorted(set(graph.output_names) - set(session.output_names) - {SCORE_OUTPUT})  # a file may lack the score
     if missing:
         raise BundleError(f"graph {f.path.name} has inputs {session.input_names} and outputs {session.output_names}; "
                           f"the manifest names {missing} too", path=f.path, field=field)
@@ -298,26 +331,72 @@ def _check_session(graph: GraphSpec, field: str, f: BundleFile, session: Session
                                   f"manifest {list(spec.shape)} {spec.dtype}", path=f.path, field=f"{field}.{kind}s")
 
 
+def _in_graph_score(m: Manifest, runners: Sequence[GraphRunner]) -> tuple[str, dict[str, Any]] | None:
+    """The (policy, kwargs) every non-final segment scores in its graph, when all of them do and agree."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for seg, runner in zip(m.segments[:-1], runners):
+        spec = seg.extra.get("score")
+        if not spec or SCORE_OUTPUT not in runner.output_names:
+            return None
+        found.append((spec["policy"], dict(spec["kwargs"])))
+    return found[0] if found and all(f == found[0] for f in found) else None
+
+
 def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
-    what = f"input {spec.name!r}" if named else "input"
     sample = spec.sample_shape
-    expected = "(N, " + ", ".join(str(d) for d in sample) + ")"
-    if not isinstance(x, np.ndarray):
-        raise InputError(f"{what} must be a numpy array of shape {expected}, got {type(x).__name__}")
+    if type(x) is not np.ndarray and not isinstance(x, np.ndarray):
+        raise InputError(f"{_what(spec, named)} must be a numpy array of shape {_expected(sample)}, "
+                         f"got {type(x).__name__}")
     if x.ndim != len(sample) + 1:
-        raise InputError(f"{what} has rank {x.ndim} (shape {tuple(x.shape)}); expected rank {len(sample) + 1}, "
-                         f"shape {expected}")
-    for axis, (got, want) in enumerate(zip(x.shape[1:], sample), start=1):
-        if want is not None and got != want:
-            raise InputError(f"{what} shape {tuple(x.shape)} does not match {expected} at axis {axis}")
+        raise InputError(f"{_what(spec, named)} has rank {x.ndim} (shape {tuple(x.shape)}); expected rank "
+                         f"{len(sample) + 1}, shape {_expected(sample)}")
+    if x.shape[1:] != sample:
+        for axis, (got, want) in enumerate(zip(x.shape[1:], sample), start=1):
+            if want is not None and got != want:
+                raise InputError(f"{_what(spec, named)} shape {tuple(x.shape)} does not match {_expected(sample)} "
+                                 f"at axis {axis}")
     if x.shape[0] == 0:
-        raise InputError(f"{what} batch is empty")
+        raise InputError(f"{_what(spec, named)} batch is empty")
     if x.dtype != spec.np_dtype:
-        raise InputError(f"{what} dtype is {x.dtype}; expected {spec.dtype} (convert with x.astype(np.{spec.dtype}))")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise InputError(f"{_what(spec, named)} dtype is {x.dtype}; expected {spec.dtype} (convert with "
+                         f"x.astype(np.{spec.dtype}))")
+    if x.dtype.kind == "f" and not _all_finite(x):
         bad = int((~np.isfinite(x)).reshape(x.shape[0], -1).any(axis=1).sum())
-        raise InputError(f"{what} contains NaN or Inf values in {bad} sample(s)")
-    return np.ascontiguousarray(x)
+        raise InputError(f"{_what(spec, named)} contains NaN or Inf values in {bad} sample(s)")
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _what(spec: InputSpec, named: bool) -> str:
+    return f"input {spec.name!r}" if named else "input"
+
+
+def _expected(sample: tuple[int | None, ...]) -> str:
+    return "(N, " + ", ".join(str(d) for d in sample) + ")"
+
+
+_ZEROS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """Whether every value is finite. For float32/float64 one dot product with zeros decides it (x * 0 is 0 for a
+    finite x and NaN for NaN or +-Inf, and NaN survives the sum): no temporary array of the input's size."""
+    if x.dtype not in (np.float32, np.float64):
+        return bool(np.isfinite(x).all())
+    key = (x.dtype.char, x.size)
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        if len(_ZEROS) >= 16:
+            _ZEROS.clear()
+        zeros = _ZEROS[key] = np.zeros(x.size, dtype=x.dtype)
+    try:
+        return math.isfinite(float(np.dot(x.reshape(-1), zeros)))
+    except RuntimeWarning:  # warnings turned into errors: Inf * 0 raised "invalid value"
+        return False
+
+
+# a non-finite input makes the check above compute Inf * 0: expected, and reported as an InputError instead
+warnings.filterwarnings("ignore", message="invalid value encountered in dot", category=RuntimeWarning,
+                        module=__name__)
 
 
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
@@ -328,11 +407,13 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
 
     Args:
         path: the bundle directory.
-        backend: a registered backend name (``onnxruntime``; ``litert`` where installed).
+        backend: a registered backend name (``onnxruntime``; ``litert`` where installed); None: the profile's,
+            else the one running the bundle's recommended files (``deployment``) when installed, else onnxruntime.
         threads: backend threads; None reads ``EDGE_RUNTIME_THREADS``, else the backend's default.
         precision: which precision variant of the files to run (``fp32``, ``fp16``, ``int8``,
             ``int8_dynamic``); the bundle's thresholds re-calibrated for that variant are used. None: the
-            profile's preferred precision when the bundle holds it for this backend, else ``fp32``.
+            profile's preferred precision when the bundle holds it for this backend, else the bundle's recommended
+            one (``deployment``), else ``fp32``.
         verify_hashes: check every file's sha256 against the manifest (default True).
         batch_sizes: load only the fixed-batch files of these sizes (each must exist); None loads all.
         profile: a device profile (object, name, YAML path, or ``"auto"`` to detect); None uses
@@ -364,12 +445,21 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
         threads = check_threads(_env.default_threads(), "EDGE_RUNTIME_THREADS")
     if threads is None and prof is not None:
         threads = prof.threads
+    dep = bundle.manifest.deployment  # the recommended files, when nothing else decides
     if backend is None:
-        backend = prof.backend if prof is not None else "onnxruntime"
-    be = create_backend(backend, threads=threads, **backend_options)
+        backend = prof.backend if prof is not None else FORMAT_BACKENDS.get(dep.format, "onnxruntime") \
+            if dep is not None else "onnxruntime"
+        try:
+            be = create_backend(backend, threads=threads, **backend_options)
+        except EdgeRuntimeError:  # the recommended backend is not installed here: the default one
+            backend = "onnxruntime"
+            be = create_backend(backend, threads=threads, **backend_options)
+    else:
+        be = create_backend(backend, threads=threads, **backend_options)
     if precision is None:
         held = {(fmt, p) for fmt, p, _ in bundle.variants()}
-        wanted = prof.precision if prof is not None else "fp32"
+        wanted = prof.precision if prof is not None else \
+            dep.precision if dep is not None and dep.format == be.file_format else "fp32"
         precision = wanted if (be.file_format, wanted) in held else "fp32"
     rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
     rt.profile = prof

@@ -78,8 +78,8 @@ def _check_outputs(out: Path, stdout: str, keys: tuple[str, ...]) -> None:
     res = load_results(out / "branchynet_resnet" / "results.json")
     assert "cbnet" in {r["kind"] for r in res["configs"]}, "the BranchyNet demo bundle carries CBNet parts"
     summary = stdout.split(f"report: {out / 'summary.md'}")[1].strip().splitlines()[1:]
-    # the report's five summary lines per model, then every model's targets in one line
-    assert len(summary) == 5 * len(keys) + 1 and summary[-1].startswith("targets:")
+    # the report's six summary lines per model (the last: what to deploy), then every model's targets in one line
+    assert len(summary) == 6 * len(keys) + 1 and summary[-1].startswith("targets:")
     table = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("|")]
     assert table[0].startswith("| model | configuration | accuracy % |") and table[1].startswith("|---|")
     assert any("| CBNet (autoencoder" in line for line in table)          # a row kind named in models.yaml

@@ -44,6 +44,7 @@ REGISTRIES = {
     "optimizers": "converters.training.registry:OPTIMIZERS",
     "schedules": "converters.training.registry:SCHEDULES",
     "quantizers": "converters.export.quantize:QUANTIZERS",
+    "in_graph_scores": "converters.export.scores:SCORE_GRAPHS",
     "recipe_sections": "converters.recipe.sections:SECTIONS",
     "cbnet_autoencoders": "converters.methods.cbnet.autoencoders:AUTOENCODERS",
     "cbnet_exemplar_methods": "converters.methods.cbnet.exemplars:EXEMPLAR_METHODS",
@@ -424,6 +425,20 @@ def test_schedule_factors(name: str) -> None:
     factor = _resolve("schedules", name)()
     values = [factor(step, 10) for step in range(10)]
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in values) and values[0] > 0
+
+
+@pytest.mark.parametrize("name", _cases("in_graph_scores"))
+def test_in_graph_score_equals_its_policys_score(name: str) -> None:
+    import torch
+
+    from edge_runtime.policies import ScorePolicy, create_policy
+
+    fn = _resolve("in_graph_scores", name)
+    policy = create_policy(name, 2)
+    assert isinstance(policy, ScorePolicy), f"in-graph score {name!r} names no score policy"
+    logits = np.random.default_rng(2).standard_normal((16, 5)).astype(np.float32) * 3
+    got = fn(torch.from_numpy(logits), **policy.config()).numpy()
+    np.testing.assert_allclose(got, policy.score(logits), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", _cases("quantizers"))

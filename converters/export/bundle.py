@@ -29,12 +29,13 @@ from converters.export.onnx import (
     onnx_op_counts,
     tensor_spec,
 )
+from converters.export.scores import ScoredSegment, score_graph, score_max_diffs
 from converters.export.variants import variant_exporters
 from converters.export.verify import verify_bundle_dir
 from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
 from edge_runtime.errors import ConfigError, ExportError
 from edge_runtime.files import check_output_dir, replace_dir, staging_dir
-from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, write_manifest
+from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION, SCORE_OUTPUT, write_manifest
 from edge_runtime.policies import create_policy
 
 
@@ -80,6 +81,7 @@ def export_bundle(
     calibration_inputs: Any = None,
     calibration_labels: Any = None,
     fp16_tolerance: float = 1e-2,
+    in_graph_score: bool = True,
 ) -> Path:
     """Export, check and verify ``model`` into a bundle directory, atomically.
 
@@ -109,6 +111,9 @@ def export_bundle(
             (see :mod:`converters.export.quantize`); each is verified and gets re-calibrated thresholds.
         calibration_inputs: the recipe's calibration split (model inputs, an array), for static int8
             and for re-calibrating each variant's thresholds; ``calibration_labels`` optionally.
+        in_graph_score: every non-final segment also outputs its exit's decision score (``exit.score``) by the
+            policy's own formula when the policy has one in :data:`converters.export.scores.SCORE_GRAPHS`, so the
+            device compares one number per sample (verified against the policy's numpy score).
 
     Returns:
         The bundle directory.
@@ -145,8 +150,10 @@ def export_bundle(
         extra_parts=extra_parts,
     )
 
+    score = score_graph(policy, pol.config()) if in_graph_score else None
     with staging_dir(out) as tmp:
-        manifest = _write_segments(model, example_input, tmp, opset, include_full_model)
+        manifest = _write_segments(model, example_input, tmp, opset, include_full_model,
+                                   (policy, pol.config(), score) if score is not None else None)
         manifest.update(
             {
                 "format": FORMAT_NAME,
@@ -183,7 +190,10 @@ def export_bundle(
         }
         if full_diff is not None:
             manifest["verification"]["full_model_max_abs_diff"] = full_diff
-        worst = max(diffs + ([full_diff] if full_diff is not None else []))
+        score_diffs = score_max_diffs(tmp, manifest, inputs)  # in-graph scores vs the policy's numpy score
+        for i, d in score_diffs.items():
+            manifest["verification"]["exits"][i]["score_max_abs_diff"] = d
+        worst = max(diffs + list(score_diffs.values()) + ([full_diff] if full_diff is not None else []))
         if worst > tolerance:
             detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
             raise ExportError(f"verification failed: max abs difference {worst:.3g} > tolerance {tolerance:g} "
@@ -206,9 +216,10 @@ def _as_float32(x: Any) -> Any:
 
 
 def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
-                    include_full_model: bool) -> dict[str, Any]:
+                    include_full_model: bool, score: tuple[str, dict[str, Any], Any] | None = None) -> dict[str, Any]:
     """Export each (segment i + head i) as ``segments/segment_<i>.onnx``; the tensors crossing cut i are named
-    by :meth:`EarlyExitModel.hidden_names` in both segment i's outputs and segment i+1's inputs."""
+    by :meth:`EarlyExitModel.hidden_names` in both segment i's outputs and segment i+1's inputs. With ``score``
+    (policy name, its kwargs, its in-graph score), every non-final segment also outputs ``exit.score``."""
     (root / "segments").mkdir()
     segments, exits = [], []
     h: Any = example if isinstance(example, tuple) else example
@@ -217,11 +228,15 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
     with torch.no_grad():
         for i, (segment, head) in enumerate(zip(model.segments, model.heads)):
             last = i == model.num_exits - 1
-            wrapper = SegmentWithExit(segment, head, last).eval()
+            wrapper: nn.Module = SegmentWithExit(segment, head, last).eval()
             h_next = call_with(segment, h)
             exit_out = call_with(head, h_next)
             hidden_names = [] if last else model.hidden_names(i, h_next)
             out_names = [*hidden_names, EXIT_OUTPUT]
+            scored = score if not last else None
+            if scored is not None:
+                wrapper = ScoredSegment(wrapper, scored[2]).eval()
+                out_names.append(SCORE_OUTPUT)
             path = root / "segments" / f"segment_{i}.onnx"
             export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset)
             backbone_flops = count_flops(_Positional(segment), as_tuple(h))
@@ -229,6 +244,8 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             cumulative += backbone_flops + head_flops
             outputs = [tensor_spec(n, t) for n, t in zip(hidden_names, as_tuple(h_next))] if not last else []
             outputs.append(tensor_spec(EXIT_OUTPUT, exit_out))
+            if scored is not None:
+                outputs.append(tensor_spec(SCORE_OUTPUT, scored[2](exit_out)))
             segments.append({
                 "index": i,
                 "files": [file_entry(path, root)],
@@ -241,6 +258,7 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
                 "op_counts": onnx_op_counts(path),
                 "flops_by_op": _merge(count_flops_by_kind(_Positional(segment), as_tuple(h)),
                                       count_flops_by_kind(_Positional(head), as_tuple(h_next))),
+                **({"score": {"policy": scored[0], "kwargs": dict(scored[1])}} if scored is not None else {}),
             })
             # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
             exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",

@@ -277,8 +277,12 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
     cost = cal.get("cost", "flops")
     if cost == "latency":
         latency, full_latency = measure_segment_latency(rt, x, repeats=int(cal.get("latency", {}).get("repeats", 200)))
+    g = cal.get("guarantee") or {}
     res = calibrate(outs, y, spec["name"], spec["kwargs"], flops=flops, latency=latency, full_latency=full_latency,
-                    max_accuracy_drop=float(cal["max_accuracy_drop"]), cost=cost, levels=cal.get("levels"))
+                    max_accuracy_drop=float(cal["max_accuracy_drop"]), cost=cost, levels=cal.get("levels"),
+                    confidence=cal.get("confidence"), risk=g.get("risk", "label_drop"),
+                    bound=g.get("bound", "binomial"),
+                    selection_fraction=g.get("selection_fraction"), seed=g.get("split_seed", 0))
     ref = evaluate_point(reference, y, spec["name"], spec["kwargs"], spec["thresholds"], flops)
     return {"thresholds": list(res.chosen.thresholds),
             "method": f"edge_runtime.calibration on this variant's exit outputs: cheapest point ({cost}) within "
@@ -286,7 +290,8 @@ def _calibrate_like_fp32(rt: Any, manifest: dict[str, Any], cal: dict[str, Any],
             "calibration_samples": int(len(y)), "accuracy": res.chosen.accuracy,
             "final_exit_accuracy": res.final_accuracy, "exit_rates": res.chosen.exit_fractions,
             "flops_fraction": res.chosen.flops_fraction, "reference_accuracy": ref.accuracy,
-            "reference_exit_rates": ref.exit_fractions}
+            "reference_exit_rates": ref.exit_fractions,
+            **({"guarantee": res.extra["guarantee"]} if "guarantee" in res.extra else {})}
 
 
 def variant_exporters(model: EarlyExitModel | None, example: Any, *, backends: Sequence[str] = ("onnx",),

@@ -178,6 +178,27 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: An
     return history, ctx.is_main
 
 
+def _guarantee_options(cal_spec: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """``calibrate``'s risk-control settings (``confidence: null`` keeps the point estimate)."""
+    return {"confidence": cal_spec.get("confidence"), "risk": cal_spec.get("risk", "label_drop"),
+            "bound": cal_spec.get("bound", "binomial"), "selection_fraction": cal_spec.get("selection_fraction"),
+            "seed": int(recipe["seed"])}
+
+
+def _recommend(bundle: Path, x: np.ndarray, y: np.ndarray, cal_spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``deployment`` record: every mode x backend x precision of the bundle on the calibration split, the
+    fastest within ``max_accuracy_drop`` of the one-graph model (measured here, or predicted for ``profile``)."""
+    from edge_runtime.calibration.deploy import measure_candidates, recommend
+
+    notes: list[str] = []
+    cands = measure_candidates(bundle, x, y, repeats=cal_spec["recommend_repeats"], profile=cal_spec["profile"],
+                               notes=notes)
+    rec = recommend(cands, budget_pts=cal_spec["max_accuracy_drop"]).to_dict()
+    rec["split"] = "calibration"
+    rec["notes"] = notes
+    return rec
+
+
 def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Path, overwrite: bool,
                           recipe: Recipe, split: Any, pre: Any, kwargs: dict[str, Any],
                           stages: Sequence[ConversionStage] = (), ctx: StageContext | None = None) -> Path:
@@ -206,7 +227,7 @@ def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Pat
         cal = calibrate(outs_c, yc, pol["name"], pol["kwargs"], flops=flops, latency=latency,
                         full_latency=full_latency, full_flops=full_flops,
                         max_accuracy_drop=cal_spec["max_accuracy_drop"], cost=cal_spec["cost"],
-                        levels=cal_spec["levels"])
+                        levels=cal_spec["levels"], **_guarantee_options(cal_spec, recipe))
         chosen = cal.chosen
         section = cal.to_manifest()
         if latency is not None:
@@ -232,6 +253,9 @@ def _export_and_calibrate(model: EarlyExitModel, example: torch.Tensor, out: Pat
         for e, acc in zip(m["exits"], test_acc):
             e["test_accuracy"] = acc
         write_manifest(staging, m)
+        if cal_spec["recommend"]:  # every configuration the bundle holds, compared: the default follows the best
+            m["deployment"] = _recommend(staging, xc, yc, cal_spec)
+            write_manifest(staging, m)
         read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
         replace_dir(staging, out, overwrite=overwrite)
     return out

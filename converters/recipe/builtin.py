@@ -11,7 +11,13 @@
       stages:
         - {name: branchy, loss: {name: weighted_exits, kwargs: {}}, optimizer: {name: adam, kwargs: {}},
            lr: 0.002, epochs: 8, batch_size: 64, weight_decay: 0.0005, schedule: {name: cosine, kwargs: {}}}
-    calibrate: {max_accuracy_drop: 1.0, cost: flops, levels: null, measure_latency: true, latency_repeats: 200}
+    calibrate: {max_accuracy_drop: 1.0, confidence: 0.9, risk: label_drop, bound: binomial, selection_fraction: null,
+                cost: flops, levels: null, measure_latency: true, latency_repeats: 200, recommend: true,
+                recommend_repeats: 3, profile: null}
+    # confidence: null = the point estimate (cheapest point within the budget on the calibration split);
+    # a probability = the budget holds on new data with that probability (edge_runtime/calibration/risk.py)
+    # recommend: compare every mode x backend x precision the bundle holds on the calibration split (measured here,
+    # or predicted for `profile`) and record the fastest within the budget as the bundle's default (`deployment`)
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from converters.models.registry import HEADS, MODELS
 from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from converters.training.registry import LOSSES, OPTIMIZERS, SCHEDULES
 from converters.training.trainer import StageConfig
+from edge_runtime.calibration.risk import BOUNDS, RISKS
 from edge_runtime.datasets import DATASETS, DEFAULT_FRACTIONS, SPLITS
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import POLICIES
+from edge_runtime.profiles import PROFILES
 
 
 def _number(value: Any, where: str, *, low: float | None = None, strict: bool = False) -> float:
@@ -183,14 +191,36 @@ def _train(value: Any, where: str) -> dict[str, Any]:
 
 @section("calibrate")
 def _calibrate(value: Any, where: str) -> dict[str, Any]:
-    spec = expect_mapping(value, where, {"max_accuracy_drop": 1.0, "cost": "flops", "levels": None,
-                                         "measure_latency": True, "latency_repeats": 200})
+    spec = expect_mapping(value, where, {"max_accuracy_drop": 1.0, "confidence": None, "risk": "label_drop",
+                                         "bound": "binomial", "selection_fraction": None, "cost": "flops",
+                                         "levels": None, "measure_latency": True, "latency_repeats": 200,
+                                         "recommend": True, "recommend_repeats": 3, "profile": None})
     spec["max_accuracy_drop"] = _number(spec["max_accuracy_drop"], f"{where}.max_accuracy_drop", low=0.0)
+    if spec["confidence"] is not None:
+        c = _number(spec["confidence"], f"{where}.confidence")
+        if not 0.0 < c < 1.0:
+            raise ConfigError(f"recipe key {where}.confidence: expected a probability in (0, 1) or null (the point "
+                              f"estimate), got {spec['confidence']!r}")
+        spec["confidence"] = c
+    for key, known in (("risk", RISKS), ("bound", BOUNDS)):
+        if spec[key] not in known:
+            raise ConfigError(f"recipe key {where}.{key}: expected one of {', '.join(known)}, got {spec[key]!r}")
+    if spec["selection_fraction"] is not None:
+        f = _number(spec["selection_fraction"], f"{where}.selection_fraction")
+        if not 0.0 < f < 1.0:
+            raise ConfigError(f"recipe key {where}.selection_fraction: expected a fraction in (0, 1) or null (the "
+                              f"test part gets the size that certifies best), got {f!r}")
     if spec["cost"] not in ("flops", "latency"):
         raise ConfigError(f"recipe key {where}.cost: expected flops or latency, got {spec['cost']!r}")
     if spec["levels"] is not None:
         _int(spec["levels"], f"{where}.levels", 2)
     expect_type(spec["measure_latency"], bool, f"{where}.measure_latency")
+    expect_type(spec["recommend"], bool, f"{where}.recommend")
+    _int(spec["recommend_repeats"], f"{where}.recommend_repeats", 1)
+    if spec["profile"] is not None and expect_type(spec["profile"], str, f"{where}.profile") not in PROFILES \
+            and not spec["profile"].endswith((".yaml", ".yml")):
+        raise ConfigError(f"recipe key {where}.profile: unknown device profile {spec['profile']!r}; known: "
+                          f"{', '.join(PROFILES.names())} (or a .yaml path)")
     _int(spec["latency_repeats"], f"{where}.latency_repeats", 1)
     if spec["cost"] == "latency" and not spec["measure_latency"]:
         raise ConfigError(f"recipe key {where}.cost: 'latency' needs measure_latency: true")

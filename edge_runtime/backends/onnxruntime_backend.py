@@ -58,10 +58,16 @@ class OnnxRuntimeSession(Session):
         first = inputs[0].shape[0] if inputs and inputs[0].shape else None
         self.batch_size = first if isinstance(first, int) else None
         self.tensors = {t.name: _spec(t) for t in [*inputs, *outputs]}
+        # on the CPU provider, call the compiled session directly: the Python wrapper's per-call checks (provider
+        # fallback, graph-capture flags, output-name lookup) cost ~2 us, as much as a tiny segment's whole run
+        self._run = session.run
+        inner_run = getattr(getattr(session, "_sess", None), "run", None)
+        if session.get_providers() == ["CPUExecutionProvider"] and callable(inner_run):
+            self._run = inner_run
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._session.run(None, inputs)
+            return self._run(self.output_names, inputs, None)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
             raise BackendError(f"onnxruntime failed to run the graph: {clean_message(exc)}",
                                path=self._source) from None

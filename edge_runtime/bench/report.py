@@ -127,12 +127,37 @@ def document(results: dict[str, Any]) -> list[Block]:
         ("table", ["row", "policy", "thresholds"],
          [[r["name"], r["policy"] or "", ", ".join(f"{t:.4g}" for t in r["thresholds"])]
           for r in results["configs"] if r["thresholds"]]),
+        *_recommendation_blocks(results),
         ("h", 2, "Methods"),
         ("list", [f"**{k}**: {v}" for k, v in results["methods"].items()]),
         ("h", 2, "Notes"),
         ("list", d.get("notes", []) + results["notes"] + [f"{r['name']}: {r['notes']}" for r in results["configs"]
                                                            if r["notes"]]),
     ]
+    return blocks
+
+
+def _recommendation_blocks(results: dict[str, Any]) -> list[Block]:
+    """What to deploy: the measured configurations within the budget, the fastest first."""
+    rec = results.get("recommendation")
+    if not rec:
+        return [("h", 2, "Recommendation"), ("p", "n/a: no fp32 one-graph row to compare against")]
+    thr = rec.get("thresholds")
+    blocks: list[Block] = [
+        ("h", 2, "Recommendation"),
+        ("p", "Thresholds: " + (results["header"]["bundle"].get("guarantee") or "no calibration recorded")),
+        ("p", f"**Deploy {rec['mode']} on {rec['format']}/{rec['precision']}**"
+              + (f" (thresholds {', '.join(f'{t:.4g}' for t in thr)})" if thr else "") + f": {rec['why']}."),
+        ("table", ["configuration", "accuracy %", "drop pts", "mean ms", "within budget"],
+         [[c["name"], _f(c["accuracy"], ".2f", 100), _f(c["drop_pts"], ".2f"), _f(c["latency_s"], ".3f", 1e3),
+           "yes" if c["eligible"] else f"no: {c['note']}"]
+          for c in sorted(rec["candidates"], key=lambda c: (c["latency_s"] is None, c["latency_s"] or 0.0))]),
+    ]
+    default = rec.get("bundle_default")
+    if default:
+        same = "the same as" if rec.get("matches_bundle_default") else "differs from"
+        blocks.append(("p", f"This {same} the bundle's recorded default ({default['mode']} on "
+                            f"{default['format']}/{default['precision']}: {default.get('why', '')})."))
     return blocks
 
 
@@ -233,8 +258,8 @@ _CORE_KINDS = ("full", "never", "early_exit", "sweep", "oracle", "torch_eager")
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """Five lines for a terminal: model, calibrated point, throughput at the largest batch, other modes and the
-    oracle, targets."""
+    """Six lines for a terminal: model, calibrated point, throughput at the largest batch, other modes and the
+    oracle, targets, what to deploy."""
     rows = {r["name"]: r for r in results["configs"]}
     full, ee = rows.get("full"), rows.get("early_exit")
     big = max(results["settings"]["batch_sizes"])
@@ -261,4 +286,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines.append(f"{name}: " + "; ".join(extra))
     lines.append(f"{name}: targets " + ", ".join(f"{t['name']} {t['status']}" for t in results["targets"]
                                                  if t["status"] != "N/A"))
+    rec = results.get("recommendation")
+    if rec:
+        lines.append(f"{name}: recommended: {rec['mode']} on {rec['format']}/{rec['precision']} ({rec['why']})")
     return lines

@@ -19,6 +19,7 @@ from edge_runtime.bench.oracle import ORACLE_METHOD, oracle_row
 from edge_runtime.bench.results import RESULTS_FORMAT, RESULTS_VERSION, machine_info, package_versions, validate_results
 from edge_runtime.bench.targets import evaluate_targets
 from edge_runtime.calibration.bounds import pareto_front
+from edge_runtime.calibration.risk import describe_guarantee
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.manifest import Manifest
 
@@ -133,7 +134,9 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
                        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
                        "num_segments": len(primary.segments), "num_exits": primary.num_exits,
                        "policy": primary.manifest.policy.to_dict(), "has_full_model": primary.has_full_model,
-                       "full_model_flops": primary.manifest.full_model_flops},
+                       "full_model_flops": primary.manifest.full_model_flops,
+                       "guarantee": describe_guarantee(primary.manifest.calibration.other)
+                       if primary.manifest.calibration is not None else None},
         },
         "data": {"spec": data.spec, "source": data.source, "n_samples": int(len(data.y)),
                  "split_check": data.split_check, "indices_sha256": data.indices_sha256, "notes": data.notes},
@@ -146,6 +149,7 @@ def run_bench(bundle: str | Path, settings: BenchSettings) -> dict[str, Any]:
         "methods": METHODS,
         "notes": notes,
     }
+    results["recommendation"] = recommendation(rows, primary.manifest)
     results["targets"] = evaluate_targets(results)
     validate_results(results)
     return results
@@ -262,6 +266,33 @@ def _derive(rows: list[dict[str, Any]], manifest: Manifest) -> None:
                                              / full_flops)
         else:
             r["mean_flops_fraction"] = 1.0 if r["kind"] == "full" else None
+
+
+def recommendation(rows: list[dict[str, Any]], manifest: Manifest) -> dict[str, Any] | None:
+    """What to deploy, from the measured rows (every mode x backend x precision measured; the same rule as
+    ``convert``'s ``deployment`` record: the lowest mean batch-1 latency within the calibration budget of the fp32
+    one-graph model); None without a one-graph row."""
+    from edge_runtime.backends import FORMAT_BACKENDS
+    from edge_runtime.calibration.deploy import Candidate, recommend
+    from edge_runtime.modes import MODES
+
+    formats = {b: f for f, b in FORMAT_BACKENDS.items()}
+    cands = [Candidate(r["kind"], r["backend"], formats.get(r["backend"], r["backend"]), r["precision"],
+                       r["thresholds"], float(r["accuracy"]), (_mean(r) or 0.0) / 1e3 if _mean(r) else None,
+                       (r.get("energy") or {}).get("per_inference_j"))
+             for r in rows if r.get("measured") and r["kind"] in MODES]
+    ref = next((c for c in cands if c.name == "full@onnx/fp32"), None) or next(
+        (c for c in cands if (c.mode, c.precision) == ("full", "fp32")), None)
+    if ref is None:
+        return None
+    cal = manifest.calibration
+    budget = float(cal.max_accuracy_drop) if cal is not None and cal.max_accuracy_drop is not None else 1.0
+    rec = recommend(cands, budget, reference=ref).to_dict()
+    rec["bundle_default"] = manifest.deployment.to_dict() if manifest.deployment is not None else None
+    rec["matches_bundle_default"] = bool(manifest.deployment is not None and
+                                         (manifest.deployment.mode, manifest.deployment.variant) ==
+                                         (rec["mode"], f"{rec['format']}/{rec['precision']}"))
+    return rec
 
 
 def _pareto(rows: list[dict[str, Any]], cost: Any) -> list[str] | None:

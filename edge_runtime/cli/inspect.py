@@ -6,6 +6,7 @@ import argparse
 import json
 
 from edge_runtime.bundle import read_bundle
+from edge_runtime.calibration.risk import describe_guarantee
 from edge_runtime.manifest import CalibrationRecord, Manifest
 from edge_runtime.modes import MODES
 
@@ -67,7 +68,28 @@ def format_bundle(m: Manifest) -> str:
     lines.append("modes: " + ", ".join(mode.name for mode in supported))
     for mode in supported:
         lines.extend(mode.describe(m))
+    lines.append("")
+    lines.extend(recommendation_lines(m))
     return "\n".join(lines)
+
+
+def recommendation_lines(m: Manifest) -> list[str]:
+    """The bundle's recommended configuration (its ``deployment`` record) and what it was compared with."""
+    dep = m.deployment
+    if dep is None:
+        return ["recommended: early_exit at the calibrated point (no comparison recorded: convert with a "
+                "'calibrate' section, or run `edge-runtime bench` to compare every configuration)"]
+    thr = "" if dep.thresholds is None else f", thresholds {[f'{t:.4g}' for t in dep.thresholds]}"
+    lines = [f"recommended: {dep.mode} on {dep.variant}{thr} -- {dep.why}"]
+    cands = dep.other.get("candidates") or []
+    if cands:
+        lines.append(f"  compared ({dep.other.get('split', 'calibration')} split, budget "
+                     f"{dep.other.get('budget_pts', '?')} point(s) vs {dep.other.get('reference', 'full@onnx/fp32')}):")
+        for c in sorted(cands, key=lambda c: (c.get("latency_s") is None, c.get("latency_s") or 0.0)):
+            lat = "n/a" if c.get("latency_s") is None else f"{1e3 * c['latency_s']:.3f} ms"
+            lines.append(f"    {c['name']:<28} accuracy {_pct(c.get('accuracy'))}  batch-1 latency {lat}"
+                         + ("" if c.get("eligible") else f"  (not eligible: {c.get('note')})"))
+    return lines
 
 
 def _pct(v: float | None) -> str:
@@ -92,6 +114,7 @@ def _calibration_lines(cal: CalibrationRecord) -> list[str]:
     if chosen.exit_fractions:
         lines.append("  leaves at exit: "
                      + " ".join(f"{i}:{100 * f:.1f}%" for i, f in enumerate(chosen.exit_fractions)))
+    lines.append(describe_guarantee(cal.other))
     test = cal.test
     if test.get("chosen"):
         t = test["chosen"]

@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="device profile name, YAML path or 'auto' (default: EDGE_RUNTIME_PROFILE)")
     p.add_argument("--meter", help="energy meter: auto, estimate, powercap, ina219:bus=1,... "
                                    "(default: none; answers then carry energy_j = null)")
+    p.add_argument("--slo", metavar="KIND=VALUE",
+                   help="service-level objective: p95_latency_ms=5 or energy_mj=2; requests without their own "
+                        "policy then run at the operating point a controller picks from the calibrated front")
+    p.add_argument("--floor-accuracy", type=float,
+                   help="lowest calibrated accuracy (a fraction, e.g. 0.97) the SLO controller may use; with the "
+                        "monitor, the live estimate below which it falls back to safer thresholds")
+    p.add_argument("--monitor-fraction", type=float, default=None,
+                   help="share of samples also run to the final exit to estimate live agreement/accuracy "
+                        "(default 0.02 with --slo, else 0)")
     p.add_argument("--drain", type=float, default=20.0,
                    help="seconds a graceful shutdown (SIGTERM) waits for in-flight requests (default 20)")
     p.add_argument("--header-timeout", type=float, default=10.0,
@@ -77,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         token=resolve_token(args.token_file), backend=args.backend, threads=args.threads, precision=args.precision,
         profile=args.profile, meter=args.meter, drain_s=args.drain, log_level=args.log_level,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
-        max_header_bytes=int(args.max_header_kb * 1024), max_connections=args.max_connections,
+        max_header_bytes=int(args.max_header_kb * 1024), max_connections=args.max_connections, slo=args.slo,
+        floor_accuracy=args.floor_accuracy,
+        monitor_fraction=args.monitor_fraction if args.monitor_fraction is not None else (0.02 if args.slo else 0.0),
     )
     return serve(parse_models(args.bundles), config)

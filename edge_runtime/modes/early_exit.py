@@ -13,6 +13,8 @@ from edge_runtime.policies import ExitPolicy
 
 def predictions_of(outputs: np.ndarray) -> np.ndarray:
     """Argmax class per sample for (N, classes) outputs; the sample's flattened argmax otherwise."""
+    if outputs.ndim == 2:
+        return outputs.argmax(axis=-1)
     if outputs.ndim == 1:
         return np.zeros(outputs.shape[0], dtype=np.int64)
     return outputs.reshape(outputs.shape[0], -1).argmax(axis=-1)

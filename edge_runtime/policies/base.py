@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.manifest import SCORE_OUTPUT
 from edge_runtime.registry import Registry
 
 POLICIES: Registry[type[ExitPolicy]] = Registry("exit policy", plugins="edge_runtime.methods")
@@ -97,6 +98,11 @@ class ExitPolicy(ABC):
         the executor answers every remaining sample there. ``state`` may be updated in place.
         """
 
+    def decide_one(self, exit_index: int, output: Any, state: State) -> bool:
+        """:meth:`decide` for a batch of one sample, as a plain bool (the executor's batch-1 path; a policy may
+        override it to skip building a mask)."""
+        return bool(self.decide(exit_index, output, state)[0])
+
     def config(self) -> dict[str, Any]:
         """The policy's own keyword arguments (without thresholds), for the manifest."""
         return {}
@@ -104,21 +110,40 @@ class ExitPolicy(ABC):
 
 class ScorePolicy(ExitPolicy):
     """A policy that thresholds one score per sample: leave when ``score <= threshold``
-    (``lower_is_confident``) or ``score >= threshold``.
+    (``lower_is_confident``) or ``score >= threshold`` (``<`` / ``>`` when :attr:`strict`).
 
-    The score is exposed so calibration can sweep thresholds without re-running.
+    The score is exposed so calibration can sweep thresholds without re-running. When a segment computes the
+    score inside its graph (the ``exit.score`` output), :meth:`read_score_output` makes the policy compare that one
+    number instead of recomputing it from the exit output.
     """
 
     lower_is_confident: bool = True
+    #: compare strictly (``score < t`` / ``score > t``)
+    strict: bool = False
 
     @abstractmethod
     def score(self, output: np.ndarray) -> np.ndarray:
         """One confidence score per sample from an exit output."""
 
-    def decide(self, exit_index: int, output: np.ndarray, state: State) -> np.ndarray:
-        s = self.score(output)
-        t = self.thresholds[exit_index]
-        return s <= t if self.lower_is_confident else s >= t
+    def read_score_output(self) -> ScorePolicy:
+        """Decide from the segments' ``exit.score`` output (this policy's own score, computed in the graph);
+        returns self."""
+        self.reads = (SCORE_OUTPUT,)
+        return self
+
+    def passes(self, score: Any, threshold: float) -> Any:
+        """Whether a score (array or number) is confident enough to leave at ``threshold``."""
+        if self.lower_is_confident:
+            return score < threshold if self.strict else score <= threshold
+        return score > threshold if self.strict else score >= threshold
+
+    def decide(self, exit_index: int, output: Any, state: State) -> np.ndarray:
+        return self.passes(output[SCORE_OUTPUT] if type(output) is dict else self.score(output),
+                           self.thresholds[exit_index])
+
+    def decide_one(self, exit_index: int, output: Any, state: State) -> bool:
+        score = output[SCORE_OUTPUT] if type(output) is dict else self.score(output)
+        return bool(self.passes(float(score[0]), self.thresholds[exit_index]))
 
 
 def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None,

@@ -18,6 +18,7 @@ class EntropyPolicy(ScorePolicy):
     """
 
     lower_is_confident = True
+    strict = True
 
     def __init__(self, num_exits: int, thresholds: Any = None, *, normalized: bool = False) -> None:
         self.normalized = bool(normalized)
@@ -32,9 +33,6 @@ class EntropyPolicy(ScorePolicy):
         if self.normalized:
             h = h / np.log(output.shape[-1])
         return h
-
-    def decide(self, exit_index: int, output: np.ndarray, state: dict) -> np.ndarray:
-        return self.score(output) < self.thresholds[exit_index]
 
     def config(self) -> dict[str, Any]:
         return {"normalized": self.normalized}

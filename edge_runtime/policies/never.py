@@ -20,3 +20,6 @@ class NeverPolicy(ExitPolicy):
 
     def decide(self, exit_index: int, output: np.ndarray, state: State) -> np.ndarray:
         return np.zeros(output.shape[0], dtype=bool)
+
+    def decide_one(self, exit_index: int, output: np.ndarray, state: State) -> bool:
+        return False

@@ -11,11 +11,13 @@ Example:
 
 from edge_runtime.serve.batcher import Answer, MicroBatcher, Overloaded
 from edge_runtime.serve.config import ServeConfig, resolve_token
+from edge_runtime.serve.controller import SLO, AccuracyMonitor, SLOController
 from edge_runtime.serve.notify import Notifier
 from edge_runtime.serve.unit import UnitSettings, unit_text
 
 __all__ = ["Answer", "MicroBatcher", "Overloaded", "ServeConfig", "resolve_token", "Notifier", "UnitSettings",
-           "unit_text", "serve", "create_app", "ModelRepository"]
+           "unit_text", "serve", "create_app", "ModelRepository", "SLO", "SLOController", "AccuracyMonitor",
+           "SLORuntime"]
 
 
 def __getattr__(name: str):  # the web stack is imported only when asked for
@@ -25,6 +27,9 @@ def __getattr__(name: str):  # the web stack is imported only when asked for
     if name == "create_app":
         from edge_runtime.serve.app import create_app
         return create_app
+    if name == "SLORuntime":
+        from edge_runtime.serve.adaptive import SLORuntime
+        return SLORuntime
     if name == "ModelRepository":
         from edge_runtime.serve.repository import ModelRepository
         return ModelRepository

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,13 @@ _INFER_BODY = {
                     "thresholds": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]}}},
             }}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary",
-                                                "description": "a .npy array (N, ...) in the model's dtype; "
-                                                               "overrides as query parameters"}},
+                                                "description": "a .npy array (N, ...) in the model's dtype, overrides "
+                                                               "as query parameters; or, with an "
+                                                               "Inference-Header-Content-Length header, KServe v2 "
+                                                               "binary tensor data: that many bytes of JSON (the "
+                                                               "input with parameters.binary_data_size), then the "
+                                                               "tensor's raw little-endian bytes; "
+                                                               "parameters.binary_data_output: true answers in kind"}},
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -157,6 +163,21 @@ def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: cod
     }
 
 
+def _binary_answer(model: LoadedModel, answer: Answer, req_id: str | None, ov: codec.Overrides) -> Response:
+    """The answer in the binary tensor data extension: a JSON header (outputs with ``binary_data_size``, no per-sample
+    records) followed by the output, prediction and exit-index tensors' raw bytes."""
+    preds = answer.outputs.argmax(axis=-1)
+    tensors = [answer.outputs.astype(np.float32, copy=False), preds.astype(np.int64), answer.exit_index]
+    doc = {"model_name": model.name, "model_version": model.version, "id": req_id,
+           "outputs": [{"name": "output", "shape": list(answer.outputs.shape), "datatype": "FP32"},
+                       {"name": "prediction", "shape": [len(preds)], "datatype": "INT64"},
+                       {"name": "exit_index", "shape": [len(preds)], "datatype": "INT64"}],
+           "parameters": {"mode": ov.mode, "policy": ov.policy, "thresholds": ov.thresholds,
+                          "batch_size": answer.batch_size, "queue_s": answer.queue_s}}
+    body, header = codec.encode_binary(doc, tensors)
+    return Response(body, media_type="application/octet-stream", headers={codec.BINARY_HEADER: str(header)})
+
+
 def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics) -> FastAPI:
     """The ASGI app over a loaded :class:`ModelRepository`.
 
@@ -193,7 +214,11 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             m = repo.get(name)
         except KeyError:
             return unknown_model(name)
-        return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation})
+        point = m.adaptive.state() if m.adaptive is not None else {
+            "adaptive": False, "index": -1, "thresholds": list(m.runtime.default_policy.thresholds),
+            "mode": m.runtime.default_mode}
+        return _json(codec.metadata(m.runtime, m.version) | {"name": name, "generation": m.generation,
+                                                             "operating_point": point})
 
     @app.get("/v2/models/{name}/ready", tags=["health"], responses={404: {"model": ErrorBody}})
     async def model_ready(name: str) -> Response:
@@ -230,9 +255,16 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     return _error(504, f"no answer within {config.timeout_s} s",
                                   expected="retry later or raise --timeout")
                 return _json({"model_name": model.name, "model_version": model.version, **out})
+            binary_length = request.headers.get(codec.BINARY_HEADER)
+            binary_out = False
             for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
                 rt = model.runtime
-                if ctype in _NPY_TYPES:
+                if binary_length is not None:  # KServe v2 binary tensor data extension: JSON header + raw bytes
+                    breq = codec.decode_binary(body, binary_length, rt, config.max_queue)
+                    x, req_id, binary_out = breq.x, breq.req_id, breq.binary_output
+                    prefix, data_field = ("parameters." if breq.params else "query."), "body"
+                    params = {**params, **breq.params}
+                elif ctype in _NPY_TYPES:
                     x, req_id = await _decode(codec.decode_npy, body, rt, config.max_queue), None
                     prefix, data_field = "query.", "body"
                 elif ctype in _JSON_TYPES:
@@ -241,15 +273,21 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     params = {**params, **body_params}
                 else:
                     raise codec.RequestError(415, f"unsupported content type {ctype!r}", field="Content-Type",
-                                             expected="application/json or application/octet-stream (.npy)")
+                                             expected="application/json, application/octet-stream (.npy), or "
+                                                      f"a {codec.BINARY_HEADER} header (binary tensor data)")
                 ov = codec.parse_overrides(params, prefix)
-                policy = model.policies.get(ov.key)
+                chosen = model.adaptive.current() if model.adaptive is not None and ov == codec.Overrides() else None
+                if chosen is not None:  # no policy of its own: the SLO controller's operating point
+                    ov = replace(ov, mode="early_exit")
+                else:
+                    ov = replace(ov, mode=rt.resolve_mode(ov.mode, ov.policy is not None or ov.thresholds is not None))
+                key, policy = chosen if chosen is not None else (ov.key, model.policies.get(ov.key))
                 if policy is None:
                     policy = codec.make_policy(rt, ov, prefix)
                     if len(model.policies) < 64:  # bounded: arbitrary thresholds must not grow memory
                         model.policies[ov.key] = policy
                 try:
-                    req = model.batcher.submit(x, key=ov.key, mode=ov.mode, policy=policy)
+                    req = model.batcher.submit(x, key=key, mode=ov.mode or rt.default_mode, policy=policy)
                     break
                 except Closed:
                     if attempt or app.state.draining:
@@ -270,6 +308,8 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
                     "input is outside the range the model computes in", field=data_field,
                     expected="inputs in the range the model was trained on")
             metrics.infer_latency.labels(name).observe(float(answer.latency_s.max()))
+            if binary_out:
+                return _binary_answer(model, answer, req_id, ov)
             return _json(_answer_body(model, answer, req_id, ov))
         except codec.RequestError as exc:
             status = str(exc.status)

@@ -90,6 +90,8 @@ class MicroBatcher:
         max_wait_s: longest the oldest request waits for others to join.
         max_queue: most samples waiting; :meth:`submit` raises :class:`Overloaded` beyond it.
         on_batch: called after each run with ``(result, requests_in_batch)`` (metrics).
+        after_batch: called after each run's answers went out with ``(x, result, requests, queued_samples)`` (the
+            SLO controller and the accuracy monitor, :mod:`edge_runtime.serve.adaptive`); its errors are logged.
 
     Example:
         >>> b = MicroBatcher(rt, max_batch_size=32, max_wait_s=0.002, max_queue=256)   # doctest: +SKIP
@@ -97,12 +99,14 @@ class MicroBatcher:
     """
 
     def __init__(self, runtime: Runtime, *, max_batch_size: int, max_wait_s: float, max_queue: int,
-                 on_batch: Callable[[InferenceResult, int], None] | None = None, name: str = "model") -> None:
+                 on_batch: Callable[[InferenceResult, int], None] | None = None, name: str = "model",
+                 after_batch: Callable[[np.ndarray, InferenceResult, list[Any], int], None] | None = None) -> None:
         self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.on_batch = on_batch
+        self.after_batch = after_batch
         self._queue: deque[_Request] = deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -245,6 +249,11 @@ class MicroBatcher:
                 self._answer(r, energy, result.energy_source)
         if self.on_batch is not None:
             self.on_batch(result, len(batch))
+        if self.after_batch is not None:
+            try:
+                self.after_batch(x, result, list(batch), self._queued)
+            except Exception:  # noqa: BLE001 - the answers went out; a monitoring failure must not stop the worker
+                log.exception("after-batch hook failed")
 
     @staticmethod
     def _answer(r: _Request, energy: np.ndarray | None = None, source: str | None = None) -> None:

@@ -1,5 +1,5 @@
-"""Request decoding and checking for the daemon (KServe v2 JSON and raw .npy), with errors that
-name the bad field and the expected shape/dtype."""
+"""Request decoding and checking for the daemon (KServe v2 JSON, its binary tensor data extension, and raw .npy),
+with errors that name the bad field and the expected shape/dtype."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ class RequestError(EdgeRuntimeError):
 class Overrides:
     """Per-request settings: mode, policy name, thresholds (None = the bundle's)."""
 
-    mode: str = "early_exit"
+    mode: str | None = None
     policy: str | None = None
     thresholds: tuple[float, ...] | float | None = None
 
@@ -164,7 +164,7 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
     if unknown:
         raise RequestError(422, f"unknown parameter(s): {', '.join(unknown)}", field=f"{field_prefix}{unknown[0]}",
                            expected="one of mode, policy, thresholds")
-    mode = params.get("mode") or "early_exit"
+    mode = params.get("mode") or None  # None: the model's recommended mode (Runtime.resolve_mode)
     policy = params.get("policy")
     for key, value in (("mode", mode), ("policy", policy)):
         if value is not None and not isinstance(value, str):
@@ -196,7 +196,7 @@ def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
 
 def make_policy(rt: Runtime, ov: Overrides, field_prefix: str) -> ExitPolicy:
     """The policy for these overrides on this model; 422 naming the field when it cannot be built."""
-    if ov.mode not in rt.modes():
+    if ov.mode is not None and ov.mode not in rt.modes():
         raise RequestError(422, f"unknown mode {ov.mode!r}", field=f"{field_prefix}mode",
                            expected="one of " + ", ".join(rt.modes()))
     if ov.policy is None and ov.thresholds is None:
@@ -244,7 +244,71 @@ def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
 
 def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
     """A KServe v2 JSON body: returns (input batch, parameters, request id)."""
-    doc = loads(body)
+    return decode_doc(loads(body), rt, max_samples)
+
+
+#: the header of KServe v2's binary tensor data extension (Triton): the length of the JSON part of the body
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class BinaryRequest:
+    """A request in the binary tensor data extension: the input batch, its parameters and id, and whether the
+    answer should come back as binary outputs too."""
+
+    x: np.ndarray
+    params: dict[str, Any]
+    req_id: str | None
+    binary_output: bool
+
+
+def decode_binary(body: bytes, header_length: str, rt: Runtime, max_samples: int) -> BinaryRequest:
+    """KServe v2's binary tensor data extension: ``header_length`` bytes of JSON (the ``inputs`` entry carries
+    ``parameters.binary_data_size`` instead of ``data``), then the tensor's raw little-endian bytes. No copy of the
+    tensor's bytes is made before the batch is assembled.
+    """
+    expected = f"{BINARY_HEADER}: the byte length of the JSON header that starts the body"
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise RequestError(400, f"{BINARY_HEADER} {header_length!r} is not a length within the {len(body)}-byte body",
+                           field=BINARY_HEADER, expected=expected)
+    n = int(header_length)
+    doc = loads(body[:n])  # strict: 400 naming the body
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    tensor = inputs[0] if isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict) else None
+    size = ((tensor or {}).get("parameters") or {}).get("binary_data_size")
+    raw = memoryview(body)[n:]
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size != len(raw):
+            raise RequestError(400, f"binary_data_size {size!r} does not match the {len(raw)} bytes after the header",
+                               field="inputs[0].parameters.binary_data_size", expected=f"{len(raw)}")
+        tensor = {**tensor, "data": raw}  # type: ignore[dict-item]
+        doc = {**doc, "inputs": [tensor]}
+    elif len(raw):
+        raise RequestError(400, f"{len(raw)} bytes follow the JSON header but no input has binary_data_size",
+                           field="inputs[0].parameters.binary_data_size", expected="the tensor's byte size")
+    x, params, req_id = decode_doc(doc, rt, max_samples)
+    out_params = (doc.get("parameters") or {}) if isinstance(doc, dict) else {}
+    wants = bool(out_params.get("binary_data_output")) or any(
+        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in doc.get("outputs") or [])
+    return BinaryRequest(x, {k: v for k, v in params.items() if k != "binary_data_output"}, req_id, wants)
+
+
+def encode_binary(doc: dict[str, Any], tensors: list[np.ndarray]) -> tuple[bytes, int]:
+    """A binary-extension response: ``doc`` (whose ``outputs`` name the tensors in order; each gets
+    ``parameters.binary_data_size`` instead of ``data``) as the JSON header, then each tensor's raw bytes.
+    Returns (body, header length)."""
+    outputs = []
+    for o, t in zip(doc["outputs"], tensors):
+        o = {k: v for k, v in o.items() if k != "data"}
+        o["parameters"] = {**(o.get("parameters") or {}), "binary_data_size": int(t.nbytes)}
+        outputs.append(o)
+    header = dumps({**doc, "outputs": outputs})
+    return header + b"".join(np.ascontiguousarray(t).tobytes() for t in tensors), len(header)
+
+
+def decode_doc(doc: Any, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """A parsed KServe v2 request (the JSON body, or the binary extension's header with the raw tensor bytes as
+    the input's ``data``): returns (input batch, parameters, request id)."""
     if not isinstance(doc, dict):
         raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body",
                            expected="object with 'inputs'")
@@ -277,18 +341,26 @@ def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray,
         raise RequestError(422, f"batch of {shape[0]} samples is larger than this server accepts",
                            field="inputs[0].shape", expected=f"N <= {max_samples}")
     size = math.prod(shape)  # Python integers: no int64 wrap-around
-    flat = _numbers(t["data"], dtype, size)
-    if len(flat) != size:
-        raise RequestError(422, f"data has {len(flat)} values but shape {shape} needs {size}",
-                           field="inputs[0].data", expected=f"{size} numbers")
-    try:
-        arr = np.asarray(flat, dtype=np.float64 if dtype.startswith("float") else np.int64)
-    except OverflowError:
-        raise RequestError(422, "data holds a number beyond the range of its datatype", field="inputs[0].data",
-                           expected=expected_dtype(rt)) from None
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise RequestError(422, "data contains NaN or Inf", field="inputs[0].data", expected="finite numbers")
-    x = check_array(rt, arr.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
+    if isinstance(t["data"], memoryview):  # the binary extension: raw little-endian bytes, used in place
+        need = size * np.dtype(dtype).itemsize
+        if len(t["data"]) != need:
+            raise RequestError(400, f"{len(t['data'])} bytes of binary data but shape {shape} of {dtype} needs {need}",
+                               field="inputs[0].parameters.binary_data_size", expected=f"{need}")
+        x = check_array(rt, np.frombuffer(t["data"], dtype=np.dtype(dtype).newbyteorder("<")).astype(
+            dtype, copy=False).reshape(shape), "inputs[0].shape", max_samples)
+    else:
+        flat = _numbers(t["data"], dtype, size)
+        if len(flat) != size:
+            raise RequestError(422, f"data has {len(flat)} values but shape {shape} needs {size}",
+                               field="inputs[0].data", expected=f"{size} numbers")
+        try:
+            arr = np.asarray(flat, dtype=np.float64 if dtype.startswith("float") else np.int64)
+        except OverflowError:
+            raise RequestError(422, "data holds a number beyond the range of its datatype", field="inputs[0].data",
+                               expected=expected_dtype(rt)) from None
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise RequestError(422, "data contains NaN or Inf", field="inputs[0].data", expected="finite numbers")
+        x = check_array(rt, arr.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise RequestError(422, "parameters must be an object", field="parameters",

@@ -35,6 +35,11 @@ class ServeConfig:
         body_timeout_s: longest wait for the next piece of a request body (408 after it).
         max_header_bytes: request line + headers limit (431 and close above it).
         max_connections: concurrent connections (and requests in flight); more get 503.
+        slo: a service-level objective, ``p95_latency_ms=5`` or ``energy_mj=2`` (None: fixed thresholds); requests
+            without their own policy then run at the operating point a controller picks from the calibrated front.
+        floor_accuracy: the lowest calibrated accuracy (a fraction) the controller may use, and the live accuracy
+            estimate below which it falls back to safer thresholds.
+        monitor_fraction: share of samples also run to the final exit to estimate live agreement/accuracy.
 
     Example:
         >>> ServeConfig(port=9000, max_batch_size=16).host
@@ -61,6 +66,9 @@ class ServeConfig:
     body_timeout_s: float = 10.0
     max_header_bytes: int = 16 << 10
     max_connections: int = 64
+    slo: str | None = None
+    floor_accuracy: float | None = None
+    monitor_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -76,10 +84,16 @@ class ServeConfig:
             "body_timeout_s": self.body_timeout_s > 0,
             "max_header_bytes": 1024 <= self.max_header_bytes <= 1 << 20,
             "max_connections": self.max_connections >= 1,
+            "monitor_fraction": 0.0 <= self.monitor_fraction <= 1.0,
+            "floor_accuracy": self.floor_accuracy is None or 0.0 < self.floor_accuracy <= 1.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"serve settings out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.slo is not None:
+            from edge_runtime.serve.controller import SLO
+
+            SLO.parse(self.slo)  # a bad objective fails at start-up, naming the flag
         if self.max_queue < self.max_batch_size:
             raise ConfigError(f"max_queue ({self.max_queue}) must be >= max_batch_size ({self.max_batch_size})")
 

@@ -19,8 +19,10 @@ import numpy as np
 from edge_runtime.errors import BundleError, EdgeRuntimeError
 from edge_runtime.policies import create_policy
 from edge_runtime.runtime import Runtime, load_bundle
+from edge_runtime.serve.adaptive import AdaptiveModel
 from edge_runtime.serve.batcher import MicroBatcher
 from edge_runtime.serve.config import ServeConfig
+from edge_runtime.serve.controller import SLO
 from edge_runtime.serve.metrics import ServeMetrics
 
 log = logging.getLogger("edge_runtime.serve")
@@ -39,6 +41,8 @@ class LoadedModel:
     loaded_at: float
     #: policies built for per-request overrides, by override key (policies keep no state between batches)
     policies: dict = field(default_factory=dict, repr=False, compare=False)
+    #: the SLO controller and accuracy monitor (``--slo``, ``--monitor-fraction``), or None
+    adaptive: AdaptiveModel | None = field(default=None, repr=False, compare=False)
 
 
 def _malloc_trim() -> None:
@@ -160,13 +164,26 @@ class ModelRepository:
         with self._lock:
             self._generation += 1
             generation = self._generation
+        adaptive = None
+        if c.slo is not None or c.monitor_fraction > 0:
+            try:
+                adaptive = AdaptiveModel(runtime, SLO.parse(c.slo) if c.slo else None, floor_accuracy=c.floor_accuracy,
+                                         monitor_fraction=c.monitor_fraction, backlog=max(c.max_queue // 2, 1),
+                                         publish=lambda state: self.metrics.observe_operating_point(name, state))
+            except BaseException:
+                runtime.close()
+                raise
         batcher = MicroBatcher(
             runtime, max_batch_size=self.config.max_batch_size, max_wait_s=self.config.max_wait_ms / 1e3,
             max_queue=self.config.max_queue, name=name,
             on_batch=lambda res, k: self.metrics.observe_batch(name, res, k),
+            after_batch=adaptive.after_batch if adaptive is not None else None,
         )
+        if adaptive is not None:
+            self.metrics.observe_operating_point(name, adaptive.state())
         return LoadedModel(name=name, path=path, runtime=runtime, batcher=batcher,
-                           version=bundle_version(runtime), generation=generation, loaded_at=time.time())
+                           version=bundle_version(runtime), generation=generation, loaded_at=time.time(),
+                           adaptive=adaptive)
 
     def load(self, name: str) -> LoadedModel:
         """(Re)load ``name`` from its bundle directory; the old model keeps serving on any failure.
