@@ -53,7 +53,9 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 
 def build_model(recipe: Recipe) -> EarlyExitModel:
     """The recipe's model, with the ``heads`` section passed to the builder as ``exit_heads``."""
-    spec = recipe["model"]
+    spec = recipe.get("model")
+    if spec is None:
+        raise ConfigError("recipe key 'model' is required")
     kwargs = dict(spec["kwargs"])
     if recipe.get("heads") is not None:
         kwargs["exit_heads"] = recipe["heads"]

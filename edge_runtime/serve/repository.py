@@ -77,11 +77,15 @@ def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> N
     where = runtime.bundle.manifest_path
     if not m.verification.passed:
         raise BundleError("the bundle's export verification did not pass", path=where, field="verification.passed")
+    modes = runtime.modes()
     for n in sorted(set(batch_sizes)):
         x = {s.name: np.zeros([n] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
-        runs = [("early_exit", lambda x=x: runtime.infer(x, policy=create_policy("never", runtime.num_exits)))]
-        if runtime.has_full_model:
-            runs.append(("full", lambda x=x: runtime.infer(x, mode="full")))
+        if "early_exit" in modes:
+            runs = [("early_exit", lambda x=x: runtime.infer(x, policy=create_policy("never", runtime.num_exits)))]
+            if runtime.has_full_model and "full" in modes:
+                runs.append(("full", lambda x=x: runtime.infer(x, mode="full")))
+        else:  # a bundle with its own modes only (e.g. a language model): smoke-run its first
+            runs = [(m, lambda x=x, m=m: runtime.infer(x, mode=m)) for m in modes[:1]]
         for mode, run in runs:
             try:
                 out = run().outputs

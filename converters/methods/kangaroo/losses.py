@@ -43,8 +43,7 @@ class LanguageModelLoss(ExitLoss):
     """Next-token cross-entropy of the whole LM; the adapter stays frozen (it trains afterwards)."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        _lm(model, "kangaroo_lm")
+        super().__init__(_lm(model, "kangaroo_lm"))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         adapter = {id(p) for p in model.adapter.parameters()}
@@ -62,8 +61,7 @@ class AdapterLoss(ExitLoss):
     head included) is frozen and stays in eval mode."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        _lm(model, "kangaroo_adapter")
+        super().__init__(_lm(model, "kangaroo_adapter"))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return list(model.adapter.parameters())
@@ -81,11 +79,12 @@ class AdapterLoss(ExitLoss):
 
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 32) -> dict[str, float]:
-    """Held-out figures: the LM's loss and top-1 next-token accuracy, the adapter's loss (soft cross-entropy to
-    the LM) and how often its top-1 token is the LM's (the per-token greedy acceptance rate), and the expected
-    acceptance sum_v min(p_full, p_adapter) the paper tracks."""
+    """Held-out figures: the LM's loss, top-1 next-token accuracy and the entropy of its next-token distribution,
+    the adapter's loss (soft cross-entropy to the LM; minus that entropy it is KL(p_full || p_adapter)) and how
+    often its top-1 token is the LM's (the per-token greedy acceptance rate), and the expected acceptance
+    sum_v min(p_full, p_adapter) the paper tracks."""
     model.eval()
-    sums = {"lm_loss": 0.0, "lm_accuracy": 0.0, "adapter_loss": 0.0, "adapter_agreement": 0.0,
+    sums = {"lm_loss": 0.0, "lm_accuracy": 0.0, "lm_entropy": 0.0, "adapter_loss": 0.0, "adapter_agreement": 0.0,
             "adapter_expected_acceptance": 0.0}
     n = 0
     for i in range(0, x.shape[0], batch_size):
@@ -95,6 +94,7 @@ def evaluate_lm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_siz
         tokens = yb.numel()
         sums["lm_loss"] += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))) * tokens
         sums["lm_accuracy"] += float((logits.argmax(-1) == yb).sum())
+        sums["lm_entropy"] += float(soft_cross_entropy(logits, logits)) * tokens
         sums["adapter_loss"] += float(soft_cross_entropy(draft, logits)) * tokens
         sums["adapter_agreement"] += float((draft.argmax(-1) == logits.argmax(-1)).sum())
         sums["adapter_expected_acceptance"] += float(torch.minimum(F.softmax(logits, -1), F.softmax(draft, -1)).sum())
