@@ -58,8 +58,8 @@ def run_pairs(rt: Any, prompts: list[str], configs: dict[str, dict[str, Any]], *
     round-robin prompt by prompt."""
     out: dict[str, list[Any]] = {name: [] for name in configs}
     for prompt in prompts:
-        fns = {name: (lambda name=name, kw=kw: out[name].append(rt.generate(prompt, max_new_tokens=max_new_tokens,
-                                                                               **kw)))
+        fns = {name: (lambda name=name, kw=kw, prompt=prompt: out[name].append(
+                   rt.generate(prompt, max_new_tokens=max_new_tokens, **kw)))
                for name, kw in configs.items()}
         interleaved(fns, warmup=0, repeats=repeats)
     return out
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     etas, gammas = _floats(args.sweep_eta), [int(g) for g in _floats(args.sweep_gamma)]
     if etas and gammas:
         configs = {"autoregressive": {"mode": "autoregressive"}}
-        configs.update({f"eta={e:g},gamma={g}": {"mode": "kangaroo", "eta": e, "gamma": g} for e in etas for g in gammas})
+        configs.update({f"eta={e:g},gamma={g}": {"mode": "kangaroo", "eta": e, "gamma": g}
+                        for e in etas for g in gammas})
         runs = run_pairs(rt, prompts, configs, max_new_tokens=args.max_new_tokens, repeats=1)
         base = aggregate(runs["autoregressive"])
         ok = lossless(runs)

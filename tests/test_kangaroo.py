@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -273,7 +272,8 @@ def test_serve_request_answers_kserve_v2_bytes(rt):
     ref = rt.generate("def f(x):\n", mode="autoregressive", max_new_tokens=8)
     assert tokens["data"] == ref.tokens and text["data"] == [ref.text]
     assert out["parameters"]["gamma"] == 3
-    for doc, field in (({"inputs": []}, "inputs"), ({"inputs": [{"datatype": "FP32", "data": [1]}]}, "inputs[0].datatype"),
+    for doc, field in (({"inputs": []}, "inputs"),
+                       ({"inputs": [{"datatype": "FP32", "data": [1]}]}, "inputs[0].datatype"),
                        ({"inputs": [{"data": [""]}]}, "inputs[0].data"),
                        ({"inputs": [{"data": ["x"]}], "parameters": {"gamma": "3"}}, "parameters.gamma")):
         with pytest.raises(edge_runtime.InputError) as exc:

@@ -10,7 +10,6 @@ from edge_runtime.executor import OnExit, Tensors
 from edge_runtime.modes.base import InferenceResult, Mode, register_mode
 from edge_runtime.policies import ExitPolicy
 
-
 #: the exit outputs the classifier modes (``early_exit``, ``full``) answer with; a bundle whose exits output
 #: something else (e.g. a language model's next-token logits) runs in its method's own modes
 CLASS_OUTPUT_KINDS = frozenset({"logits"})

@@ -18,17 +18,24 @@ positions. Under greedy decoding the output equals autoregressive decoding's.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge_runtime.errors import ConfigError
-from edge_runtime.executor import GraphRunner, Tensors
+from edge_runtime.executor import Tensors
 
 #: ``on_token(token_ids, seconds)``: called as soon as tokens are final (one or several at a time)
 OnToken = Callable[[list[int], float], None]
 STACKS = ("shallow", "adapter", "deep")
+
+
+class Graph(Protocol):
+    """What decoding needs of a graph: named inputs -> named outputs (a :class:`~edge_runtime.executor.GraphRunner`)."""
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Tensors: ...
 
 
 def accepted_prefix(drafts: Sequence[int], targets: Sequence[int]) -> int:
@@ -125,7 +132,7 @@ class _Clock:
         self.calls: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
 
-    def run(self, name: str, runner: GraphRunner, feeds: Tensors) -> Tensors:
+    def run(self, name: str, runner: Graph, feeds: Tensors) -> Tensors:
         t0 = time.perf_counter()
         out = runner.run(feeds)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
@@ -142,7 +149,7 @@ class LMGraphs:
         eos: the end-of-text token id (None: generate until ``max_new_tokens``).
     """
 
-    def __init__(self, draft: GraphRunner, verify: GraphRunner, full: GraphRunner | None,
+    def __init__(self, draft: Graph, verify: Graph, full: Graph | None,
                  cache_shapes: dict[str, tuple[int, int, int]], eos: int | None) -> None:
         self.draft, self.verify, self.full = draft, verify, full
         self.cache_shapes = cache_shapes

@@ -86,10 +86,13 @@ def lm_session(runtime: Any) -> LMSession:
         if rec is None:
             raise ConfigError(f"{runtime.bundle.root}: bundle {m.name!r} is not a Kangaroo language model")
         shapes = {}
-        for spec in m.inputs:
+        for j, spec in enumerate(m.inputs):
             if spec.name.startswith("past_"):
-                _, layers2, heads, _, head_dim = spec.shape
-                shapes[spec.name.removeprefix("past_")] = (int(layers2), int(heads), int(head_dim))
+                dims = spec.shape
+                if len(dims) != 5 or not all(isinstance(d, int) for d in (dims[1], dims[2], dims[4])):
+                    raise BundleError(f"a cache must be (batch, 2 * layers, heads, positions, head_dim), got {dims}",
+                                      path=runtime.bundle.manifest_path, field=f"inputs.{j}.shape")
+                shapes[spec.name.removeprefix("past_")] = (int(dims[1] or 0), int(dims[2] or 0), int(dims[4] or 0))
         eos = rec.get("eos_token_id")
         graphs = LMGraphs(runtime.segments[0], runtime.segments[1], runtime.full_model_runner, shapes,
                           None if eos is None else int(eos))

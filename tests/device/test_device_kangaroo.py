@@ -76,7 +76,8 @@ class Scripted:
         tok = self.target(prefix)
         if self.wrong(prefix):
             tok = (tok + 1) % (V - 1)
-        return {"hidden": feeds["input_ids"].astype(np.float32)[..., None], "exit": logits_for(tok, self.conf(prefix))[None],
+        return {"hidden": feeds["input_ids"].astype(np.float32)[..., None],
+                "exit": logits_for(tok, self.conf(prefix))[None],
                 "present_shallow": shallow, "present_adapter": adapter}
 
     def verify_fn(self, feeds):
@@ -95,7 +96,8 @@ class Scripted:
 
     def graphs(self, with_full: bool = True) -> LMGraphs:
         self.log: list = []
-        self.draft, self.verify = FakeRunner(self.draft_fn, "draft", self.log), FakeRunner(self.verify_fn, "verify", self.log)
+        self.draft = FakeRunner(self.draft_fn, "draft", self.log)
+        self.verify = FakeRunner(self.verify_fn, "verify", self.log)
         self.full = FakeRunner(self.full_fn, "full", self.log) if with_full else None
         shapes = {s: (2, 1, 1) for s in ("shallow", "adapter", "deep")}
         return LMGraphs(self.draft, self.verify, self.full, shapes, EOS)
@@ -106,7 +108,7 @@ def _keep(eta: float):
 
 
 def reference(prompt, n, model: Scripted) -> list[int]:
-    seq, out = list(prompt), []
+    seq, out = list(prompt), []  # type: list[int], list[int]
     while len(out) < n:
         tok = model.target(seq)
         out.append(tok)
