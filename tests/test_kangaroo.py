@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _helpers import HEAVY_MODULES
 
 import edge_runtime
-from conftest import HEAVY_MODULES
 from converters.methods.kangaroo.corpus import EOS, encode_documents, load_corpus, train_tokenizer, windows
 from converters.methods.kangaroo.export import export_lm_bundle
 from converters.methods.kangaroo.losses import AdapterLoss, LanguageModelLoss, evaluate_lm, soft_cross_entropy

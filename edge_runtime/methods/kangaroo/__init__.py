@@ -6,7 +6,8 @@ converted with a recipe ``kangaroo`` section (``converters/methods/kangaroo``); 
 """
 
 from edge_runtime.methods.kangaroo.decoding import GenerationResult, LMGraphs, accepted_prefix, trim_cache
-from edge_runtime.methods.kangaroo.modes import AutoregressiveMode, KangarooMode, generate, lm_session
+from edge_runtime.methods.kangaroo.modes import AutoregressiveMode, KangarooMode
+from edge_runtime.methods.kangaroo.session import generate, lm_session
 
 __all__ = ["AutoregressiveMode", "GenerationResult", "KangarooMode", "LMGraphs", "accepted_prefix", "generate",
            "lm_session", "trim_cache"]

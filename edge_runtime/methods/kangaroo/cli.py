@@ -80,7 +80,7 @@ def _summary(res: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
-    from edge_runtime.methods.kangaroo.modes import lm_session
+    from edge_runtime.methods.kangaroo.session import lm_session
 
     prompt = _prompt(args)
     rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, meter=args.meter)
