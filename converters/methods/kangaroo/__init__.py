@@ -2,12 +2,13 @@
 
 The workstation side: a Llama-style LM trained from scratch on the Python standard library's sources with a
 byte-level BPE tokenizer (:mod:`.corpus`, :mod:`.model`), the adapter on its shallow layers trained on the LM's
-soft labels (:mod:`.losses`), the recipe section ``kangaroo`` and its build (:mod:`.build`), and the export of the
-draft/verify/full graphs with key-value caches (:mod:`.export`). The device decodes with the ``kangaroo`` and
+soft labels (:mod:`.losses`), the recipe section ``kangaroo`` and its build (:mod:`.build`), the export of the
+draft/verify/full graphs with key-value caches (:mod:`.export`) and the conversion stage that writes the bundle
+(:mod:`.stage`). The device decodes with the ``kangaroo`` and
 ``autoregressive`` modes (:mod:`edge_runtime.methods.kangaroo`).
 """
 
-from converters.methods.kangaroo import losses  # noqa: F401  (registers kangaroo_lm, kangaroo_adapter)
+from converters.methods.kangaroo import losses, stage  # noqa: F401  (register the losses and the stage)
 from converters.methods.kangaroo.build import KEY, build_lm_bundle, kangaroo_section
 from converters.methods.kangaroo.export import export_lm_bundle
 from converters.methods.kangaroo.model import KangarooLM, LMConfig

@@ -24,22 +24,19 @@ part of the corpus reports the LM's loss and how often the adapter's top-1 token
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from converters.methods.kangaroo.corpus import (encode_documents, heldout_prompts, load_corpus, train_tokenizer,
-                                                windows)
+from converters.methods.kangaroo.corpus import encode_documents, heldout_prompts, load_corpus, train_tokenizer, windows
 from converters.methods.kangaroo.export import export_lm_bundle
 from converters.methods.kangaroo.losses import evaluate_lm
 from converters.methods.kangaroo.model import KangarooLM, LMConfig
 from converters.recipe.sections import SECTIONS, expect_mapping, expect_type, section
 from converters.training.dist import init_distributed, shutdown
-from converters.training.trainer import StageConfig, Trainer
+from converters.training.trainer import StageConfig, Trainer, run_fingerprint
 from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import write_manifest
 
@@ -100,7 +97,8 @@ def build_lm_bundle(spec: dict[str, Any], staging: Path, *, name: str, seed: int
     torch.manual_seed(seed)
     corpus = load_corpus(root=spec["corpus"]["root"], max_bytes=spec["corpus"]["max_bytes"],
                          holdout_every=spec["corpus"]["holdout_every"], max_file_bytes=spec["corpus"]["max_file_bytes"])
-    tok = train_tokenizer(corpus.train, spec["tokenizer"]["vocab_size"], min_frequency=spec["tokenizer"]["min_frequency"])
+    tok = train_tokenizer(corpus.train, spec["tokenizer"]["vocab_size"],
+                          min_frequency=spec["tokenizer"]["min_frequency"])
     cfg = LMConfig(vocab_size=tok.get_vocab_size(), **spec["lm"])
     train_w = windows(encode_documents(tok, corpus.train), cfg.context)
     held_w = windows(encode_documents(tok, corpus.heldout), cfg.context)[:spec["eval_windows"]]
@@ -112,7 +110,7 @@ def build_lm_bundle(spec: dict[str, Any], staging: Path, *, name: str, seed: int
     if train_spec["threads"]:
         torch.set_num_threads(train_spec["threads"])
     try:
-        run_id = hashlib.sha256(json.dumps([spec, seed, corpus.source["sha256"]], sort_keys=True).encode()).hexdigest()[:16]
+        run_id = run_fingerprint(spec, seed, corpus.source["sha256"])
         trainer = Trainer(lm, [StageConfig.from_dict(s) for s in train_spec["stages"]], train_w[:, :-1],
                           train_w[:, 1:], seed=seed, checkpoint_path=checkpoint, resume=resume, run_id=run_id,
                           progress=progress, dist=ctx)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import sysconfig
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def load_corpus(*, root: str | Path | None = None, max_bytes: int = 4_000_000, h
     names: list[str] = []
     total = 0
     digest = hashlib.sha256()
-    for i, path in enumerate(stdlib_files(base)):
+    for path in stdlib_files(base):
         try:
             data = path.read_bytes()
         except OSError:

@@ -10,19 +10,19 @@ graphs computed from real tokens.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
 import edge_runtime
 from converters.export.onnx import count_flops, count_params, export_onnx, file_entry, onnx_op_counts
 from converters.export.verify import graph_max_diff
 from converters.methods.kangaroo.corpus import EOS
-from converters.methods.kangaroo.model import STACKS, KangarooLM, empty_cache, graph_modules
+from converters.methods.kangaroo.model import STACKS, CachedGraph, KangarooLM, empty_cache, graph_modules
 from edge_runtime.errors import ExportError
-from edge_runtime.files import write_bytes_atomic
+from edge_runtime.files import sha256_file, write_bytes_atomic
 from edge_runtime.manifest import EXIT_OUTPUT, FORMAT_NAME, FORMAT_VERSION
 
 #: the method's record in the manifest: ``extra[METHOD]``
@@ -32,7 +32,7 @@ TOKENIZER_FILE = "tokenizer.json"
 GRAPH_FILES = {"draft": "segments/segment_0.onnx", "verify": "segments/segment_1.onnx", "full": "full_model.onnx"}
 
 
-def _dynamic_axes(module: nn.Module) -> dict[str, dict[int, str]]:
+def _dynamic_axes(module: CachedGraph) -> dict[str, dict[int, str]]:
     """Tokens axis on ids, hidden states and per-position logits; positions axis on every cache."""
     axes: dict[str, dict[int, str]] = {}
     for name in (*module.input_names, *module.output_names):
@@ -132,8 +132,8 @@ def export_lm_bundle(lm: KangarooLM, tokenizer: Any, root: Path, *, name: str, e
             "op_counts": onnx_op_counts(path),
         }
     verification = _verify(lm, root, specs, tolerance, seed)
-    write_bytes_atomic(root / TOKENIZER_FILE, tokenizer.to_str().encode("utf-8"))
-    tok_entry = file_entry(root / TOKENIZER_FILE, root)
+    tok_path = root / TOKENIZER_FILE
+    write_bytes_atomic(tok_path, tokenizer.to_str().encode("utf-8"))
     vocab = [tokenizer.id_to_token(i) for i in range(cfg.vocab_size)]
     inputs = [_spec("input_ids", torch.zeros(1, 1, dtype=torch.long), {1: "tokens"})]
     inputs += [_spec(f"past_{s}", empty_cache(cfg, s, 1, 1), {3: "positions"}) for s in STACKS]
@@ -154,7 +154,7 @@ def export_lm_bundle(lm: KangarooLM, tokenizer: Any, root: Path, *, name: str, e
         "created": {"tool_version": edge_runtime.__version__, "torch_version": torch.__version__, "onnx_opset": opset,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
-    record = {"tokenizer": {"path": tok_entry["path"], "sha256": tok_entry["sha256"], "bytes": tok_entry["bytes"],
+    record = {"tokenizer": {"path": TOKENIZER_FILE, "sha256": sha256_file(tok_path), "bytes": tok_path.stat().st_size,
                             "kind": "tokenizers"},
               "eos_token_id": int(tokenizer.token_to_id(EOS)), "gamma": int(gamma), "eta": float(eta),
               "lm": cfg.to_dict(), "params": {"lm": count_params(lm) - count_params(lm.adapter),

@@ -9,19 +9,18 @@ token ids over as float32 (exact below 2**24); they are cast back to int64 here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from converters.methods.kangaroo.model import KangarooLM
 from converters.training.losses import ExitLoss
 from converters.training.registry import LOSSES
 from edge_runtime.errors import ConfigError
 
 
-def _lm(model: nn.Module, loss: str) -> Any:
-    if not callable(getattr(model, "forward_with_exit", None)) or not hasattr(model, "adapter"):
+def _lm(model: nn.Module, loss: str) -> KangarooLM:
+    if not isinstance(model, KangarooLM):
         raise ConfigError(f"loss {loss}: {type(model).__name__} is not a Kangaroo LM (converters.methods.kangaroo)")
     return model
 
@@ -46,12 +45,12 @@ class LanguageModelLoss(ExitLoss):
         super().__init__(_lm(model, "kangaroo_lm"))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        adapter = {id(p) for p in model.adapter.parameters()}
+        adapter = {id(p) for p in _lm(model, "kangaroo_lm").adapter.parameters()}
         return [p for p in model.parameters() if id(p) not in adapter]
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits = model(x.long())
+        logits = _lm(model, "kangaroo_lm")(x.long())
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.long().reshape(-1)), []
 
 
@@ -64,21 +63,22 @@ class AdapterLoss(ExitLoss):
         super().__init__(_lm(model, "kangaroo_adapter"))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return list(model.adapter.parameters())
+        return list(_lm(model, "kangaroo_adapter").adapter.parameters())
 
     def train_mode(self, model: nn.Module) -> None:
         model.eval()
-        model.adapter.train()
+        _lm(model, "kangaroo_adapter").adapter.train()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        lm = _lm(model, "kangaroo_adapter")
         with torch.no_grad():
-            teacher, shallow = model.forward_with_exit(x.long())
-        return soft_cross_entropy(model.adapter_logits(shallow), teacher), []
+            teacher, shallow = lm.forward_with_exit(x.long())
+        return soft_cross_entropy(lm.adapter_logits(shallow), teacher), []
 
 
 @torch.no_grad()
-def evaluate_lm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 32) -> dict[str, float]:
+def evaluate_lm(model: KangarooLM, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 32) -> dict[str, float]:
     """Held-out figures: the LM's loss, top-1 next-token accuracy and the entropy of its next-token distribution,
     the adapter's loss (soft cross-entropy to the LM; minus that entropy it is KL(p_full || p_adapter)) and how
     often its top-1 token is the LM's (the per-token greedy acceptance rate), and the expected acceptance

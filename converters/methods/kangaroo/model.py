@@ -16,8 +16,9 @@ the last position; the autoregressive baseline).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,8 @@ class LMConfig:
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ConfigError(f"LM dim {self.dim} must split into {self.heads} heads of an even size")
         if not 1 <= self.exit_layer < self.layers:
-            raise ConfigError(f"exit_layer must be in 1..{self.layers - 1} (layers {self.layers}), got {self.exit_layer}")
+            raise ConfigError(f"exit_layer must be in 1..{self.layers - 1} (layers {self.layers}), "
+                              f"got {self.exit_layer}")
         for name in ("vocab_size", "dim", "layers", "heads", "ffn_dim", "context"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"LM {name} must be >= 1, got {getattr(self, name)}")
@@ -102,7 +104,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-def causal_mask(past: int | torch.Tensor, length: int | torch.Tensor) -> torch.Tensor:
+def causal_mask(past: int, length: int) -> torch.Tensor:
     """Additive mask (T, P + T): query i (at position P + i) sees keys 0..P + i."""
     q = torch.arange(length)[:, None] + past
     k = torch.arange(past + length)[None, :]
@@ -171,7 +173,7 @@ class Adapter(nn.Module):
         return self.norm(x + a), k, v
 
 
-def run_stack(layers: Sequence[nn.Module], x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+def run_stack(layers: Iterable[nn.Module], x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
               past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run layers over x with their packed cache ``past`` (B, 2n, H, P, D) or None; returns (x, present)."""
     kv = []
@@ -224,7 +226,7 @@ class KangarooLM(nn.Module):
         """The LM head (tied to the embedding) on normalised hidden states."""
         return F.linear(h, self.embed.weight)
 
-    def _angles(self, past: int | torch.Tensor, length: int | torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _angles(self, past: int, length: int) -> tuple[torch.Tensor, ...]:
         cos, sin = rotary(torch.arange(length) + past, self.cfg.head_dim, self.cfg.rope_theta)
         return cos, sin, causal_mask(past, length)
 
@@ -246,7 +248,18 @@ class KangarooLM(nn.Module):
         return self.head(a)
 
 
-class DraftGraph(nn.Module):
+class CachedGraph(nn.Module):
+    """A graph the device runs with key-value caches: its input and output names, in positional order."""
+
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+
+    def __init__(self, lm: KangarooLM) -> None:
+        super().__init__()
+        self.lm = lm
+
+
+class DraftGraph(CachedGraph):
     """The ``draft`` graph: shallow layers + adapter + head (the exit after the shallow sub-network).
 
     ``(input_ids (B, T), past_shallow, past_adapter) -> (hidden (B, T, dim), exit (B, vocab) at the last position,
@@ -256,11 +269,7 @@ class DraftGraph(nn.Module):
     input_names = ("input_ids", "past_shallow", "past_adapter")
     output_names = ("hidden", "exit", "present_shallow", "present_adapter")
 
-    def __init__(self, lm: KangarooLM) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids: torch.Tensor, past_shallow: torch.Tensor,  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor, past_shallow: torch.Tensor,
                 past_adapter: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cos, sin, mask = self.lm._angles(past_shallow.shape[3], input_ids.shape[1])
         h, present_shallow = run_stack(self.lm.shallow, self.lm.embed(input_ids), cos, sin, mask, past_shallow)
@@ -268,7 +277,7 @@ class DraftGraph(nn.Module):
         return h, self.lm.head(a[:, -1]), present_shallow, present_adapter
 
 
-class VerifyGraph(nn.Module):
+class VerifyGraph(CachedGraph):
     """The ``verify`` graph: the remaining layers + final norm + head over the shallow hidden states.
 
     ``(hidden (B, T, dim), past_deep) -> (exit (B, T, vocab), present_deep)``.
@@ -277,17 +286,13 @@ class VerifyGraph(nn.Module):
     input_names = ("hidden", "past_deep")
     output_names = ("exit", "present_deep")
 
-    def __init__(self, lm: KangarooLM) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, hidden: torch.Tensor, past_deep: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, hidden: torch.Tensor, past_deep: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cos, sin, mask = self.lm._angles(past_deep.shape[3], hidden.shape[1])
         x, present = run_stack(self.lm.deep, hidden, cos, sin, mask, past_deep)
         return self.lm.head(self.lm.norm(x)), present
 
 
-class FullGraph(nn.Module):
+class FullGraph(CachedGraph):
     """The ``full`` graph (autoregressive baseline): every layer + final norm + head, logits at the last position.
 
     ``(input_ids (B, T), past_shallow, past_deep) -> (exit (B, vocab), present_shallow, present_deep)``.
@@ -296,11 +301,7 @@ class FullGraph(nn.Module):
     input_names = ("input_ids", "past_shallow", "past_deep")
     output_names = ("exit", "present_shallow", "present_deep")
 
-    def __init__(self, lm: KangarooLM) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids: torch.Tensor, past_shallow: torch.Tensor,  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor, past_shallow: torch.Tensor,
                 past_deep: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cos, sin, mask = self.lm._angles(past_shallow.shape[3], input_ids.shape[1])
         h, present_shallow = run_stack(self.lm.shallow, self.lm.embed(input_ids), cos, sin, mask, past_shallow)
@@ -308,7 +309,7 @@ class FullGraph(nn.Module):
         return self.lm.head(self.lm.norm(x[:, -1])), present_shallow, present_deep
 
 
-GRAPHS: dict[str, type[nn.Module]] = {"draft": DraftGraph, "verify": VerifyGraph, "full": FullGraph}
+GRAPHS: dict[str, type[CachedGraph]] = {"draft": DraftGraph, "verify": VerifyGraph, "full": FullGraph}
 
 
 def empty_cache(cfg: LMConfig, stack: str, batch: int = 1, positions: int = 0) -> torch.Tensor:
@@ -316,6 +317,6 @@ def empty_cache(cfg: LMConfig, stack: str, batch: int = 1, positions: int = 0) -
     return torch.zeros(batch, 2 * cfg.stack_layers(stack), cfg.heads, positions, cfg.head_dim)
 
 
-def graph_modules(lm: KangarooLM) -> dict[str, nn.Module]:
+def graph_modules(lm: KangarooLM) -> dict[str, CachedGraph]:
     """The three exported graphs as modules (sharing the LM's weights), in eval mode."""
     return {name: cls(lm).eval() for name, cls in GRAPHS.items()}
