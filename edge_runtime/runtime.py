@@ -275,6 +275,23 @@ class Runtime:
         meter.finish_window(window, result)
         return result
 
+    def generate(self, prompt: Any, *, mode: str | None = None, **options: Any) -> Any:
+        """Generate from ``prompt`` in a generative mode (default: the first one this bundle supports); the options
+        and the result are the mode's (e.g. ``kangaroo``: ``max_new_tokens``, ``eta``, ``gamma``, ``on_token``).
+
+        Raises:
+            ConfigError: the bundle has no generative mode, or ``mode`` is not one it supports.
+        """
+        if mode is None:
+            mode = next((n for n in self.modes() if MODES.get(n).generates), None)
+            if mode is None:
+                raise ConfigError(f"{self.bundle.root}: bundle {self.name!r} has no generative mode; "
+                                  f"its modes: {', '.join(self.modes())}")
+        handler = self.mode(mode)
+        if not handler.generates:
+            raise ConfigError(f"mode {mode!r} does not generate; use infer(..., mode={mode!r})")
+        return handler.generate(self, prompt, **options)
+
     def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
         """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
         return decide_exits(self._run_segment, len(self.segments), feeds, policy, carry=self._carry, on_exit=on_exit)

@@ -385,9 +385,18 @@ def _cbnet_classifier(vit: Any) -> tuple[Any, Any, Any, int]:
     return LightweightClassifier(vit), torch.randn(4, *vit.input_shape), torch.tensor([0, 1, 2, 3]), 1
 
 
+def _kangaroo_lm(vit: Any) -> tuple[Any, Any, Any, int]:
+    from converters.methods.kangaroo.model import KangarooLM, LMConfig
+
+    ids = torch.randint(0, 64, (4, 9), generator=torch.Generator().manual_seed(0))
+    return KangarooLM(LMConfig(vocab_size=64, dim=16, layers=2, heads=2, ffn_dim=32, context=8)), ids[:, :-1], \
+        ids[:, 1:], 0
+
+
 #: losses that train a method's own part rather than an exit model: name -> (module, x, y, logits it returns)
 _PART_LOSSES: dict[str, Callable[[Any], tuple[Any, Any, Any, int]]] = {
-    "cbnet_reconstruction": _cbnet_autoencoder, "cbnet_classifier": _cbnet_classifier}
+    "cbnet_reconstruction": _cbnet_autoencoder, "cbnet_classifier": _cbnet_classifier,
+    "kangaroo_lm": _kangaroo_lm, "kangaroo_adapter": _kangaroo_lm}
 
 
 @pytest.mark.parametrize("name", _cases("losses"))

@@ -93,3 +93,48 @@ def test_after_calibration_stage_sees_the_calibrated_policy_in_the_staging_bundl
     with pytest.raises(ConfigError, match="'probe_stage' needs a 'data' section"):
         convert(parse_recipe(no_data), tmp_path / "never", progress=False)
     assert probe == [] and not (tmp_path / "never").exists()
+
+
+@pytest.fixture()
+def writer():
+    """A section ``probe_bundle`` whose stage writes a whole (synthetic) bundle itself (``when = "bundle"``)."""
+    from edge_runtime.synthetic import write_synthetic_bundle
+
+    seen: list = []
+
+    @section("probe_bundle")
+    def _parse(value, where="probe_bundle"):
+        return dict(value or {})
+
+    class _Writer(ConversionStage):
+        section = "probe_bundle"
+        when = "bundle"
+
+        def run(self, ctx):
+            seen.append((ctx.model, ctx.staging.is_dir(), sorted(ctx.staging.iterdir())))
+            if not ctx.recipe["probe_bundle"].get("write_nothing"):
+                ctx.staging.rmdir()  # the synthetic writer creates its directory itself
+                write_synthetic_bundle(ctx.staging, num_exits=2)
+            return []
+
+    STAGES.register("probe_writer", _Writer)
+    try:
+        yield seen
+    finally:
+        STAGES._entries.pop("probe_writer", None)
+        SECTIONS._entries.pop("probe_bundle", None)
+
+
+def test_a_bundle_stage_writes_the_whole_bundle_without_a_model_section(writer, tmp_path):
+    import edge_runtime
+    from converters import convert
+
+    out = convert(parse_recipe({"name": "w", "probe_bundle": {}}), tmp_path / "b", progress=False)
+    assert out == tmp_path / "b" and writer == [(None, True, [])]          # no model built; an empty staging dir
+    assert edge_runtime.load_bundle(out).num_exits == 2
+    # a rank that writes nothing (torchrun's others) gets None and leaves nothing behind
+    assert convert(parse_recipe({"name": "w", "probe_bundle": {"write_nothing": True}}), tmp_path / "c",
+                   progress=False) is None
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ConfigError, match="recipe key 'model' is required"):
+        convert(parse_recipe({"name": "w"}), tmp_path / "d", progress=False)

@@ -59,16 +59,18 @@ def verify_bundle_dir(model: EarlyExitModel, root: Path, manifest: Mapping[str, 
     return diffs, full_diff
 
 
-def graph_max_diff(module: nn.Module, root: Path, graph: GraphSpec | Mapping[str, Any], inputs: Sequence[torch.Tensor],
+def graph_max_diff(module: nn.Module, root: Path, graph: GraphSpec | Mapping[str, Any], inputs: Sequence[Any],
                    *, fmt: str = "onnx", precision: str = "fp32", field: str = "graph",
-                   prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+                   prepare: Callable[[Any], Any] | None = None) -> float:
     """One graph's files of ``fmt``/``precision`` alone, against ``module`` on ``inputs`` (max abs diff over
     every output the module returns).
 
     Args:
-        module: the PyTorch module the graph was exported from (single input).
+        module: the PyTorch module the graph was exported from.
         graph: the graph's manifest record.
-        prepare: maps each of ``inputs`` to the graph's input (e.g. model inputs to a part's own input).
+        inputs: one tensor per case, or a tuple of tensors for a graph with several inputs (in the graph's input
+            order, passed to ``module`` positionally).
+        prepare: maps each of ``inputs`` to the graph's input(s) (e.g. model inputs to a part's own input).
     """
     spec = graph if isinstance(graph, GraphSpec) else GraphSpec.from_dict(graph)
     be = create_backend({"onnx": "onnxruntime", "tflite": "litert"}[fmt], threads=1)
@@ -80,9 +82,9 @@ def graph_max_diff(module: nn.Module, root: Path, graph: GraphSpec | Mapping[str
     names = spec.output_names or runner.output_names
     with torch.no_grad():
         for x in inputs:
-            gx = prepare(x) if prepare is not None else x
-            ref = as_tuple(module(gx))
-            got = runner.run({runner.input_names[0]: gx.numpy()})
+            args = as_tuple(prepare(x) if prepare is not None else x)
+            ref = as_tuple(module(*args))
+            got = runner.run(dict(zip(spec.input_names or runner.input_names, (a.numpy() for a in args))))
             for name, r in zip(names, ref):
                 worst = max(worst, _max_abs(r.numpy(), got[name], f"{field} output {name!r}"))
     return worst

@@ -33,7 +33,7 @@ from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
 from edge_runtime.errors import ConfigError
 from edge_runtime.files import check_output_dir, replace_dir, staging_dir
-from edge_runtime.manifest import write_manifest
+from edge_runtime.manifest import MANIFEST_NAME, write_manifest
 
 
 def seed_everything(seed: int) -> None:
@@ -53,7 +53,9 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 
 def build_model(recipe: Recipe) -> EarlyExitModel:
     """The recipe's model, with the ``heads`` section passed to the builder as ``exit_heads``."""
-    spec = recipe["model"]
+    spec = recipe.get("model")
+    if spec is None:
+        raise ConfigError("recipe key 'model' is required")
     kwargs = dict(spec["kwargs"])
     if recipe.get("heads") is not None:
         kwargs["exit_heads"] = recipe["heads"]
@@ -96,6 +98,9 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
             what = "what to train on" if key == "train" else "the calibration split"
             raise ConfigError(f"recipe key '{key}' needs a 'data' section ({what})")
     stages = active_stages(recipe, split)     # a method's stages refuse a recipe they cannot run on, now
+    writers = [st for st in stages if st.when == "bundle"]
+    if writers:                                # a model family export_bundle does not cover writes its own bundle
+        return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
     model = build_model(recipe)
     preprocessing = recipe["input"]["preprocessing"] or (split.normalization() if split else None)
     sections: dict[str, Any] = {"recipe": recipe.resolved()}
@@ -139,6 +144,31 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     if ckpt.parent.is_dir():
         shutil.rmtree(ckpt.parent, ignore_errors=True)   # the bundle is complete; the checkpoint has served
     return result
+
+
+def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Path, *, overwrite: bool, resume: bool,
+                    progress: bool) -> Path | None:
+    """Let the one ``bundle`` stage write the whole bundle into a staging directory; check it as the device will
+    and move it into place. None when the stage wrote nothing (a rank other than 0 under ``torchrun``)."""
+    if len(writers) > 1:
+        raise ConfigError(f"recipe sections {', '.join(repr(w.section) for w in writers)} each write a whole bundle; "
+                          "keep one")
+    with staging_dir(out) as root:
+        staging = root / "bundle"
+        staging.mkdir()
+        ctx = StageContext(recipe=recipe, model=None, split=None, preprocess=_normalizer(None), example=None,
+                           verify_inputs=None, export=dict(recipe["export"]),
+                           checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress,
+                           policy=recipe["policy"], staging=staging)
+        writers[0].run(ctx)
+        if not (staging / MANIFEST_NAME).is_file():
+            return None
+        read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
+        replace_dir(staging, out, overwrite=overwrite)
+    ckpt = checkpoint_path(out)
+    if ckpt.parent.is_dir():
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+    return out
 
 
 def _run_stages(stages: Sequence[ConversionStage], ctx: StageContext) -> list[PartsHook]:

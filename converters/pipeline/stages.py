@@ -22,8 +22,10 @@ from typing import Any, ClassVar
 from edge_runtime.registry import Registry
 
 #: when a stage runs: after the training stages (before the bundle is exported), or once the bundle's policy is
-#: final (after threshold calibration when the recipe calibrates; with the recipe's policy otherwise)
-WHEN = ("after_training", "after_calibration")
+#: final (after threshold calibration when the recipe calibrates; with the recipe's policy otherwise); or, for a
+#: model family ``export_bundle`` does not cover (a causal language model with key-value caches), ``bundle``: the
+#: stage builds, trains and writes the whole bundle into ``StageContext.staging`` instead of the early-exit path
+WHEN = ("after_training", "after_calibration", "bundle")
 
 #: an export hook for a stage's extra parts: ``hook(bundle_dir, manifest)`` writes its files and manifest section
 #: (``export_bundle``'s ``extra_parts``); its ``graphs(manifest)`` lists them for TFLite/quantized variants
@@ -47,8 +49,9 @@ class StageContext:
         progress: show progress bars.
         policy: the bundle's policy ``{"name", "kwargs", "thresholds"}`` (the calibrated one at
             ``after_calibration``; the recipe's at ``after_training``).
-        staging: the bundle directory being built (``after_calibration`` with calibration; else None).
-        manifest: its manifest as written so far (same condition).
+        staging: the bundle directory being built (``after_calibration`` with calibration, and ``bundle``: the empty
+            directory the stage writes the bundle into; else None).
+        manifest: its manifest as written so far (``after_calibration`` with calibration).
     """
 
     recipe: Any

@@ -63,7 +63,7 @@ def _seed(value: Any, where: str) -> int:
     return int(expect_type(value, int, where))
 
 
-@section("model", required=True)
+@section("model")  # required by convert unless a stage writes the bundle itself (e.g. a language model)
 def _model(value: Any, where: str) -> dict[str, Any]:
     return named_component(value, where, MODELS)
 

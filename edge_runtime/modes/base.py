@@ -144,6 +144,8 @@ class Mode(ABC):
     #: whether the daemon hands whole JSON requests of this mode to :meth:`serve_request` (a generative mode
     #: whose request is not a tensor batch); False: requests are decoded as tensors and micro-batched
     handles_requests: bool = False
+    #: whether the mode generates sequences from a prompt (:meth:`generate`, ``Runtime.generate``)
+    generates: bool = False
 
     def unsupported(self, manifest: Manifest) -> str | None:
         """Why this bundle cannot run in this mode, or None when it can (default: every bundle can)."""
@@ -173,6 +175,11 @@ class Mode(ABC):
         JSON response body. Raise :class:`edge_runtime.errors.InputError` (or the daemon's ``RequestError``) for
         a bad request: the daemon turns it into a 4xx naming the field."""
         raise NotImplementedError(f"mode {self.name!r} does not answer requests itself")
+
+    def generate(self, runtime: RuntimeView, prompt: Any, **options: Any) -> Any:
+        """Generate from ``prompt`` when :attr:`generates` is set (``Runtime.generate`` delegates here); the
+        options and the result are the mode's own (e.g. a language model's text, tokens and speed)."""
+        raise NotImplementedError(f"mode {self.name!r} does not generate")
 
     def register_commands(self, sub: Any) -> None:  # noqa: B027 - optional hook: most modes add no command
         """Add this mode's own ``edge-runtime`` subcommands (``sub`` is argparse's subparsers object)."""

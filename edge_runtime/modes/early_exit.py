@@ -10,6 +10,16 @@ from edge_runtime.executor import OnExit, Tensors
 from edge_runtime.modes.base import InferenceResult, Mode, register_mode
 from edge_runtime.policies import ExitPolicy
 
+#: the exit outputs the classifier modes (``early_exit``, ``full``) answer with; a bundle whose exits output
+#: something else (e.g. a language model's next-token logits) runs in its method's own modes
+CLASS_OUTPUT_KINDS = frozenset({"logits"})
+
+
+def unsupported_outputs(manifest: Any) -> str | None:
+    """Why a classifier mode cannot run this bundle (exits that do not answer with class scores), or None."""
+    kinds = sorted({e.output_kind for e in manifest.exits} - CLASS_OUTPUT_KINDS)
+    return f"its exits output {', '.join(kinds)}, not class scores" if kinds else None
+
 
 def predictions_of(outputs: np.ndarray) -> np.ndarray:
     """Argmax class per sample for (N, classes) outputs; the sample's flattened argmax otherwise."""
@@ -27,6 +37,9 @@ class EarlyExitMode(Mode):
     name = "early_exit"
     description = "segments in sequence; each sample leaves at the first exit its policy accepts"
     uses_policy = True
+
+    def unsupported(self, manifest: Any) -> str | None:
+        return unsupported_outputs(manifest)
 
     def run(self, runtime: Any, feeds: Tensors, policy: ExitPolicy | None, *,
             on_exit: OnExit | None = None) -> InferenceResult:

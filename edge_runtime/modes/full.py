@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_runtime.executor import OnExit, Tensors
 from edge_runtime.modes.base import InferenceResult, Mode, register_mode
-from edge_runtime.modes.early_exit import predictions_of
+from edge_runtime.modes.early_exit import predictions_of, unsupported_outputs
 from edge_runtime.policies import ExitPolicy, create_policy
 
 
@@ -19,6 +19,9 @@ class FullMode(Mode):
 
     name = "full"
     description = "the one-graph model (the baseline), or every segment when the bundle has no one-graph file"
+
+    def unsupported(self, manifest: Any) -> str | None:
+        return unsupported_outputs(manifest)
 
     def run(self, runtime: Any, feeds: Tensors, policy: ExitPolicy | None, *,
             on_exit: OnExit | None = None) -> InferenceResult:

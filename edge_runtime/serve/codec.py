@@ -426,6 +426,8 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
         except RequestError:
             return None  # the tensor path reports the bad body
         name = (doc.get("parameters") or {}).get("mode") if isinstance(doc, dict) else None
+    if name is None and "early_exit" not in rt.modes():
+        name = next(iter(rt.modes()), None)  # a bundle with its own modes only answers in its first by default
     if not isinstance(name, str) or name not in MODES or not MODES.get(name).handles_requests:
         return None
     if name not in rt.modes():

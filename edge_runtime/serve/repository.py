@@ -81,14 +81,17 @@ def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> N
     where = runtime.bundle.manifest_path
     if not m.verification.passed:
         raise BundleError("the bundle's export verification did not pass", path=where, field="verification.passed")
+    modes = runtime.modes()
+    if "early_exit" in modes:
+        smoke = ["early_exit"] + (["full"] if runtime.has_full_model and "full" in modes else [])
+    else:  # a bundle with its own modes only (e.g. a language model): smoke-run its first
+        smoke = modes[:1]
+    never = create_policy("never", runtime.num_exits)
     for n in sorted(set(batch_sizes)):
         x = {s.name: np.zeros([n] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
-        runs = [("early_exit", lambda x=x: runtime.infer(x, policy=create_policy("never", runtime.num_exits)))]
-        if runtime.has_full_model:
-            runs.append(("full", lambda x=x: runtime.infer(x, mode="full")))
-        for mode, run in runs:
+        for mode in smoke:
             try:
-                out = run().outputs
+                out = runtime.infer(x, mode=mode, policy=never if mode == "early_exit" else None).outputs
             except EdgeRuntimeError as exc:
                 raise BundleError(f"smoke run ({mode}) at batch {n} failed: {exc}", path=where,
                                   field=getattr(exc, "field", None) or "segments") from None
