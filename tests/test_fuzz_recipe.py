@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from converters.pipeline.convert import build_model
+from converters.pipeline.stages import STAGES
 from converters.recipe import load_recipe, parse_recipe
 from edge_runtime.errors import ConfigError
 
@@ -79,7 +81,14 @@ def _recipe_property(name: str, mutations: list[tuple[int, str, Any]]) -> None:
         message = str(exc)
         assert "\n" not in message.strip() and ("recipe key" in message or f"{name}.yaml" in message), message
         return
-    assert recipe.name and recipe.resolved()["model"]["name"]
+    assert recipe.name
+    if recipe.get("model") is not None:
+        assert recipe.resolved()["model"]["name"]
+    elif not any(recipe.get(STAGES.get(n).section) is not None and STAGES.get(n).when == "bundle"
+                 for n in STAGES.names()):
+        # no model and no stage that writes the bundle itself: convert refuses it in one line, before training
+        with pytest.raises(ConfigError, match="recipe key 'model' is required"):
+            build_model(recipe)
 
 
 @settings(max_examples=QUICK, derandomize=True, **_COMMON)
