@@ -146,6 +146,7 @@ class _Server:
     def __init__(self, bundle: Path, port: int, batch: int, log: Path, extra: list[str]) -> None:
         env = dict(os.environ, EDGE_RUNTIME_THREADS=os.environ.get("EDGE_RUNTIME_THREADS", "1"))
         self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log
         self.log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge_runtime", "serve", f"m={bundle}", "--port", str(port),
@@ -425,6 +426,11 @@ def _soak(args: argparse.Namespace, bundle: Path, tmp: Path, lua: Path, bodies: 
           f"corrupted versions answered: {sorted(seen & bad_versions) or 'none'}")
     print(f"soak: {'PASS' if out['pass'] else 'MISS'} (zero errors, RSS growth < 10%, no lost request, "
           f"never a corrupted model; graceful exit code {rc})")
+    if not out["pass"]:  # what a failed run needs for its diagnosis: wrk's statuses and the server's complaints
+        print(f"  statuses seen by wrk: {res['statuses']}; wrk errors: {res['errors']}")
+        complaints = [ln for ln in srv.log_path.read_text(errors="replace").splitlines()
+                      if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
+        print("  server log (warnings and errors, last 20):" + "".join(f"\n    {ln}" for ln in complaints[-20:]))
     return out
 
 

@@ -118,7 +118,7 @@ def serve(models: dict[str, str | Path], config: ServeConfig | None = None, *,
         raise
     app = create_app(repo, config, metrics)
     try:
-        http: Any = limited_protocol(config.header_timeout_s, config.max_header_bytes)
+        http: Any = limited_protocol(config.header_timeout_s, config.max_header_bytes, config.max_connections)
     except ImportError:  # no httptools: h11, whose h11_max_incomplete_event_size caps the headers (no deadline)
         log.warning("httptools is not installed: request headers are size-capped but have no deadline")
         http = "h11"
@@ -126,7 +126,7 @@ def serve(models: dict[str, str | Path], config: ServeConfig | None = None, *,
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                access_log=False, timeout_graceful_shutdown=config.drain_s,  # type: ignore[arg-type]
                                lifespan="off", server_header=False, http=http,
-                               limit_concurrency=config.max_connections,
+                               limit_concurrency=config.max_connections,  # h11's cap; ours replaces it
                                h11_max_incomplete_event_size=config.max_header_bytes)
     server = _Server(uv_config, repo, notifier, app)
     server.run(sockets=[sock])

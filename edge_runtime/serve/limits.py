@@ -5,8 +5,13 @@ slowly (or never finishes them), and with httptools it accepts headers of any si
 connections or memory. :func:`limited_protocol` returns uvicorn's HTTP protocol class with both limits: the
 headers of every request must arrive within ``header_timeout_s`` of its first byte (of the connection, for the
 first request), else ``408`` and close; more than ``max_header_bytes`` before the end of the headers gets ``431``
-and close. Concurrent connections are capped by uvicorn's own ``limit_concurrency`` (``503``), stalled bodies
-by the app (``408``, :mod:`edge_runtime.serve.app`).
+and close; a request on a connection beyond the first ``max_connections`` gets ``503``. Stalled bodies are
+answered by the app (``408``, :mod:`edge_runtime.serve.app`).
+
+The connection cap replaces uvicorn's own ``limit_concurrency`` check, which also counts request tasks: a
+keep-alive client's next request can arrive while the task that answered its previous one is still finishing,
+so 32 well-behaved clients could momentarily count as 64 and get a spurious 503 under load. A connection carries
+one request at a time (uvicorn queues pipelined ones), so capping connections caps the requests in flight.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ def _reply(status: bytes, message: str) -> bytes:
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
-def limited_protocol(header_timeout_s: float, max_header_bytes: int) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with a header deadline and a header size cap.
+def limited_protocol(header_timeout_s: float, max_header_bytes: int, max_connections: int) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a header deadline, a header size cap and a connection cap.
 
     Raises:
         ImportError: httptools (the ``serve`` extra) is not installed; the caller falls back to h11, whose own
@@ -35,7 +40,7 @@ def limited_protocol(header_timeout_s: float, max_header_bytes: int) -> type[asy
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        """HttpToolsProtocol + a deadline for each request's headers and a cap on their size."""
+        """HttpToolsProtocol + a deadline for each request's headers, a cap on their size, a connection cap."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -101,6 +106,9 @@ def limited_protocol(header_timeout_s: float, max_header_bytes: int) -> type[asy
             self._disarm()
             if self._refused:
                 return
+            # uvicorn answers 503 when len(connections) or len(tasks) >= limit_concurrency: 0 makes this request
+            # one of those, None skips the check (see the module docstring for why tasks must not count)
+            self.limit_concurrency = 0 if len(self.connections) > max_connections else None
             super().on_headers_complete()
 
     return LimitedHttpToolsProtocol

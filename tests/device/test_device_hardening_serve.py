@@ -261,6 +261,19 @@ def test_oversized_headers_are_refused(served: tuple[_Daemon, Path]) -> None:
     assert _call(f"{daemon.url}/v2/health/live")[0] == 200
 
 
+def test_exactly_the_cap_of_connections_is_served(served: tuple[_Daemon, Path]) -> None:
+    """Five idle connections and the caller's make six, the cap: served (only a seventh is refused)."""
+    daemon, _ = served
+    idle = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        status, _, _ = _call(f"{daemon.url}/v2/health/live")
+    finally:
+        for s in idle:
+            s.close()
+    assert status == 200
+
+
 def test_connections_beyond_the_cap_get_503(served: tuple[_Daemon, Path]) -> None:
     daemon, _ = served
     idle = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(6)]
