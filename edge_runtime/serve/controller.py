@@ -99,7 +99,9 @@ def front_points(manifest: Manifest) -> list[OperatingPoint]:
 
 
 def _cost(p: OperatingPoint) -> float:
-    return float(p.mean_latency_s if p.mean_latency_s is not None else p.mean_flops)
+    """A point's calibrated cost: its mean latency in ms (so ``k`` is a plain slowdown factor for a latency
+    objective), else its mean FLOPs."""
+    return float(p.mean_latency_s * 1e3 if p.mean_latency_s is not None else p.mean_flops)
 
 
 class SLOController:
@@ -220,6 +222,7 @@ class SLOController:
                 "index": self.index, "points": len(self.points), "thresholds": list(p.thresholds),
                 "expected_accuracy": p.accuracy, "expected_agreement": p.agreement,
                 "calibrated_cost": float(self.costs[self.index]),
+                "calibrated_cost_unit": "ms" if self.point.mean_latency_s is not None else "FLOPs",
                 "cost_factor": None if self.k is None else float(self.k),
                 "last_observed": self.last_observed, "floor_accuracy": self.floor_accuracy,
                 "windows": self.windows, "moves": self.moves}
