@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved, machine_header, write_json  # noqa: E402
+from _common import header, interleaved  # noqa: E402
+
+from edge_runtime.files import write_json_atomic  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         out = Path(args.out)
-        write_json(out / "results.json", {"machine": machine_header(), "bundle": str(args.bundle), "eta": eta,
+        write_json_atomic(out / "results.json", {"machine": header(), "bundle": str(args.bundle), "eta": eta,
                                           "gamma": gamma, "prompts": len(prompts),
                                           "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
                                           "threads": args.threads, "speedup": speedup, "lossless": same["kangaroo"],
