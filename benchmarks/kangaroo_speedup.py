@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, interleaved  # noqa: E402
 
-from edge_runtime.files import write_json_atomic  # noqa: E402
+from edge_runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
                                           "threads": args.threads, "speedup": speedup, "lossless": same["kangaroo"],
                                           "per_prompt_speedup": per_prompt, "aggregate": agg, "sweep": sweep})
-        (out / "report.md").write_text(report, encoding="utf-8")
+        write_bytes_atomic(out / "report.md", report.encode("utf-8"))
     return 0 if same["kangaroo"] and all(s["lossless"] for s in sweep) else 1
 
 

@@ -5,6 +5,7 @@ tokens equal to PyTorch's, the next-token classifier view, tokenizer checks, ins
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -313,6 +314,20 @@ def test_cli_generate_streams_and_compares(bundle):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["mode"] == "autoregressive"
+
+
+def test_speedup_benchmark_runs_and_reports_lossless_decoding(bundle, tmp_path):
+    """benchmarks/kangaroo_speedup.py end to end on the tiny bundle (its figures are the docs' source)."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "kangaroo_speedup.py"), str(bundle), "--prompts",
+                           "2", "--max-new-tokens", "6", "--repeats", "1", "--sweep-eta", "0.5", "--sweep-gamma", "2",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["lossless"] is True and res["prompts"] == 2 and res["speedup"] > 0
+    assert [(s["eta"], s["gamma"]) for s in res["sweep"]] == [(0.5, 2)]
+    assert "| kangaroo |" in (tmp_path / "report.md").read_text()
 
 
 def test_generation_never_imports_torch(bundle):
