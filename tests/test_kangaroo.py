@@ -371,7 +371,7 @@ def test_convert_builds_the_tiny_recipe_and_refuses_early_exit_sections(tmp_path
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_shipped_recipe_converts_and_decodes_losslessly_on_every_prompt(tmp_path):
     """The shipped recipe end to end (about 20 min on 2 idle cores): the bundle, then both modes on every held-out
     prompt with identical tokens; the speed and acceptance figures are printed (benchmarks/kangaroo_speedup.py
