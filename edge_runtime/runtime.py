@@ -301,11 +301,15 @@ class Runtime:
 
     def exit_outputs(self, x: Any) -> list[np.ndarray]:
         """Every exit's ``exit`` output for every sample (runs all segments); for calibration and oracles."""
+        return [outs[EXIT_OUTPUT] for outs in self.segment_outputs(x)]
+
+    def segment_outputs(self, x: Any) -> list[Tensors]:
+        """Every segment's named outputs (hidden tensors, ``exit`` and a head's extras) for every sample."""
         feeds = self.feeds(x)
         result = []
         for i, runner in enumerate(self.segments):
             outs = runner.run(feeds)
-            result.append(outs[EXIT_OUTPUT])
+            result.append(outs)
             feeds = {**{k: v for k, v in feeds.items() if k in self._carry[i]},
                      **{k: v for k, v in outs.items() if k != EXIT_OUTPUT}}
         return result

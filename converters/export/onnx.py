@@ -140,6 +140,13 @@ def file_entry(path: Path, root: Path, *, fmt: str = "onnx", precision: str = "f
     }
 
 
+def onnx_input_names(path: Path) -> list[str]:
+    """The graph's input names (the exporter drops inputs the module never reads)."""
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+
+
 def onnx_op_counts(path: Path) -> dict[str, int]:
     """How many nodes of each op type the graph has (structure check material)."""
     import onnx
