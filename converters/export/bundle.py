@@ -167,7 +167,8 @@ def export_bundle(
                 "policy": {"name": policy, "kwargs": pol.config(), "thresholds": pol.thresholds},
             }
         )
-        manifest["inputs"] = [{**tensor_spec(n, t), "layout": "NCHW" if t.dim() == 4 else "N..."}
+        manifest["inputs"] = [{**tensor_spec(n, t, model.dynamic_axes.get(n, ())),
+                                "layout": "NCHW" if t.dim() == 4 else "N..."}
                               for n, t in zip(model.input_names(example_input), as_tuple(example_input))]
         if preprocessing:
             manifest["inputs"][0]["preprocessing"] = dict(preprocessing)
@@ -245,19 +246,22 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
                 wrapper = ScoredSegment(wrapper, scored[2], exit_at=len(hidden_names)).eval()
                 out_names.append(SCORE_OUTPUT)
             path = root / "segments" / f"segment_{i}.onnx"
-            export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset)
+            export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset,
+                        dynamic_axes=_axes(model, [*in_names, *out_names]))
             read = set(onnx_input_names(path))  # a tensor crossing the cut only for the previous exit's head
             backbone_flops = count_flops(_Positional(segment), as_tuple(h))
             head_flops = count_flops(_Positional(head), as_tuple(h_next))
             cumulative += backbone_flops + head_flops
-            outputs = [tensor_spec(n, t) for n, t in zip(hidden_names, as_tuple(h_next))] if not last else []
-            outputs += [tensor_spec(n, t) for n, t in zip(exit_names, as_tuple(exit_out))]
+            dyn = model.dynamic_axes
+            outputs = [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(hidden_names, as_tuple(h_next))] \
+                if not last else []
+            outputs += [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(exit_names, as_tuple(exit_out))]
             if scored is not None:
                 outputs.append(tensor_spec(SCORE_OUTPUT, scored[2](as_tuple(exit_out)[0])))
             segments.append({
                 "index": i,
                 "files": [file_entry(path, root)],
-                "inputs": [tensor_spec(n, t) for n, t in zip(in_names, as_tuple(h)) if n in read],
+                "inputs": [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(in_names, as_tuple(h)) if n in read],
                 "outputs": outputs,
                 "flops": backbone_flops + head_flops,
                 "backbone_flops": backbone_flops,
@@ -277,7 +281,7 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
         full = FullModel(model).eval()
         path = root / "full_model.onnx"
         export_onnx(full, as_tuple(example), path, input_names=model.input_names(example), output_names=[EXIT_OUTPUT],
-                    opset=opset)
+                    opset=opset, dynamic_axes=_axes(model, model.input_names(example)))
         manifest["full_model"] = {
             "files": [file_entry(path, root)],
             "flops": count_flops(full, as_tuple(example)),
@@ -285,6 +289,11 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             "output": EXIT_OUTPUT,
         }
     return manifest
+
+
+def _axes(model: EarlyExitModel, names: Sequence[str]) -> dict[str, dict[int, str]]:
+    """The model's extra dynamic axes (beyond the batch) of the named tensors of one graph."""
+    return {n: dict(model.dynamic_axes[n]) for n in names if n in model.dynamic_axes}
 
 
 class _Positional(nn.Module):

@@ -161,8 +161,10 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int
            torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
 
 
-def tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
-    """A manifest tensor record: the name, the shape with a dynamic batch axis, the dtype."""
+def tensor_spec(name: str, t: torch.Tensor, dynamic: Any = ()) -> dict[str, Any]:
+    """A manifest tensor record: the name, the shape with a dynamic batch axis (and ``null`` on the other axes in
+    ``dynamic``, e.g. a sequence axis), the dtype."""
     if t.dtype not in _DTYPES:
         raise ExportError(f"tensor {name!r}: dtype {t.dtype} cannot cross a bundle graph boundary")
-    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": _DTYPES[t.dtype]}
+    shape = [None, *(None if axis in dynamic else int(d) for axis, d in enumerate(t.shape[1:], start=1))]
+    return {"name": name, "shape": shape, "dtype": _DTYPES[t.dtype]}

@@ -52,6 +52,9 @@ class EarlyExitModel(nn.Module):
         exit_extra_names: names of the extra outputs of heads that return a tuple ``(exit, *extras)``, in order
             (default ``exit_<k>``).
         output_kind: what the exit outputs are (``logits``; a method's own kind otherwise), recorded per exit.
+        dynamic_axes: per tensor name (model inputs, hidden tensors, exit outputs), axes other than the batch that
+            vary between calls, e.g. ``{"input_ids": {1: "sequence"}}`` (exported as dynamic, ``null`` in the
+            manifest).
 
     Example:
         >>> m = EarlyExitModel([nn.Flatten(), nn.Linear(4, 4)], [nn.Linear(4, 2), nn.Linear(4, 2)],
@@ -71,6 +74,7 @@ class EarlyExitModel(nn.Module):
         hidden_names: Sequence[Sequence[str]] | None = None,
         exit_extra_names: Sequence[str] = (),
         output_kind: str = "logits",
+        dynamic_axes: dict[str, dict[int, str]] | None = None,
     ) -> None:
         super().__init__()
         if len(segments) != len(heads):
@@ -92,6 +96,7 @@ class EarlyExitModel(nn.Module):
         self._hidden_names = [list(n) for n in hidden_names] if hidden_names is not None else None
         self._exit_extra_names = list(exit_extra_names)
         self.output_kind = output_kind
+        self.dynamic_axes: dict[str, dict[int, str]] = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
 
     def input_names(self, example: Any) -> list[str]:
         """The bundle names of the model inputs for an example input (tensor or tuple)."""
