@@ -127,7 +127,8 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
                   verify_batch_sizes=exp["verify_batch_sizes"], verify_inputs=verify,
                   include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
                   backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
-                  fp16_tolerance=float(exp["fp16_tolerance"]))
+                  fp16_tolerance=float(exp["fp16_tolerance"]),
+                  labels=list(split.dataset.labels) if split is not None and split.dataset.labels else None)
     if text:
         kwargs["extra_parts"] = [text_bundle_hook(text)]
     if split is not None and not text:  # static int8 calibrates on it; every quantized variant gets its own thresholds
