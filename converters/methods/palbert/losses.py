@@ -119,7 +119,27 @@ class PalbertLoss(ExitLoss):
 @LOSSES.register("shared_exits")
 class SharedExitsLoss(ExitLoss):
     """Cross-entropy averaged over every exit of a model whose exits return ``(logits, *extras)`` (a warm-up stage
-    for the backbone and the shared classifier before the ponder loss; padding trimmed per batch)."""
+    for the backbone and the shared classifier before the ponder loss; padding trimmed per batch).
+
+    Args:
+        head_lr: learning rate of the new parts (PALBERT's classifier, Lambda layer, layer embeddings) while the
+            pretrained backbone keeps the stage's (None: the stage's for all).
+    """
+
+    def __init__(self, model: nn.Module, head_lr: float | None = None) -> None:
+        super().__init__(model)
+        if head_lr is not None and (not isinstance(head_lr, (int, float)) or head_lr <= 0):
+            raise ConfigError(f"loss shared_exits: head_lr must be > 0, got {head_lr!r}")
+        self.head_lr = head_lr
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        shared = getattr(model, "shared", None)
+        if self.head_lr is None or shared is None:
+            return super().parameter_groups(model)
+        new = [p for name, p in shared.named_parameters() if not name.startswith("pooler.")]
+        ids = {id(p) for p in new}
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+                {"params": new, "lr": float(self.head_lr)}]
 
     def __call__(self, model, x, y, step):
         logits = [as_tuple(o)[0] for o in model(*as_tuple(trim_padding(x)))]
