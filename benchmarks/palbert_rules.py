@@ -191,7 +191,8 @@ def report(r: dict[str, Any]) -> str:
                      f"| {name} | {setting} | {100 * t['accuracy']:.2f}% | {100 * t['macro_f1']:.2f} | "
                      f"{t['mean_layers']:.2f} | | | | |")
     o = r["oracle_test"]
-    lines += ["", f"Oracle (earliest right layer): {100 * o['accuracy']:.2f}% at {o['mean_layers']:.2f} mean layers.", "",
+    lines += ["", f"Oracle (earliest right layer): {100 * o['accuracy']:.2f}% at {o['mean_layers']:.2f} mean layers.",
+              "",
               f"Accuracy at Q-exit's mean layers ({r['accuracy_at_q_exit_layers']['mean_layers']:.2f}), each rule's "
               "test curve interpolated:"]
     for name, acc in r["accuracy_at_q_exit_layers"]["accuracy"].items():

@@ -368,7 +368,8 @@ def wordnet(root: str = WORDNET_DIR, parts: Sequence[str] = ("noun", "verb", "ad
                 head, sep, gloss = line.partition("|")
                 fields = head.split()
                 if not sep or len(fields) < 2 or not fields[1].isdigit() or not gloss.strip():
-                    raise ConfigError(f"{path}:{n}: not a WordNet data line (expected 'offset lex_filenum ... | gloss')")
+                    raise ConfigError(f"{path}:{n}: not a WordNet data line "
+                                      "(expected 'offset lex_filenum ... | gloss')")
                 texts.append(gloss.strip())
                 lex.append(int(fields[1]))
     y_lex = np.asarray(lex, dtype=np.int64)

@@ -1,5 +1,5 @@
-"""``edge-runtime run BUNDLE --input X.npy`` (or ``--text ...`` / ``--text-file F`` for a bundle with a tokenizer): run a
-batch and print each sample's answer and exit."""
+"""``edge-runtime run BUNDLE --input X.npy`` (``--text ...`` / ``--text-file F`` for a bundle with a tokenizer): run
+a batch and print each sample's answer and exit."""
 
 from __future__ import annotations
 

@@ -124,22 +124,34 @@ class SharedExitsLoss(ExitLoss):
     Args:
         head_lr: learning rate of the new parts (PALBERT's classifier, Lambda layer, layer embeddings) while the
             pretrained backbone keeps the stage's (None: the stage's for all).
+        freeze_backbone: train only those new parts (a DeeBERT-style first stage: the pretrained encoder and its
+            pooler stay as they are, and no gradient flows through the encoder, so the stage is cheap).
     """
 
-    def __init__(self, model: nn.Module, head_lr: float | None = None) -> None:
+    def __init__(self, model: nn.Module, head_lr: float | None = None, freeze_backbone: bool = False) -> None:
         super().__init__(model)
         if head_lr is not None and (not isinstance(head_lr, (int, float)) or head_lr <= 0):
             raise ConfigError(f"loss shared_exits: head_lr must be > 0, got {head_lr!r}")
-        self.head_lr = head_lr
+        if freeze_backbone and getattr(model, "shared", None) is None:
+            raise ConfigError("loss shared_exits: freeze_backbone needs a model with PALBERT parts (palbert_bert)")
+        self.head_lr, self.freeze_backbone = head_lr, bool(freeze_backbone)
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         shared = getattr(model, "shared", None)
-        if self.head_lr is None or shared is None:
+        if shared is None or (self.head_lr is None and not self.freeze_backbone):
             return super().parameter_groups(model)
         new = [p for name, p in shared.named_parameters() if not name.startswith("pooler.")]
         ids = {id(p) for p in new}
-        return [{"params": [p for p in model.parameters() if id(p) not in ids]},
-                {"params": new, "lr": float(self.head_lr)}]
+        head = {"params": new, **({"lr": float(self.head_lr)} if self.head_lr is not None else {})}
+        if self.freeze_backbone:  # the pretrained encoder (and its pooler) stay as they are
+            return [head]
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]}, head]
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if self.freeze_backbone:  # no dropout inside the frozen encoder
+            for seg in model.segments:  # type: ignore[union-attr]
+                seg.eval()
 
     def __call__(self, model, x, y, step):
         logits = [as_tuple(o)[0] for o in model(*as_tuple(trim_padding(x)))]
