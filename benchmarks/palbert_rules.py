@@ -32,6 +32,7 @@ from edge_runtime.calibration.bounds import pareto_front  # noqa: E402
 from edge_runtime.datasets import load_split  # noqa: E402
 from edge_runtime.executor import simulate_exits  # noqa: E402
 from edge_runtime.files import write_bytes_atomic, write_json_atomic  # noqa: E402
+from edge_runtime.methods.palbert import text_segment_outputs  # noqa: E402
 from edge_runtime.policies import create_policy  # noqa: E402
 
 #: rule -> (policy name, the swept values, how a value becomes policy arguments)
@@ -42,18 +43,6 @@ RULES: dict[str, tuple[str, list[float], Any]] = {
     "Q-exit (PALBERT)": ("q_exit", [float(q) for q in np.round(np.linspace(0.05, 0.95, 19), 3)],
                          lambda v: {"thresholds": v}),
 }
-
-
-def segment_outputs(rt: Any, texts: np.ndarray, batch: int = 32) -> list[dict[str, np.ndarray]]:
-    """Every exit's ``exit`` and ``lambda`` for every text, run in length-sorted chunks (less padding)."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    parts: list[list[dict[str, np.ndarray]]] = []
-    for s in range(0, len(texts), batch):
-        rows = order[s:s + batch]
-        outs = rt.segment_outputs(rt.encode_text(list(texts[rows])).feeds)
-        parts.append([{k: o[k] for k in ("exit", "lambda") if k in o} for o in outs])
-    inv = np.argsort(order)
-    return [{k: np.concatenate([p[i][k] for p in parts])[inv] for k in parts[0][i]} for i in range(len(parts[0]))]
 
 
 def macro_f1(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
@@ -96,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     k = len(rt.labels)
     n_exits = rt.num_exits
     print(f"exit outputs: {len(xc)} calibration, {len(xt)} test texts, {n_exits} exits", flush=True)
-    oc, ot = segment_outputs(rt, xc), segment_outputs(rt, xt)
+    oc, ot = text_segment_outputs(rt, xc), text_segment_outputs(rt, xt)
     never = create_policy("never", n_exits)
     full_c, full_t = evaluate(oc, yc, never, k), evaluate(ot, yt, never, k)
     floor = full_c["accuracy"] - args.budget / 100 - 1e-12

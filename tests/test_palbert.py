@@ -61,6 +61,7 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                             "optimizer": {"name": "adamw"}, "lr": 3e-3, "epochs": 1,
                                             "batch_size": 16}]},
         "export": {"tolerance": 1e-4, "verify_batch_sizes": [1, 3]},
+        "palbert": {"max_accuracy_drop": 1.0},
     }
     path = root / "recipe.yaml"
     path.write_text(json.dumps(recipe))
@@ -155,6 +156,11 @@ def test_text_bundle_carries_its_tokenizer_and_lambda_per_exit(text_bundle: Path
         assert names[-2:] == ["exit", "lambda"]
         assert ver["outputs"]["lambda"] <= 1e-4 and ver["outputs"]["exit"] <= 1e-4
     assert m["segments"][1]["outputs"][2]["name"] == "prev_1"
+    cal = m["calibration"]  # the palbert stage chose q on the calibration split, within 1 point of the final exit
+    q = m["policy"]["thresholds"]
+    assert len(set(q)) == 1 and q == cal["chosen"]["thresholds"] and cal["chosen"]["accuracy"] >= \
+        cal["final_exit_accuracy"] - 0.01 - 1e-9
+    assert {"exit_accuracy", "chosen", "oracle"} <= set(cal["test"])
     rt = edge_runtime.load_bundle(text_bundle, threads=1)
     assert rt.default_policy.reads == ("exit", "lambda")
     tampered = text_bundle.parent / "tampered"
@@ -210,6 +216,15 @@ def test_infer_text_reports_truncation_and_refuses_bad_text(text_bundle: Path) -
             rt.infer_text(bad)
     with pytest.raises(InputError, match="input_ids"):
         rt.infer(np.zeros((1, 4), np.float32))
+
+
+def test_palbert_section_is_checked_before_training() -> None:
+    from converters.methods.palbert.stage import parse_palbert_section
+
+    with pytest.raises(ConfigError, match=r"palbert: q values must be numbers in \(0, 1\)"):
+        parse_palbert_section({"q": 1.5})
+    with pytest.raises(ConfigError, match="palbert.max_accuracy_drop"):
+        parse_palbert_section({"max_accuracy_drop": -1})
 
 
 def test_a_bundle_without_text_refuses_infer_text(cnn_bundle: Path) -> None:

@@ -82,3 +82,37 @@ class PonderSamplePolicy(ExitPolicy):
 
     def config(self) -> dict[str, Any]:
         return {"seed": self.seed}
+
+
+def text_segment_outputs(runtime: Any, texts: Any, *, batch_size: int = 32,
+                         names: tuple[str, ...] = ("exit", LAMBDA)) -> list[dict[str, np.ndarray]]:
+    """Every exit's ``names`` outputs for every text of a text bundle (all segments run), in the texts' order.
+
+    Texts run in length-sorted chunks of ``batch_size`` (each padded to its longest), so little is padded; this
+    is what calibration and reports simulate exit rules on (:func:`edge_runtime.executor.simulate_exits`).
+    """
+    texts = list(texts)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    parts: list[list[dict[str, np.ndarray]]] = []
+    for s in range(0, len(texts), batch_size):
+        rows = order[s:s + batch_size]
+        outs = runtime.segment_outputs(runtime.encode_text([texts[r] for r in rows]).feeds)
+        parts.append([{k: o[k] for k in names if k in o} for o in outs])
+    inv = np.argsort(order)
+    return [{k: np.concatenate([p[i][k] for p in parts])[inv] for k in parts[0][i]} for i in range(len(parts[0]))]
+
+
+def sweep_q(outputs: list[dict[str, np.ndarray]], y: np.ndarray, qs: Any) -> list[dict[str, Any]]:
+    """Accuracy, mean layers and exit fractions of the Q-exit at each q (the device's decision loop)."""
+    from edge_runtime.executor import simulate_exits
+    from edge_runtime.policies import create_policy
+
+    n_exits = len(outputs)
+    preds = np.stack([o["exit"].argmax(-1) for o in outputs])
+    out = []
+    for q in qs:
+        idx = simulate_exits(outputs, create_policy("q_exit", n_exits, float(q)))
+        out.append({"q": float(q), "accuracy": float((preds[idx, np.arange(len(y))] == y).mean()),
+                    "mean_layers": float((idx + 1).mean()),
+                    "exit_fractions": (np.bincount(idx, minlength=n_exits) / len(y)).tolist()})
+    return out
