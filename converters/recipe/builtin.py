@@ -77,7 +77,8 @@ def _input(value: Any, where: str) -> dict[str, Any]:
         expect_type(text["tokenizer"], str, f"{where}.text.tokenizer")
         _int(text["max_length"], f"{where}.text.max_length", 2)
         if text["padding"] not in ("longest", "max_length"):
-            raise ConfigError(f"recipe key {where}.text.padding: expected longest or max_length, got {text['padding']!r}")
+            raise ConfigError(f"recipe key {where}.text.padding: expected longest or max_length, "
+                              f"got {text['padding']!r}")
         spec["text"] = text
     if spec["shape"] is not None:
         shape = expect_type(spec["shape"], list, f"{where}.shape")

@@ -95,10 +95,12 @@ class PalbertLoss(ExitLoss):
         if lambda_lr is not None and (not isinstance(lambda_lr, (int, float)) or lambda_lr <= 0):
             raise ConfigError(f"loss palbert: lambda_lr must be > 0, got {lambda_lr!r}")
         self.beta, self.epsilon, self.lambda_lr = float(beta), float(epsilon), lambda_lr
-        self.prior = geometric_prior(float(prior_lambda), model.num_exits)  # type: ignore[attr-defined]
+        palbert: Any = model
+        self.prior = geometric_prior(float(prior_lambda), int(palbert.num_exits))
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        lam = model.shared.lambda_parameters()  # type: ignore[attr-defined]
+        palbert: Any = model
+        lam = palbert.shared.lambda_parameters()
         ids = {id(p) for p in lam}
         rest = [p for p in model.parameters() if id(p) not in ids]
         if self.lambda_lr is None:

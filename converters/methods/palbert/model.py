@@ -67,7 +67,8 @@ class PalbertShared(nn.Module):
         self.layer_embedding = nn.Embedding(n, d) if layer_embedding else None
         if self.layer_embedding is not None:  # the reference's sinusoidal init, scaled to ~0.02 per entry
             half = d // 2
-            freq = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(1e4)) / max(half - 1, 1)))
+            step = float(torch.log(torch.tensor(1e4))) / max(half - 1, 1)
+            freq = torch.exp(torch.arange(half, dtype=torch.float32) * -step)
             ang = torch.arange(n, dtype=torch.float32)[:, None] * freq[None]
             emb = torch.cat([torch.sin(ang), torch.cos(ang)], 1)
             with torch.no_grad():
@@ -94,7 +95,7 @@ class PalbertSegment(nn.Module):
         self.embeddings = encoder.embeddings if index == 0 else None
         self.layer = encoder.layers[index]
 
-    def forward(self, *h: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, *h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.embeddings is not None:
             input_ids, mask = h[0], h[1]
             return self.layer(self.embeddings(input_ids), mask), mask
@@ -113,7 +114,7 @@ class PalbertHead(nn.Module):
         self.index = index
         self.pooling = pooling
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor,  # type: ignore[override]
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor,
                 prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.shared
         pooled = s.pooler(summarize(hidden, mask, self.pooling)).tanh()
@@ -125,9 +126,11 @@ class PalbertHead(nn.Module):
 
 
 class PalbertModel(EarlyExitModel):
-    """The early-exit model with PALBERT's shared parts reachable as :attr:`shared` (for the loss)."""
+    """The early-exit model with PALBERT's shared parts reachable as :attr:`shared` (for the loss) and the
+    backbone's config as :attr:`encoder_config`."""
 
     shared: PalbertShared
+    encoder_config: BertConfig
 
 
 @MODELS.register("palbert_bert")
