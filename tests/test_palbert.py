@@ -130,7 +130,7 @@ def test_ponder_loss_is_expected_ce_plus_beta_kl_and_lambda_layers_get_their_lr(
     value, logits = loss(m, (ids, (ids > 0).long()), y, 0)
     outs = m(*trim_padding((ids, (ids > 0).long())))
     pdf, used = exit_distribution([o[1] for o in outs], 0.05)
-    ce = sum(float((p * torch.nn.functional.cross_entropy(o[0], y, reduction="none")).mean())
+    ce = sum(float((p * torch.nn.functional.cross_entropy(o[0], y, reduction="none")).mean().detach())
              for p, o in zip(pdf[:used], outs[:used]))
     p = torch.stack(pdf, 1)
     kl = float((geometric_prior(0.1, 3)[None] * (geometric_prior(0.1, 3)[None].log() - p.log())).sum(1).mean())

@@ -26,7 +26,7 @@ from torch import nn
 
 from converters.models.bert import BertConfig, BertEncoder, load_bert, package_dir, tiny_bert_config
 from converters.models.contract import EarlyExitModel
-from converters.models.registry import MODELS
+from converters.models.registry import HEADS, MODELS
 from edge_runtime.errors import ConfigError
 
 POOLINGS = ("cls", "mean")
@@ -47,23 +47,24 @@ class PalbertShared(nn.Module):
     """What every exit shares: the encoder's pooler, the classifier, the Lambda layer and the layer embeddings.
 
     Args:
-        encoder: the backbone (its pooler is used).
+        dim: the encoder's hidden size.
+        num_layers: how many exits (one per layer).
         num_classes: classifier outputs.
+        pooler: the encoder's pooler (``Linear(dim, dim)``, tanh applied here); a new one when None.
         lambda_layers: the Lambda layer's ``Linear + Tanh`` blocks before its ``Linear -> 1`` (3 in the paper).
         dropout: on the classifier's and the Lambda layer's inputs while training.
     """
 
-    def __init__(self, encoder: BertEncoder, num_classes: int, *, lambda_layers: int = 3, dropout: float = 0.1,
-                 layer_embedding: bool = True) -> None:
+    def __init__(self, dim: int, num_layers: int, num_classes: int, *, pooler: nn.Module | None = None,
+                 lambda_layers: int = 3, dropout: float = 0.1, layer_embedding: bool = True) -> None:
         super().__init__()
-        d = encoder.config.hidden_size
-        self.pooler = encoder.pooler
+        d, n = int(dim), int(num_layers)
+        self.pooler = pooler if pooler is not None else nn.Linear(d, d)
         self.classifier = nn.Linear(d, num_classes)
         blocks: list[nn.Module] = []
         for _ in range(lambda_layers):
             blocks += [nn.Linear(2 * d, 2 * d), nn.Tanh()]
         self.lambda_net = nn.Sequential(*blocks, nn.Linear(2 * d, 1))
-        n = encoder.config.num_hidden_layers
         self.layer_embedding = nn.Embedding(n, d) if layer_embedding else None
         if self.layer_embedding is not None:  # the reference's sinusoidal init, scaled to ~0.02 per entry
             half = d // 2
@@ -103,20 +104,33 @@ class PalbertSegment(nn.Module):
         return self.layer(x, mask), mask, summarize(x, mask, self.pooling)
 
 
+@HEADS.register("palbert")
 class PalbertHead(nn.Module):
-    """Exit ``index``: ``(logits, lambda)`` from the layer's hidden states (and the previous layer's summary)."""
+    """Exit ``index``: ``(logits, lambda)`` from the layer's hidden states (N, T, dim), its attention mask (all
+    tokens when None) and the previous layer's summary ``prev`` (none at exit 0).
+
+    In a PALBERT model every head holds the one :class:`PalbertShared` (``shared``); built on its own (from the
+    exit-head registry: ``dim``, ``num_classes``) a head has its own.
+    """
 
     head_type = "palbert"
 
-    def __init__(self, shared: PalbertShared, index: int, pooling: str) -> None:
+    def __init__(self, dim: int = 0, num_classes: int = 0, *, shared: PalbertShared | None = None, index: int = 0,
+                 pooling: str = "cls") -> None:
         super().__init__()
+        if shared is None:
+            if dim < 1 or num_classes < 1:
+                raise ConfigError("exit head palbert: give dim and num_classes (or the model's shared parts)")
+            shared = PalbertShared(dim, index + 1, num_classes)
         self.shared = shared
         self.index = index
         self.pooling = pooling
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor,
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None,
                 prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.shared
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         pooled = s.pooler(summarize(hidden, mask, self.pooling)).tanh()
         logits = s.classifier(s.dropout(pooled))
         here = s.position(self.index, pooled)
@@ -175,10 +189,10 @@ def palbert_bert(num_classes: int = 3, backbone: str | None = None, config: dict
     else:
         encoder = BertEncoder(BertConfig(**(config or {})) if config else tiny_bert_config())
     n = encoder.config.num_hidden_layers
-    shared = PalbertShared(encoder, int(num_classes), lambda_layers=lambda_layers, dropout=dropout,
-                           layer_embedding=layer_embedding)
+    shared = PalbertShared(encoder.config.hidden_size, n, int(num_classes), pooler=encoder.pooler,
+                           lambda_layers=lambda_layers, dropout=dropout, layer_embedding=layer_embedding)
     segments = [PalbertSegment(encoder, i, pooling) for i in range(n)]
-    heads = [PalbertHead(shared, i, pooling) for i in range(n)]
+    heads = [PalbertHead(shared=shared, index=i, pooling=pooling) for i in range(n)]
     # per cut i: hidden_i, mask_i (and prev_i from cut 1 on); a graph cannot take and give the same name
     hidden_names = [[f"{HIDDEN}_0", f"{MASK}_0"]] + [[f"{HIDDEN}_{i}", f"{MASK}_{i}", f"{PREV}_{i}"]
                                                       for i in range(1, n - 1)]
