@@ -72,6 +72,20 @@ def trim_padding(x: Any) -> Any:
     return parts[0][:, :width], parts[1][:, :width]
 
 
+def new_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """PALBERT's new parts (shared classifier, Lambda layer, layer embeddings): the shared parts but the
+    pretrained encoder's pooler."""
+    palbert: Any = model
+    return [p for name, p in palbert.shared.named_parameters() if not name.startswith("pooler.")]
+
+
+def frozen_encoder_train_mode(model: nn.Module) -> None:
+    """Training mode for the new parts only: the frozen encoder's segments stay in eval mode (no dropout)."""
+    model.train()
+    for seg in model.segments:  # type: ignore[union-attr]
+        seg.eval()
+
+
 @LOSSES.register("palbert")
 class PalbertLoss(ExitLoss):
     """PALBERT's objective for a model whose exits return ``(logits, lambda)``.
@@ -81,10 +95,12 @@ class PalbertLoss(ExitLoss):
         prior_lambda: the geometric prior's lambda_p (0.1).
         epsilon: the tail rule's epsilon (0.05).
         lambda_lr: learning rate of the Lambda layers (None: the stage's).
+        freeze_backbone: train only the new parts (classifier, Lambda layer, layer embeddings); the pretrained
+            encoder and its pooler stay as they are and no gradient flows through them (a cheap stage).
     """
 
     def __init__(self, model: nn.Module, beta: float = 0.5, prior_lambda: float = 0.1, epsilon: float = 0.05,
-                 lambda_lr: float | None = None) -> None:
+                 lambda_lr: float | None = None, freeze_backbone: bool = False) -> None:
         super().__init__(model)
         if not hasattr(model, "shared"):
             raise ConfigError("loss palbert: the model has no PALBERT parts (use model palbert_bert)")
@@ -95,6 +111,7 @@ class PalbertLoss(ExitLoss):
         if lambda_lr is not None and (not isinstance(lambda_lr, (int, float)) or lambda_lr <= 0):
             raise ConfigError(f"loss palbert: lambda_lr must be > 0, got {lambda_lr!r}")
         self.beta, self.epsilon, self.lambda_lr = float(beta), float(epsilon), lambda_lr
+        self.freeze_backbone = bool(freeze_backbone)
         palbert: Any = model
         self.prior = geometric_prior(float(prior_lambda), int(palbert.num_exits))
 
@@ -102,10 +119,17 @@ class PalbertLoss(ExitLoss):
         palbert: Any = model
         lam = palbert.shared.lambda_parameters()
         ids = {id(p) for p in lam}
-        rest = [p for p in model.parameters() if id(p) not in ids]
+        pool = new_parameters(model) if self.freeze_backbone else list(model.parameters())
+        rest = [p for p in pool if id(p) not in ids]
         if self.lambda_lr is None:
             return [{"params": rest + lam}]
         return [{"params": rest}, {"params": lam, "lr": float(self.lambda_lr)}]
+
+    def train_mode(self, model: nn.Module) -> None:
+        if self.freeze_backbone:
+            frozen_encoder_train_mode(model)
+        else:
+            model.train()
 
     def __call__(self, model, x, y, step):
         outs = model(*as_tuple(trim_padding(x)))
@@ -142,7 +166,7 @@ class SharedExitsLoss(ExitLoss):
         shared = getattr(model, "shared", None)
         if shared is None or (self.head_lr is None and not self.freeze_backbone):
             return super().parameter_groups(model)
-        new = [p for name, p in shared.named_parameters() if not name.startswith("pooler.")]
+        new = new_parameters(model)
         ids = {id(p) for p in new}
         head = {"params": new, **({"lr": float(self.head_lr)} if self.head_lr is not None else {})}
         if self.freeze_backbone:  # the pretrained encoder (and its pooler) stay as they are
@@ -150,10 +174,10 @@ class SharedExitsLoss(ExitLoss):
         return [{"params": [p for p in model.parameters() if id(p) not in ids]}, head]
 
     def train_mode(self, model: nn.Module) -> None:
-        model.train()
         if self.freeze_backbone:  # no dropout inside the frozen encoder
-            for seg in model.segments:  # type: ignore[union-attr]
-                seg.eval()
+            frozen_encoder_train_mode(model)
+        else:
+            model.train()
 
     def __call__(self, model, x, y, step):
         logits = [as_tuple(o)[0] for o in model(*as_tuple(trim_padding(x)))]
