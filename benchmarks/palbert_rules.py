@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[r][f"latency_b{b}_ms"] = latency_stats(lat[b][r], scale=1e3)
             rows[r][f"speedup_b{b}"] = float(np.mean(lat[b]["one-graph MiniLM"]) / np.mean(lat[b][r]))
 
-    # accuracy at equal mean layers: each rule's test Pareto curve, interpolated at Q-exit's mean layers
+    # accuracy at equal mean layers: each rule's test Pareto curve, interpolated at Q-exit's mean layers; past the
+    # front's last point the rule's best accuracy (reached with fewer layers); below its first, out of reach
     q_layers = rows["Q-exit (PALBERT)"]["test"]["mean_layers"]
     at_equal: dict[str, float | None] = {}
     for rule in RULES:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                            lambda p: p["accuracy"])
         xs = [p["mean_layers"] for p in pts]
         at_equal[rule] = float(np.interp(q_layers, xs, [p["accuracy"] for p in pts])) \
-            if xs and xs[0] <= q_layers <= xs[-1] else None
+            if xs and xs[0] <= q_layers else None
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ def report(r: dict[str, Any]) -> str:
               f"Accuracy at Q-exit's mean layers ({r['accuracy_at_q_exit_layers']['mean_layers']:.2f}), each rule's "
               "test curve interpolated:"]
     for name, acc in r["accuracy_at_q_exit_layers"]["accuracy"].items():
-        lines.append(f"- {name}: " + ("outside its curve" if acc is None else f"{100 * acc:.2f}%"))
+        lines.append(f"- {name}: " + ("out of its reach" if acc is None else f"{100 * acc:.2f}%"))
     return "\n".join(lines) + "\n"
 
 
@@ -196,12 +197,15 @@ def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, row in r["rules"].items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, row) in enumerate(r["rules"].items()):  # a rule's chosen point (star) in its curve's colour
+        color = colors[k % len(colors)]
         if row["curve"]:
             pts = sorted((p["test"]["mean_layers"], p["test"]["accuracy"]) for p in row["curve"])
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".", label=name)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".", color=color, label=name)
         t = row["test"]
-        ax.scatter([t["mean_layers"]], [100 * t["accuracy"]], marker="*", s=120, zorder=3)
+        ax.scatter([t["mean_layers"]], [100 * t["accuracy"]], marker="*", s=120, zorder=3, color=color,
+                   label=None if row["curve"] else name)
     o = r["oracle_test"]
     ax.scatter([o["mean_layers"]], [100 * o["accuracy"]], marker="x", s=80, color="black", label="oracle")
     ax.set_xlabel("mean layers executed (test split)")
