@@ -344,6 +344,23 @@ def test_palbert_minilm_recipe_converts_from_packages(tmp_path: Path) -> None:
     assert len(res) == 2 and set(res.exit_index.tolist()) <= set(range(6))
 
 
+@pytest.mark.long
+def test_palbert_minilm_recipe_in_full(tmp_path: Path) -> None:
+    """The shipped recipe as shipped (about 15 min on 2 busy cores; docs/palbert.md has its figures): verified, q
+    chosen on the calibration split, the final exit well above chance; the figures are printed, not asserted."""
+    from converters import convert
+
+    if not Path("/usr/share/wordnet/data.noun").is_file():
+        pytest.skip("WordNet (Debian wordnet-base) is not installed")
+    out = convert(REPO / "converters" / "recipes" / "palbert_minilm.yaml", tmp_path / "b", progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    test = m["calibration"]["test"]
+    assert m["verification"]["passed"] and m["policy"]["name"] == "q_exit"
+    assert test["final_exit_accuracy"] > 5 / len(m["labels"])  # five times chance: it learned the task
+    print(f"final exit {test['final_exit_accuracy']:.4f}, Q-exit {test['chosen']['accuracy']:.4f} at "
+          f"{test['chosen']['flops_fraction']:.3f} of the FLOPs")
+
+
 # -- the daemon ----------------------------------------------------------------------------------------------
 def test_daemon_answers_bytes_text_and_refuses_bad_text(text_bundle: Path, cnn_bundle: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
