@@ -38,24 +38,35 @@ def model_feeds(manifest: Mapping[str, Any], x: Any) -> dict[str, np.ndarray]:
 def verify_bundle_dir(model: EarlyExitModel, root: Path, manifest: Mapping[str, Any], inputs: Sequence[Any], *,
                       backend: str = "onnxruntime", precision: str = "fp32") -> tuple[list[float], float | None]:
     """Run the bundle's segment chain (and one-graph model) on ``inputs`` and compare every exit output with
-    PyTorch. Returns (max abs diff per exit, full-model max abs diff).
+    PyTorch. Returns (max abs diff per exit over all its outputs, full-model max abs diff).
 
     Args:
         inputs: model inputs (tensors, or tuples of tensors for a model with several inputs).
     """
+    per_output, full_diff = verify_exit_outputs(model, root, manifest, inputs, backend=backend, precision=precision)
+    return [max(d.values()) for d in per_output], full_diff
+
+
+def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str, Any], inputs: Sequence[Any], *,
+                        backend: str = "onnxruntime",
+                        precision: str = "fp32") -> tuple[list[dict[str, float]], float | None]:
+    """Like :func:`verify_bundle_dir`, per named output of every exit: ``[{"exit": d, <extra>: d, ...}, ...]``
+    (a head returning ``(exit, *extras)`` has its extras, e.g. an uncertainty score, checked too)."""
     rt = Runtime(staged_bundle(root, manifest), create_backend(backend, threads=1), precision=precision)
-    diffs = [0.0] * model.num_exits
+    diffs: list[dict[str, float]] = [{} for _ in range(model.num_exits)]
     full_diff: float | None = 0.0 if rt.has_full_model else None
     with torch.no_grad():
         for x in inputs:
-            ref = [o.numpy() for o in model(*as_tuple(x))]
+            ref = model(*as_tuple(x))
             feeds = model_feeds(manifest, x)
-            got = rt.exit_outputs(feeds)
+            got = rt.segment_outputs(feeds)
             for i, (r, g) in enumerate(zip(ref, got)):
-                diffs[i] = max(diffs[i], _max_abs(r, g, f"exit {i}"))
+                for name, t in zip(model.exit_names(i, r), as_tuple(r)):
+                    d = _max_abs(t.numpy(), g[name], f"exit {i} output {name!r}")
+                    diffs[i][name] = max(diffs[i].get(name, 0.0), d)
             if rt.has_full_model:
                 full = rt.infer(feeds, mode="full").outputs
-                full_diff = max(full_diff or 0.0, _max_abs(ref[-1], full, "full model"))
+                full_diff = max(full_diff or 0.0, _max_abs(as_tuple(ref[-1])[0].numpy(), full, "full model"))
     return diffs, full_diff
 
 

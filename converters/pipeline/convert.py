@@ -102,21 +102,22 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     if writers:                                # a model family export_bundle does not cover writes its own bundle
         return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
     model = build_model(recipe)
-    preprocessing = recipe["input"]["preprocessing"] or (split.normalization() if split else None)
+    text = recipe["input"].get("text")
+    preprocessing = None if text else recipe["input"]["preprocessing"] or (split.normalization() if split else None)
     sections: dict[str, Any] = {"recipe": recipe.resolved()}
     if split is not None:
         sections["data"] = split.manifest_section()
     if recipe.get("train"):
-        history, is_main = _train(recipe, model, split, preprocessing, out, resume, progress, callbacks)
+        history, is_main = _train(recipe, model, split, _input_encoder(recipe, preprocessing), out, resume, progress,
+                                  callbacks)
         if not is_main:
             return None
         sections["extra"] = {"training": {"epochs": len(history),
                                           "final": history[-1] if history else None}}
-    pre = _normalizer(preprocessing)
+    pre = _input_encoder(recipe, preprocessing)
     if split is not None:
         xc, _ = split.arrays("calibration")
-        example = torch.from_numpy(pre(xc[:1]))
-        verify = torch.from_numpy(pre(xc[:64]))
+        example, verify = _tensors(pre(xc[:1])), _tensors(pre(xc[:64]))
     else:
         shape = recipe["input"]["shape"] or list(model.input_shape or ())
         example, verify = torch.randn(1, *shape), None
@@ -126,15 +127,19 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
                   verify_batch_sizes=exp["verify_batch_sizes"], verify_inputs=verify,
                   include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
                   backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
-                  fp16_tolerance=float(exp["fp16_tolerance"]))
-    if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
+                  fp16_tolerance=float(exp["fp16_tolerance"]),
+                  labels=list(split.dataset.labels) if split is not None and split.dataset.labels else None)
+    if text:
+        kwargs["extra_parts"] = [text_bundle_hook(text)]
+    if split is not None and not text:  # static int8 calibrates on it; every quantized variant gets its own thresholds
         xcal, ycal = split.arrays("calibration")
         kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)
     ctx = StageContext(recipe=recipe, model=model, split=split, preprocess=pre, example=example, verify_inputs=verify,
                        export=kwargs, checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress,
                        policy=pol)
     late = [st for st in stages if st.when == "after_calibration"]
-    kwargs["extra_parts"] = _run_stages([st for st in stages if st.when == "after_training"], ctx)
+    kwargs["extra_parts"] = kwargs.get("extra_parts", []) + _run_stages(
+        [st for st in stages if st.when == "after_training"], ctx)
     if not recipe.get("calibrate"):
         kwargs["extra_parts"] += _run_stages(late, ctx)    # the policy is the recipe's: final already
         result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
@@ -182,15 +187,56 @@ def _normalizer(preprocessing: dict[str, Any] | None) -> Any:
     return lambda x: apply_preprocessing(x, preprocessing)
 
 
+def _input_encoder(recipe: Recipe, preprocessing: dict[str, Any] | None) -> Any:
+    """Raw data -> model inputs: the recipe's text tokenizer (strings -> a tuple of int64 arrays in the model's
+    input order, the device's own :class:`edge_runtime.text.TextEncoder`), else the normalisation."""
+    text = recipe["input"].get("text")
+    if not text:
+        return _normalizer(preprocessing)
+    enc = text_encoder(text)
+    return lambda x: tuple(enc.encode(list(x)).feeds[n] for n in enc.names)
+
+
+def _tensors(x: Any) -> Any:
+    return tuple(torch.from_numpy(a) for a in x) if isinstance(x, tuple) else torch.from_numpy(x)
+
+
+def text_encoder(text: dict[str, Any]) -> Any:
+    """The recipe's ``input.text`` tokenizer (``tokenizer``: a path or ``package:<module>/<file>``)."""
+    from converters.models.bert import package_dir
+    from edge_runtime.text import TextEncoder
+
+    return TextEncoder.from_file(package_dir(text["tokenizer"]), max_length=text["max_length"],
+                                 padding=text["padding"])
+
+
+def text_bundle_hook(text: dict[str, Any]) -> Any:
+    """An export hook that copies the recipe's tokenizer into the bundle (``tokenizer.json``) and writes the
+    manifest's ``text`` section (file hash checked on load like every model file)."""
+    from converters.export.onnx import file_entry
+    from converters.models.bert import package_dir
+
+    def hook(root: Path, manifest: dict[str, Any]) -> None:
+        dest = root / "tokenizer.json"
+        shutil.copyfile(package_dir(text["tokenizer"]), dest)
+        entry = {k: v for k, v in file_entry(dest, root, fmt="tokenizer.json").items()
+                 if k in ("format", "path", "sha256", "bytes")}
+        names = [i["name"] for i in manifest["inputs"]]
+        manifest["text"] = {"tokenizer": entry, "max_length": int(text["max_length"]), "padding": text["padding"],
+                            "truncation": "longest_first", "input_ids": names[0], "attention_mask": names[1],
+                            "description": f"tokenizer from {text['tokenizer']}"}
+
+    return hook
+
+
 def _run_id(recipe: Recipe) -> str:
     return run_fingerprint({k: recipe.get(k) for k in ("seed", "model", "heads", "data", "train", "input")})
 
 
-def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: Any, out: Path, resume: bool,
+def _train(recipe: Recipe, model: torch.nn.Module, split: Any, pre: Any, out: Path, resume: bool,
            progress: bool, callbacks: Sequence[Any]) -> tuple[list[dict[str, Any]], bool]:
     spec = recipe["train"]
     ctx = init_distributed(spec["device"])
-    pre = _normalizer(preprocessing)
     threads = torch.get_num_threads()
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from converters.models.contract import EarlyExitModel
+from converters.models.contract import EarlyExitModel, as_tuple
 from converters.training.registry import LOSSES
 from edge_runtime.errors import ConfigError
 
@@ -39,6 +39,12 @@ class ExitLoss(ABC):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """Parameters this stage trains (default: all). Others get ``requires_grad=False``."""
         return list(model.parameters())
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: ``[{"params": [...]}, {"params": [...], "lr": 1e-5}, ...]`` (a group's
+        ``lr`` replaces the stage's; the schedule scales every group). Default: one group, the
+        :meth:`trainable_parameters`. Parameters in no group are frozen."""
+        return [{"params": self.trainable_parameters(model)}]
 
     def train_mode(self, model: nn.Module) -> None:
         """Put the model in the right mode for this stage (default: ``model.train()``)."""
@@ -89,7 +95,7 @@ class WeightedExitLoss(ExitLoss):
                 raise ConfigError(f"loss weights: expected {n} (one per exit), got {len(self.weights)}")
 
     def __call__(self, model, x, y, step):
-        logits = model(x)
+        logits = model(*as_tuple(x))
         return weighted_exit_loss(logits, y, self.weights), logits
 
 
