@@ -71,6 +71,24 @@ def test_nearest_maps_every_input_to_its_nearest_easy_input_of_the_same_class():
     assert all(y[c.target_index] == y) and all(easy[c.target_index])
 
 
+def test_medoids_maps_every_input_to_the_nearest_of_a_per_class_set_of_easy_exemplars():
+    # class 0: two easy clumps (0, 1, 2) and (10, 11, 12) and a hard input at 30; class 1: easy 100, 101, 102
+    x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 30.0, 100.0, 101.0, 102.0, 130.0])[:, None]
+    y = np.array([0] * 7 + [1] * 4)
+    easy = np.array([1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0], dtype=bool)
+    c = choose_exemplars(x, y, easy, "medoids", method_kwargs={"k": 2})
+    # one medoid per clump; the hard input goes to the nearer one (11); a class with one clump: 2 of its own
+    assert c.target_index[:7].tolist() == [1, 1, 1, 4, 4, 4, 4]
+    assert set(c.target_index[7:].tolist()) <= {7, 8, 9} and c.exemplars_per_class == [2, 2]
+    assert all(easy[c.target_index]) and all(y[c.target_index] == y)
+    assert c.summary()["indices"] == sorted(set(c.target_index.tolist()))
+    # k=1 is the single medoid
+    one = choose_exemplars(x, y, easy, "medoids", method_kwargs={"k": 1})
+    assert one.target_index.tolist() == choose_exemplars(x, y, easy, "medoid").target_index.tolist()
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        choose_exemplars(x, y, easy, "medoids", method_kwargs={"k": 0})
+
+
 def test_class_without_easy_inputs_falls_back_to_its_most_confident_inputs():
     x, y, easy = _crafted()
     easy[5:] = False
@@ -81,9 +99,9 @@ def test_class_without_easy_inputs_falls_back_to_its_most_confident_inputs():
 
 def test_unknown_exemplar_method_names_the_known_ones():
     x, y, easy = _crafted()
-    with pytest.raises(ConfigError, match="medoid, nearest"):
+    with pytest.raises(ConfigError, match="medoid, medoids, nearest"):
         choose_exemplars(x, y, easy, "centroid")
-    assert EXEMPLAR_METHODS.names() == ["medoid", "nearest"]
+    assert EXEMPLAR_METHODS.names() == ["medoid", "medoids", "nearest"]
 
 
 # -- autoencoders ------------------------------------------------------------------------------------
@@ -269,6 +287,8 @@ def test_cbnet_parts_train_through_the_shared_trainer_with_losses_from_its_folde
 @pytest.mark.parametrize("bad, key", [
     ({"epochs": "many"}, "cbnet.epochs"),
     ({"exemplars": "centroid"}, "cbnet.exemplars"),
+    ({"exemplars": "medoids", "exemplar_kwargs": {"n": 3}}, "cbnet.exemplar_kwargs.n"),
+    ({"exemplar_kwargs": {"k": 3}}, "cbnet.exemplar_kwargs.k"),
     ({"autoencoder": {"name": "vae"}}, "cbnet.autoencoder.name"),
     ({"autoencoder": {"name": "conv", "kwargs": {"hidden": [8]}}}, "cbnet.autoencoder.kwargs.hidden"),
     ({"finetune": "yes"}, "cbnet.finetune"),
@@ -334,4 +354,200 @@ def test_cbnet_section_needs_data():
     recipe = {k: v for k, v in SMALL_RECIPE.items() if k not in ("data", "train", "calibrate")}
     recipe["model"] = {"name": "tiny_cnn", "kwargs": {"image_size": 8}}
     with pytest.raises(ConfigError, match="'cbnet' needs a 'data' section"):
+        convert(parse_recipe(recipe), Path("/nonexistent/never-written"), progress=False)
+
+
+# -- the confidence gate (beyond the paper) ------------------------------------------------------------------
+
+
+def test_choose_gate_keeps_the_most_converted_samples_within_the_budget_from_the_final_exit():
+    from edge_runtime.methods.cbnet import choose_gate
+
+    y = np.arange(10) % 2
+    right = np.eye(2)[y] * 9.0
+    conf = np.linspace(0.99, 0.55, 10)            # the converted path's confidence, falling with the index
+    correct = np.array([1, 1, 1, 1, 1, 0, 1, 0, 1, 1], bool)
+    pred = np.where(correct, y, 1 - y)
+    cb = np.zeros((10, 2))
+    cb[np.arange(10), pred] = np.log(conf / (1 - conf))   # softmax max = conf
+    chain = right.copy()
+    chain[9] = np.eye(2)[1 - y[9]] * 9.0          # the chain misses sample 9: one point of the budget is spent
+    # 10-point budget from the final exit (100%): the chain's own miss uses it all -> only the first five pass
+    g = choose_gate(cb, chain, right, y, max_accuracy_drop=10.0)
+    assert g["converted_fraction"] == 0.5 and g["accuracy"]["gated"] == 0.9
+    assert g["accuracy"]["final_exit"] == 1.0 and g["accuracy"]["early_exit"] == 0.9 and g["accuracy"]["cbnet"] == 0.8
+    thr = g["policy"]["threshold"]
+    assert conf[5] < thr <= conf[4] and g["policy"]["name"] == "confidence"
+    # 15 points: still no room for a second miss; 20 points: everything passes (80%: samples 5 and 7 wrong, and
+    # sample 9, which the chain misses, is right on the converted path)
+    assert choose_gate(cb, chain, right, y, max_accuracy_drop=15.0)["converted_fraction"] == 0.5
+    assert choose_gate(cb, chain, right, y, max_accuracy_drop=20.0)["converted_fraction"] == 1.0
+    # entropy reads the same outputs the other way round (lower is confident)
+    assert choose_gate(cb, chain, right, y, policy="entropy", max_accuracy_drop=10.0)["converted_fraction"] == 0.5
+    with pytest.raises(ConfigError, match="score policy"):
+        choose_gate(cb, chain, right, y, policy="patience")
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tmp_path_factory):
+    """The tiny CNN with CBNet parts and a gate calibrated on held-out digits (through export_bundle's hook)."""
+    from converters.methods.cbnet.core import parse_cbnet_section
+
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", image_size=8, widths=[8, 16], exits_after=[0]).eval()
+    x, y = _digits8(420)
+    settings = CBNetSettings(epochs=2, threads=1, gate=parse_cbnet_section({"gate": True})["gate"])
+    res = train_cbnet(model, x[:300], y[:300], create_policy("entropy", 2, 2.0), settings, progress=False)
+    held = (x[300:].numpy(), y[300:].numpy())
+    out = export_bundle(model, x[:1], tmp_path_factory.mktemp("gated") / "b", name="cbnet_gated", policy="entropy",
+                        thresholds=2.0, extra_parts=[res.exporter(x[:1], gate_data=held, max_accuracy_drop=5.0)])
+    return out, held
+
+
+def _with_threshold(path: Path, tmp: Path, threshold: float) -> Path:
+    """A copy of the bundle whose gate has another threshold (the manifest is not hashed; the files are)."""
+    import shutil
+
+    from edge_runtime.manifest import read_manifest, write_manifest
+
+    shutil.copytree(path, tmp / "b")
+    m = read_manifest(tmp / "b").to_dict()
+    m["parts"]["cbnet"]["info"]["gate"]["policy"]["threshold"] = threshold
+    write_manifest(tmp / "b", m)
+    return tmp / "b"
+
+
+def _split_threshold(path: Path, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """A threshold between the converted path's confidences on ``x`` (so both paths run), and who passes it."""
+    from edge_runtime.policies.base import softmax
+
+    rt = edge_runtime.load_bundle(path, threads=1)
+    conf = softmax(edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x).outputs.astype(np.float64)).max(-1)
+    thr = float(np.median(conf))
+    return thr, conf >= thr
+
+
+def test_gate_is_recorded_and_reproduced_by_the_mode_on_its_calibration_data(gated_bundle):
+    path, (x, y) = gated_bundle
+    rt = edge_runtime.load_bundle(path, threads=1)
+    gate = rt.manifest.parts["cbnet"].info["gate"]
+    assert gate["policy"]["name"] == "confidence" and gate["split"] == "calibration" and gate["samples"] == len(y)
+    assert gate["max_accuracy_drop"] == 5.0 and gate["reference"] == "final exit" and "point estimate" in gate["method"]
+    res = rt.infer(x, mode="cbnet")
+    assert res.info["converted_fraction"] == pytest.approx(gate["converted_fraction"])
+    assert float((res.predictions == y).mean()) == pytest.approx(gate["accuracy"]["gated"])
+    assert gate["accuracy"]["gated"] >= gate["accuracy"]["final_exit"] - 0.05 - 1e-9
+    final = rt.infer(x, mode="full").predictions
+    assert gate["accuracy"]["final_exit"] == pytest.approx(float((final == y).mean()))
+    from edge_runtime.cli.inspect import format_bundle
+
+    assert "gate: confidence threshold" in format_bundle(rt.manifest)
+
+
+def test_gated_mode_answers_confident_samples_from_the_converted_path_and_the_rest_from_the_chain(
+        gated_bundle, tmp_path):
+    path, (x, _) = gated_bundle
+    x = x[:40]
+    thr, passed = _split_threshold(path, x)
+    assert passed.any() and (~passed).any()
+    rt = edge_runtime.load_bundle(_with_threshold(path, tmp_path, thr), threads=1)
+    seen: list[tuple[np.ndarray, int, np.ndarray]] = []
+    res = rt.infer(x, mode="cbnet", on_exit=lambda rows, i, out, t: seen.append((rows.copy(), i, out.copy())))
+    ungated = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x)
+    chain = rt.infer(x[~passed])                                  # the early-exit chain on the ORIGINAL inputs
+    assert res.info["converted_rows"] == np.flatnonzero(passed).tolist()
+    assert res.info["converted"] == int(passed.sum()) and res.info["converted_fraction"] == passed.mean()
+    np.testing.assert_array_equal(res.outputs[passed], ungated.outputs[passed])
+    np.testing.assert_allclose(res.outputs[~passed], chain.outputs, atol=1e-6)
+    assert (res.exit_index[passed] == 0).all() and (res.exit_index[~passed] == chain.exit_index).all()
+    assert res.segment_batch_size[0] == (~passed).sum() and set(res.part_latency_s) == {
+        "autoencoder", "classifier", "early_exit"}
+    # every sample reported once, with its own row and answer
+    rows = np.concatenate([r for r, _, _ in seen])
+    assert sorted(rows.tolist()) == list(range(len(x)))
+    for r, i, out in seen:
+        np.testing.assert_array_equal(out, res.outputs[r])
+        assert (res.exit_index[r] == i).all()
+    # the chain behind the gate takes the caller's policy: nothing leaves it early -> its last exit answers
+    never = rt.infer(x, mode="cbnet", thresholds=[-1.0])
+    assert (never.exit_index[~passed] == rt.num_exits - 1).all() and (never.exit_index[passed] == 0).all()
+
+
+def test_gated_mode_gives_each_sample_the_same_answer_in_a_batch_and_alone(gated_bundle, tmp_path):
+    path, (x, _) = gated_bundle
+    x = x[:24]
+    thr, passed = _split_threshold(path, x)
+    assert passed.any() and (~passed).any()
+    rt = edge_runtime.load_bundle(_with_threshold(path, tmp_path, thr), threads=1)
+    batch = rt.infer(x, mode="cbnet")
+    for i in range(len(x)):
+        one = rt.infer(x[i:i + 1], mode="cbnet")
+        assert one.predictions[0] == batch.predictions[i] and one.exit_index[0] == batch.exit_index[i]
+        np.testing.assert_allclose(one.outputs[0], batch.outputs[i], atol=1e-5)
+        assert one.info["converted_rows"] == ([0] if passed[i] else [])
+
+
+def test_ungated_runner_and_bench_rows_on_a_gated_bundle(gated_bundle):
+    from edge_runtime.bench.configs import BenchContext
+
+    path, (x, y) = gated_bundle
+    rt = edge_runtime.load_bundle(path, threads=1)
+    ungated = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x[:5])
+    assert (ungated.exit_index == 0).all() and ungated.info["converted_fraction"] == 1.0
+    rows = edge_runtime.MODES.get("cbnet").bench_rows(BenchContext({("onnxruntime", "fp32"): rt}, x, y))
+    assert [r.name for r in rows] == ["cbnet", "cbnet_ungated"] and "gated" in rows[0].label
+    np.testing.assert_array_equal(rows[1].run(x[:5]).outputs, ungated.outputs)
+
+
+def test_malformed_gate_is_a_bundle_error_naming_the_field(gated_bundle, tmp_path):
+    import shutil
+
+    from edge_runtime.manifest import read_manifest, write_manifest
+
+    path, (x, _) = gated_bundle
+    shutil.copytree(path, tmp_path / "b")
+    m = read_manifest(tmp_path / "b").to_dict()
+    m["parts"]["cbnet"]["info"]["gate"]["policy"] = {"name": "confidence"}
+    write_manifest(tmp_path / "b", m)
+    rt = edge_runtime.load_bundle(tmp_path / "b", threads=1)
+    with pytest.raises(edge_runtime.BundleError, match=r"parts\.cbnet\.info\.gate.*threshold"):
+        rt.infer(x[:2], mode="cbnet")
+    with pytest.raises(ConfigError, match="has no CBNet gate"):
+        edge_runtime.methods.cbnet.CBNetRunner(edge_runtime.load_bundle(_ungated_copy(path, tmp_path), threads=1),
+                                               gated=True)
+
+
+def _ungated_copy(path: Path, tmp: Path) -> Path:
+    import shutil
+
+    from edge_runtime.manifest import read_manifest, write_manifest
+
+    shutil.copytree(path, tmp / "u")
+    m = read_manifest(tmp / "u").to_dict()
+    del m["parts"]["cbnet"]["info"]["gate"]
+    write_manifest(tmp / "u", m)
+    return tmp / "u"
+
+
+@pytest.mark.parametrize("gate, key", [
+    ({"policy": "patience"}, "cbnet.gate.policy"),
+    ({"policy": "confidance"}, "cbnet.gate.policy"),
+    ({"max_accuracy_drop": -1}, "cbnet.gate.max_accuracy_drop"),
+    ({"threshold": 0.9}, "cbnet.gate.'threshold'"),
+    ("yes", "cbnet.gate"),
+])
+def test_gate_recipe_errors_name_the_key(gate, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": {"gate": gate}})
+
+
+def test_gate_recipe_forms_and_the_stage_needs_calibration():
+    from converters import convert
+
+    spec = parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": {"gate": True}})["cbnet"]
+    assert spec["gate"] == {"policy": "confidence", "kwargs": {}, "max_accuracy_drop": None}
+    assert parse_recipe({"name": "x", "model": {"name": "tiny_cnn"}, "cbnet": {"gate": False}})["cbnet"]["gate"] is None
+    recipe = {k: v for k, v in SMALL_RECIPE.items() if k != "calibrate"}
+    recipe["cbnet"] = {**SMALL_RECIPE["cbnet"], "gate": {"policy": "entropy"}}
+    with pytest.raises(ConfigError, match="'cbnet.gate' needs a 'calibrate' section"):
         convert(parse_recipe(recipe), Path("/nonexistent/never-written"), progress=False)
