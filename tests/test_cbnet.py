@@ -135,6 +135,19 @@ def test_dense_autoencoder_is_the_papers_at_28x28_and_scales_with_the_input():
     assert out.shape == (3, 1, 28, 28) and out.min() >= 0.0 and out.max() <= 1.0
 
 
+def test_dense_autoencoder_exports_without_shape_arithmetic(tmp_path):
+    """Its output reshape is one constant-shape Reshape (nn.Unflatten exported a dozen shape ops, each a few
+    microseconds at batch 1)."""
+    from converters.export.onnx import export_onnx, onnx_op_counts
+
+    ae = create_autoencoder("dense", (1, 28, 28), ([0.0], [1.0]), pool=2, hidden=[256, 128], scale="none").eval()
+    path = tmp_path / "ae.onnx"
+    export_onnx(ae, torch.zeros(1, 1, 28, 28), path, input_names=["input"], output_names=["converted"], opset=17)
+    ops = onnx_op_counts(path)
+    assert ops.get("Reshape") == 1 and not {"Shape", "Slice", "Concat", "Mod"} & set(ops), ops
+    assert sum(ops.values()) <= 16
+
+
 # -- training, export, device mode ---------------------------------------------------------------------
 
 

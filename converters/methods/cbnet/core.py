@@ -303,6 +303,7 @@ def train_cbnet(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> CBNetResult:
     """Train CBNet's converting autoencoder (and optionally fine-tune its classifier) for ``model``.
 
@@ -316,6 +317,8 @@ def train_cbnet(
         progress: progress bars.
         checkpoint_dir: where ``cbnet_autoencoder.pt`` / ``cbnet_finetune.pt`` checkpoints go.
         resume: continue from those checkpoints when they belong to this run.
+        callbacks: :class:`converters.training.trainer.TrainCallback` hooks for the autoencoder's training
+            (``benchmarks/cbnet_variants.py`` records learning curves with one).
 
     Example:
         >>> res = train_cbnet(model, x_train, y_train, create_policy("entropy", 3, 0.3))  # doctest: +SKIP
@@ -327,14 +330,14 @@ def train_cbnet(
         torch.set_num_threads(s.threads)
     try:
         return _train_cbnet(model, x.float(), y.long(), policy, s, x_val, y_val, seed, progress, checkpoint_dir,
-                            resume)
+                            resume, callbacks)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy: ExitPolicy, s: CBNetSettings,
                  x_val: torch.Tensor | None, y_val: torch.Tensor | None, seed: int, progress: bool,
-                 checkpoint_dir: str | Path | None, resume: bool) -> CBNetResult:
+                 checkpoint_dir: str | Path | None, resume: bool, callbacks: Sequence[Any] = ()) -> CBNetResult:
     y_np = y.numpy()
     torch.manual_seed(seed)
     logits = exit_logits(model, x, batch_size=512)
@@ -353,7 +356,7 @@ def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy
     ae_loss = train_part(ae, x, target, loss={"name": "cbnet_reconstruction", "kwargs": {"shift": s.shift}},
                          epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=seed, name="cbnet autoencoder",
                          progress=progress, checkpoint=ckpt / "cbnet_autoencoder.pt" if ckpt else None,
-                         resume=resume, run_id=key)
+                         resume=resume, run_id=key, callbacks=callbacks)
     classifier = LightweightClassifier(model).eval()
     finetuned, ft_loss = None, []
     if s.finetune:

@@ -5,7 +5,7 @@ classifier's cross-entropy on converted inputs, registered in :data:`converters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from converters.training.augment import random_shift
 from converters.training.losses import ExitLoss
 from converters.training.registry import LOSSES
-from converters.training.trainer import StageConfig, Trainer
+from converters.training.trainer import StageConfig, TrainCallback, Trainer
 from edge_runtime.errors import ConfigError
 
 #: CBNet's stages shuffle with ``seed * SEED_STRIDE + epoch`` (the trainer's ``seed + stage + epoch`` with
@@ -60,7 +60,7 @@ class ClassifierLoss(ExitLoss):
 
 def train_part(module: nn.Module, x: torch.Tensor, target: torch.Tensor, *, loss: dict[str, Any], epochs: int,
                batch_size: int, lr: float, seed: int, name: str, progress: bool, checkpoint: Path | None = None,
-               resume: bool = False, run_id: str = "") -> list[float]:
+               resume: bool = False, run_id: str = "", callbacks: Sequence[TrainCallback] = ()) -> list[float]:
     """Train one CBNet part with Adam at a constant ``lr`` on (x, target) mini-batches; mean loss per epoch.
 
     One stage of the shared :class:`Trainer` (seeded shuffling, progress bar, an atomic checkpoint after
@@ -74,11 +74,12 @@ def train_part(module: nn.Module, x: torch.Tensor, target: torch.Tensor, *, loss
         name: the stage's name in progress bars and history.
         checkpoint: the checkpoint file (None: none).
         run_id: identifies the run; another run's checkpoint is refused on resume.
+        callbacks: the trainer's hooks (e.g. a learning curve: accuracy after every k-th epoch).
     """
     stage = StageConfig(name=name, loss=loss, optimizer={"name": "adam", "kwargs": {}}, lr=lr, epochs=epochs,
                         batch_size=batch_size, schedule={"name": "constant", "kwargs": {}})
     history = Trainer(module, [stage], x, target, seed=seed * SEED_STRIDE, checkpoint_path=checkpoint,
-                      resume=resume, run_id=run_id, progress=progress, epoch_lines=False).fit()
+                      resume=resume, run_id=run_id, progress=progress, epoch_lines=False, callbacks=callbacks).fit()
     return [h["loss"] for h in history]
 
 
