@@ -333,7 +333,7 @@ SMALL_RECIPE = {
     "policy": {"name": "entropy", "thresholds": 0.5},
     "calibrate": {"measure_latency": False, "max_accuracy_drop": 5.0},
     "cbnet": {"autoencoder": {"name": "dense", "kwargs": {"scale": "none", "hidden": [128, 64]}}, "epochs": 30,
-              "batch_size": 64, "finetune": True, "finetune_epochs": 2, "threads": 1},
+              "batch_size": 64, "finetune": True, "finetune_epochs": 2, "threads": 1, "gate": True},
 }
 
 
@@ -352,9 +352,19 @@ def test_convert_with_cbnet_runs_in_all_three_modes(tmp_path):
     x_raw, y = load_split(out, "test")
     x = rt.preprocess(x_raw)
     acc = {mode: float((rt.infer(x, mode=mode).predictions == y).mean()) for mode in ("early_exit", "full", "cbnet")}
-    assert acc["cbnet"] > 0.5, acc                         # it learned to convert (chance is 0.1)
-    res = rt.infer(x[:3], mode="cbnet")
+    ungated = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False)
+    acc["ungated"] = float((ungated.run(x).predictions == y).mean())
+    assert acc["ungated"] > 0.5, acc                       # it learned to convert (chance is 0.1)
+    res = ungated.run(x[:3])
     assert (res.exit_index == 0).all() and res.segment_batch_size.tolist() == [3, 0]
+    # the gate: calibrated on the calibration split against the bundle's calibrated policy, within the budget
+    gate = cb.info["gate"]
+    xc_raw, yc = load_split(out, "calibration")
+    gated_c = rt.infer(rt.preprocess(xc_raw), mode="cbnet")
+    assert gate["policy"]["name"] == "confidence" and gate["max_accuracy_drop"] == 5.0
+    assert float((gated_c.predictions == yc).mean()) == pytest.approx(gate["accuracy"]["gated"])
+    assert gated_c.info["converted_fraction"] == pytest.approx(gate["converted_fraction"])
+    assert gate["accuracy"]["gated"] >= gate["accuracy"]["final_exit"] - 0.05 - 1e-9
     proc = subprocess.run([sys.executable, "-m", "edge_runtime", "run", str(out), "--random", "2", "--mode", "cbnet",
                            "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
