@@ -51,6 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_shift": {"shift": 0},
     "shift3": {"shift": 3},
     "finetune": {"finetune": True},
+    "epochs600": {"epochs": 600},
+    "finetune_e600": {"finetune": True, "epochs": 600},
 }
 DEFAULT_VARIANTS = "shipped,nearest,medoids8,conv,no_shift,finetune"
 

@@ -325,12 +325,13 @@ class CBNetMode(Mode):
             gated = GATE in rt.manifest.parts[METHOD].info
             rows.append(BenchConfig(
                 name=METHOD + suffix, kind=METHOD,
-                label="CBNet, gated (unsure samples continue through early exit)" if gated
-                else "CBNet (autoencoder + lightweight classifier)",
+                label="CBNet (autoencoder + lightweight classifier), gated: unsure samples continue through early "
+                      "exit" if gated else "CBNet (autoencoder + lightweight classifier)",
                 run=infer_fn(rt, mode=METHOD), backend=key[0], precision=key[1]))
             if gated:
                 rows.append(BenchConfig(
-                    name=f"{METHOD}_ungated{suffix}", kind=METHOD, label="CBNet, ungated (the paper's)",
+                    name=f"{METHOD}_ungated{suffix}", kind=METHOD,
+                    label="CBNet (autoencoder + lightweight classifier), ungated (the paper's)",
                     run=_ungated_fn(rt), backend=key[0], precision=key[1]))
         return rows
 
