@@ -9,14 +9,17 @@ have), then on its test split, batch 1, onnxruntime, 1 thread, the rows are time
   * ``full``: the one-graph model;  * ``early_exit``: BranchyNet at the bundle's calibrated thresholds;
   * ``cbnet_ungated``: autoencoder -> lightweight classifier for every sample (the paper's CBNet);
   * ``cbnet_gated``: the ``cbnet`` mode with the bundle's confidence gate — the converted path answers where
-    its calibrated score passes, the rest continue through early exit on their original input;
-  * ``cbnet_shared`` (a bundle with a fine-tuned classifier): ungated with the shared-weight classifier.
+    its calibrated score passes, the rest continue through early exit on their original input.
+
+Every row goes through ``Runtime.infer`` (mode ``full``, ``early_exit``, ``cbnet_ungated``, ``cbnet``), so each
+pays the same input check and dispatch.
 
 Columns: accuracy, mean and p95 latency, energy per inference (ESTIMATED: active CPU energy from the device
 profile's power model times the process CPU time, the ``estimate`` meter, measured in a separate block of calls
 per row), speed-up of the mean latency vs full, the share answered by the converted path, exit histogram.
 Targets (issue 19), for the shipped default (``cbnet``: gated when the bundle has a gate): accuracy within
-1 point of full, mean batch-1 latency >= 4x lower than full and lower than early exit's.
+1 point of full, batch-1 latency >= 4x lower than full and lower than early exit's (judged on the mean, as the
+report's targets, and on the median: on a busy machine preemptions put a heavy tail on every row's mean).
 
 Usage: python benchmarks/cbnet_table.py [--work out/cbnet_bench] [--rebuild] [--passes 3] [--json out.json]
        python benchmarks/cbnet_table.py --bundle resnet=out/my_bundle   # an existing bundle with CBNet parts
@@ -43,8 +46,7 @@ from edge_runtime.methods.cbnet import SPEEDUP_GOAL  # noqa: E402
 
 RECIPES = {"lenet": "branchynet_lenet", "resnet": "branchynet_resnet"}
 LABELS = {"full": "full model (one graph)", "early_exit": "BranchyNet early exit (calibrated)",
-          "cbnet_ungated": "CBNet ungated (paper)", "cbnet_gated": "CBNet gated",
-          "cbnet_shared": "CBNet ungated, shared-weight classifier"}
+          "cbnet_ungated": "CBNet ungated (paper)", "cbnet_gated": "CBNet gated"}
 
 
 def build(key: str, work: Path, rebuild: bool) -> Path:
@@ -64,20 +66,17 @@ def build(key: str, work: Path, rebuild: bool) -> Path:
 
 def rows_for(rt: Any) -> dict[str, Callable[[np.ndarray], Any]]:
     """Row name -> call answering one model-ready batch (each goes through the same input checks)."""
-    from edge_runtime.methods.cbnet import GATE, CBNetRunner
+    from edge_runtime.methods.cbnet import GATE, UNGATED
 
     rows: dict[str, Callable[[np.ndarray], Any]] = {
         "full": lambda x: rt.infer(x, mode="full"),
         "early_exit": lambda x: rt.infer(x, mode="early_exit"),
     }
-    parts = rt.manifest.parts["cbnet"]
-    ungated = CBNetRunner(rt, gated=False)
-    rows["cbnet_ungated"] = lambda x: ungated.run(rt.check_input(x))
-    if GATE in parts.info:
+    if GATE in rt.manifest.parts["cbnet"].info:   # every row through rt.infer: the same dispatch cost
+        rows["cbnet_ungated"] = lambda x: rt.infer(x, mode=UNGATED)
         rows["cbnet_gated"] = lambda x: rt.infer(x, mode="cbnet")
-    if "classifier_base" in parts.graphs:  # fine-tuned bundle: 'classifier' is the fine-tuned one
-        shared = CBNetRunner(rt, classifier_part="classifier_base", gated=False)
-        rows["cbnet_shared"] = lambda x: shared.run(rt.check_input(x))
+    else:
+        rows["cbnet_ungated"] = lambda x: rt.infer(x, mode="cbnet")
     return rows
 
 
@@ -143,15 +142,18 @@ def measure(bundle: Path, passes: int, warmup: int, profile: str | None) -> dict
 
 
 def targets(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
-    """(goal, met, figure) for the shipped default row."""
+    """(goal, met, figure) for the shipped default row; speed judged on the mean (as the report's targets) and,
+    separately, on the median (a busy machine's preemptions put a heavy tail on every row's mean)."""
     t = res["table"]
     row, full, ee = t[res["default_row"]], t["full"], t["early_exit"]
     drop = 100 * (full["accuracy"] - row["accuracy"])
-    ratio = ee["latency_ms"]["mean"] / row["latency_ms"]["mean"]
-    return [("accuracy within 1 point of full", drop <= 1.0, f"{drop:+.2f} points below full"),
-            (f">= {SPEEDUP_GOAL:g}x faster than full (mean, batch 1)", row["speedup_vs_full"] >= SPEEDUP_GOAL,
-             f"{row['speedup_vs_full']:.2f}x"),
-            ("faster than early exit (mean, batch 1)", ratio > 1.0, f"early exit / CBNet = {ratio:.2f}x")]
+    out = [("accuracy within 1 point of full", drop <= 1.0, f"{drop:+.2f} points below full")]
+    for stat in ("mean", "p50"):
+        speed = full["latency_ms"][stat] / row["latency_ms"][stat]
+        ratio = ee["latency_ms"][stat] / row["latency_ms"][stat]
+        out += [(f">= {SPEEDUP_GOAL:g}x faster than full ({stat}, batch 1)", speed >= SPEEDUP_GOAL, f"{speed:.2f}x"),
+                (f"faster than early exit ({stat}, batch 1)", ratio > 1.0, f"early exit / CBNet = {ratio:.2f}x")]
+    return out
 
 
 def print_table(key: str, res: dict[str, Any]) -> None:
@@ -169,12 +171,14 @@ def print_table(key: str, res: dict[str, Any]) -> None:
               f"{g['max_accuracy_drop']:g}-point budget vs the final exit); calibration split: "
               f"{100 * g['converted_fraction']:.1f}% converted, gated {100 * g['accuracy']['gated']:.2f}% vs "
               f"final exit {100 * g['accuracy']['final_exit']:.2f}%")
-    print(f"{'row':<40} {'accuracy':>9} {'mean ms':>8} {'p95 ms':>8} {'energy mJ':>10} {'speed-up':>9} "
-          f"{'converted':>9}  exits")
+    print(f"{'row':<36} {'accuracy':>9} {'mean ms':>8} {'p50 ms':>7} {'p95 ms':>7} {'energy mJ':>10} "
+          f"{'speed-up':>9} {'p50 x':>6} {'converted':>9}  exits")
+    p50_full = res["table"]["full"]["latency_ms"]["p50"]
     for name, r in res["table"].items():
         label = LABELS[name] + (" [default]" if name == res["default_row"] else "")
-        print(f"{label:<40} {100 * r['accuracy']:>8.2f}% {r['latency_ms']['mean']:>8.3f} "
-              f"{r['latency_ms']['p95']:>8.3f} {r['energy_mj']:>10.4f} {r['speedup_vs_full']:>8.2f}x "
+        lat = r["latency_ms"]
+        print(f"{label:<36} {100 * r['accuracy']:>8.2f}% {lat['mean']:>8.3f} {lat['p50']:>7.3f} {lat['p95']:>7.3f} "
+              f"{r['energy_mj']:>10.4f} {r['speedup_vs_full']:>8.2f}x {p50_full / lat['p50']:>5.2f}x "
               f"{100 * r['converted_fraction']:>8.1f}%  {r['exit_histogram']}")
     print("targets (" + LABELS[res["default_row"]] + "): " + "; ".join(
         f"{goal}: {'PASS' if ok else 'MISS'} ({fig})" for goal, ok, fig in targets(res)))

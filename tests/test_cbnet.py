@@ -510,17 +510,26 @@ def test_gated_mode_gives_each_sample_the_same_answer_in_a_batch_and_alone(gated
         assert one.info["converted_rows"] == ([0] if passed[i] else [])
 
 
-def test_ungated_runner_and_bench_rows_on_a_gated_bundle(gated_bundle):
-    from edge_runtime.bench.configs import BenchContext
+def test_ungated_mode_and_bench_rows_on_a_gated_bundle(gated_bundle, tmp_path):
+    from edge_runtime.bench.configs import CONFIG_KINDS, BenchContext
 
     path, (x, y) = gated_bundle
     rt = edge_runtime.load_bundle(path, threads=1)
-    ungated = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x[:5])
+    assert sorted(rt.modes()) == ["cbnet", "cbnet_ungated", "early_exit", "full"]
+    ungated = rt.infer(x[:5], mode="cbnet_ungated")
     assert (ungated.exit_index == 0).all() and ungated.info["converted_fraction"] == 1.0
-    rows = edge_runtime.MODES.get("cbnet").bench_rows(BenchContext({("onnxruntime", "fp32"): rt}, x, y))
+    assert ungated.mode == "cbnet_ungated"
+    runner = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x[:5])
+    np.testing.assert_array_equal(runner.outputs, ungated.outputs)
+    rows = CONFIG_KINDS.get("modes")(BenchContext({("onnxruntime", "fp32"): rt}, x, y))
     assert [r.name for r in rows] == ["cbnet", "cbnet_ungated"]
     assert "gated:" in rows[0].label and "ungated" in rows[1].label
     np.testing.assert_array_equal(rows[1].run(x[:5]).outputs, ungated.outputs)
+    # a bundle without a gate: 'cbnet' is the ungated one, and there is no second mode
+    plain = edge_runtime.load_bundle(_ungated_copy(path, tmp_path), threads=1)
+    assert "cbnet_ungated" not in plain.modes()
+    with pytest.raises(ConfigError, match="has no gate: mode 'cbnet' is the ungated one"):
+        plain.infer(x[:2], mode="cbnet_ungated")
 
 
 def test_malformed_gate_is_a_bundle_error_naming_the_field(gated_bundle, tmp_path):
@@ -537,8 +546,8 @@ def test_malformed_gate_is_a_bundle_error_naming_the_field(gated_bundle, tmp_pat
     with pytest.raises(edge_runtime.BundleError, match=r"parts\.cbnet\.info\.gate.*threshold"):
         rt.infer(x[:2], mode="cbnet")
     with pytest.raises(ConfigError, match="has no CBNet gate"):
-        edge_runtime.methods.cbnet.CBNetRunner(edge_runtime.load_bundle(_ungated_copy(path, tmp_path), threads=1),
-                                               gated=True)
+        edge_runtime.methods.cbnet.CBNetRunner(edge_runtime.load_bundle(_ungated_copy(path, tmp_path / "u"),
+                                                                        threads=1), gated=True)
 
 
 def _ungated_copy(path: Path, tmp: Path) -> Path:

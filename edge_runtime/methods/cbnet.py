@@ -36,6 +36,8 @@ from edge_runtime.policies import ExitPolicy, ScorePolicy, create_policy
 METHOD = "cbnet"
 #: the key of ``parts.cbnet.info`` that holds the confidence gate
 GATE = "gate"
+#: the mode that runs a gated bundle's CBNet without its gate (the paper's)
+UNGATED = "cbnet_ungated"
 #: the speed-up over the full model the ``cbnet_speedup`` report target asks for (issue 19)
 SPEEDUP_GOAL = 4.0
 
@@ -56,6 +58,7 @@ class CBNetRunner:
             uses; ``classifier_base``, the shared-weight one, where the bundle kept it).
         gated: use the bundle's confidence gate (``parts.cbnet.info.gate``): None (default) when the bundle
             has one, False never (the paper's CBNet: every sample answered by the converted path).
+        mode: the mode name its results carry.
 
     Raises:
         ConfigError: the bundle has no CBNet parts, or not the one asked for; ``gated=True`` without a gate.
@@ -66,7 +69,8 @@ class CBNetRunner:
         >>> CBNetRunner(rt).run(x).predictions                        # doctest: +SKIP
     """
 
-    def __init__(self, runtime: Any, classifier_part: str = "classifier", gated: bool | None = None) -> None:
+    def __init__(self, runtime: Any, classifier_part: str = "classifier", gated: bool | None = None,
+                 mode: str = METHOD) -> None:
         parts = runtime.manifest.parts.get(METHOD)
         if parts is None:
             raise ConfigError(f"{runtime.bundle.root}: bundle {runtime.name!r} has no CBNet parts; "
@@ -75,6 +79,7 @@ class CBNetRunner:
             raise ConfigError(f"{runtime.bundle.root}: bundle {runtime.name!r} has no CBNet part "
                               f"{classifier_part!r}; it has {', '.join(sorted(parts.graphs))}")
         self.runtime = runtime
+        self.mode = mode
         self.part_names = ("autoencoder", classifier_part)
         self.runners: list[GraphRunner] = [
             runtime.open_graph(parts.graphs[name], f"parts.{METHOD}.graphs.{name}") for name in self.part_names]
@@ -101,7 +106,6 @@ class CBNetRunner:
         """Autoencoder -> classifier on a checked batch (use ``Runtime.infer(x, mode="cbnet")``); with a gate,
         the samples it turns away run the early-exit chain on their original input with ``policy`` (default:
         the bundle's calibrated policy)."""
-        rt = self.runtime
         clock = time.perf_counter
         start = clock()
         converted = self.runners[0].run_one(x)
@@ -111,50 +115,53 @@ class CBNetRunner:
         n = x.shape[0]
         parts = {self.part_names[0]: t1 - start, self.part_names[1]: t2 - t1}
         if self.gate is None:
-            if on_exit is not None:
-                on_exit(np.arange(n), 0, logits, t2 - start)
-            seg_latency = np.zeros(rt.num_exits)
-            seg_latency[0] = t2 - start
-            seg_batch = np.zeros(rt.num_exits, dtype=np.int64)
-            seg_batch[0] = n
-            return InferenceResult(
-                predictions=logits.argmax(axis=-1), exit_index=np.zeros(n, dtype=np.int64), outputs=logits,
-                segment_latency_s=seg_latency, segment_batch_size=seg_batch,
-                sample_latency_s=np.full(n, t2 - start), latency_s=t2 - start, mode=METHOD, labels=rt.labels,
-                part_latency_s=parts, info={"converted": n, "converted_fraction": 1.0})
-        return self._gated(x, logits, start, parts, on_exit, policy)
+            return self._converted(logits, n, t2 - start, parts, on_exit)
+        passed = np.asarray(self.gate.decide(0, logits, self.gate.start(n)), dtype=bool)
+        if passed.all():      # the common case: the gate lets every sample through
+            return self._converted(logits, n, clock() - start, parts, on_exit)
+        return self._gated(x, logits, passed, start, parts, on_exit, policy)
 
-    def _gated(self, x: np.ndarray, logits: np.ndarray, start: float, parts: dict[str, float],
+    def _converted(self, logits: np.ndarray, n: int, seconds: float, parts: dict[str, float],
+                   on_exit: OnExit | None) -> InferenceResult:
+        """Every sample answered by the converted path (at exit 0)."""
+        rt = self.runtime
+        rows = np.arange(n)
+        if on_exit is not None:
+            on_exit(rows, 0, logits, seconds)
+        seg_latency = np.zeros(rt.num_exits)
+        seg_latency[0] = seconds
+        seg_batch = np.zeros(rt.num_exits, dtype=np.int64)
+        seg_batch[0] = n
+        return InferenceResult(
+            predictions=logits.argmax(axis=-1), exit_index=np.zeros(n, dtype=np.int64), outputs=logits,
+            segment_latency_s=seg_latency, segment_batch_size=seg_batch, sample_latency_s=np.full(n, seconds),
+            latency_s=seconds, mode=self.mode, labels=rt.labels, part_latency_s=parts,
+            info={"converted": n, "converted_fraction": 1.0, "converted_rows": rows.tolist()})
+
+    def _gated(self, x: np.ndarray, logits: np.ndarray, passed: np.ndarray, start: float, parts: dict[str, float],
                on_exit: OnExit | None, policy: ExitPolicy | None) -> InferenceResult:
-        """The gate decides per sample; the rest continue through :meth:`Runtime.decide` on their original input."""
+        """Samples the gate turned away continue through :meth:`Runtime.decide` on their original input."""
         rt = self.runtime
         clock = time.perf_counter
         n = x.shape[0]
-        assert self.gate is not None
-        passed = np.asarray(self.gate.decide(0, logits, self.gate.start(n)), dtype=bool)
         kept, rest = np.flatnonzero(passed), np.flatnonzero(~passed)
         t_gate = clock() - start
         if kept.size and on_exit is not None:
             on_exit(kept, 0, logits[kept], t_gate)
+        relay = None if on_exit is None else (
+            lambda rows, i, out, t: on_exit(rest[rows], i, out, t_gate + t))
+        run = rt.decide({rt.input_spec.name: x[rest]}, policy or rt.default_policy, on_exit=relay)
         outputs = logits.copy()
+        outputs[rest] = run.outputs
         exit_index = np.zeros(n, dtype=np.int64)
+        exit_index[rest] = run.exit_index
         sample_latency = np.full(n, t_gate)
-        seg_latency = np.zeros(rt.num_exits)
-        seg_batch = np.zeros(rt.num_exits, dtype=np.int64)
-        chain_s = 0.0
-        if rest.size:
-            relay = None if on_exit is None else (
-                lambda rows, i, out, t: on_exit(rest[rows], i, out, t_gate + t))
-            run = rt.decide({rt.input_spec.name: x[rest]}, policy or rt.default_policy, on_exit=relay)
-            outputs[rest] = run.outputs
-            exit_index[rest] = run.exit_index
-            sample_latency[rest] = t_gate + run.sample_latency_s
-            seg_latency, seg_batch, chain_s = run.segment_latency_s, run.segment_batch_size, run.latency_s
-        latency = clock() - start
+        sample_latency[rest] = t_gate + run.sample_latency_s
         return InferenceResult(
             predictions=outputs.argmax(axis=-1), exit_index=exit_index, outputs=outputs,
-            segment_latency_s=seg_latency, segment_batch_size=seg_batch, sample_latency_s=sample_latency,
-            latency_s=latency, mode=METHOD, labels=rt.labels, part_latency_s={**parts, "early_exit": chain_s},
+            segment_latency_s=run.segment_latency_s, segment_batch_size=run.segment_batch_size,
+            sample_latency_s=sample_latency, latency_s=clock() - start, mode=self.mode, labels=rt.labels,
+            part_latency_s={**parts, "early_exit": run.latency_s},
             info={"converted": int(kept.size), "converted_fraction": float(kept.size) / n,
                   "converted_rows": kept.tolist()})
 
@@ -328,11 +335,6 @@ class CBNetMode(Mode):
                 label="CBNet (autoencoder + lightweight classifier), gated: unsure samples continue through early "
                       "exit" if gated else "CBNet (autoencoder + lightweight classifier)",
                 run=infer_fn(rt, mode=METHOD), backend=key[0], precision=key[1]))
-            if gated:
-                rows.append(BenchConfig(
-                    name=f"{METHOD}_ungated{suffix}", kind=METHOD,
-                    label="CBNet (autoencoder + lightweight classifier), ungated (the paper's)",
-                    run=_ungated_fn(rt), backend=key[0], precision=key[1]))
         return rows
 
     def targets(self) -> dict[str, TargetCheck]:
@@ -340,10 +342,30 @@ class CBNetMode(Mode):
                 "cbnet_vs_branchynet": _vs_early_exit_target}
 
 
-def _ungated_fn(rt: Any) -> Any:
-    """A bench row's ``run`` for the paper's (ungated) CBNet on a gated bundle: checked input, its own sessions."""
-    runner = CBNetRunner(rt, gated=False)
-    return lambda x: runner.run(rt.check_input(x))
+@register_mode
+class CBNetUngatedMode(Mode):
+    """The paper's CBNet on a bundle whose ``cbnet`` mode is gated: every sample answered by the converted path
+    (a bundle without a gate runs this as ``cbnet`` itself)."""
+
+    name = UNGATED
+    description = "CBNet as in the paper on a gated bundle: every sample answered by the converted path"
+
+    def unsupported(self, manifest: Manifest) -> str | None:
+        parts = manifest.parts.get(METHOD)
+        if parts is None:
+            return "it has no CBNet parts (convert with a recipe 'cbnet' section)"
+        return None if GATE in parts.info else f"its CBNet has no gate: mode {METHOD!r} is the ungated one"
+
+    def run(self, runtime: Any, feeds: Tensors, policy: ExitPolicy | None, *,
+            on_exit: OnExit | None = None) -> InferenceResult:
+        runner = runtime.mode_state(UNGATED, lambda: CBNetRunner(runtime, gated=False, mode=UNGATED))
+        return runner.run(feeds[runtime.input_spec.name], on_exit)
+
+    def bench_rows(self, ctx: BenchContext) -> list[BenchConfig]:
+        return [BenchConfig(name=UNGATED + variant_suffix(key, ctx.primary_key), kind=UNGATED,
+                            label="CBNet (autoencoder + lightweight classifier), ungated (the paper's)",
+                            run=infer_fn(rt, mode=UNGATED), backend=key[0], precision=key[1])
+                for key, rt in ctx.runtimes.items() if UNGATED in rt.modes()]
 
 
 def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
