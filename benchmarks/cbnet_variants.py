@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "finetune": {"finetune": True},
     "epochs600": {"epochs": 600},
     "finetune_e600": {"finetune": True, "epochs": 600},
+    "finetune_shift": {"finetune": True, "finetune_shift": 2},
 }
 DEFAULT_VARIANTS = "shipped,nearest,medoids8,conv,no_shift,finetune"
 

@@ -281,6 +281,24 @@ def test_resume_continues_from_the_checkpoint_and_refuses_another_run(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_finetune_with_shift_trains_only_the_classifier_on_inputs_converted_on_the_fly():
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn", image_size=8, widths=[8, 16], exits_after=[0]).eval()
+    x, y = _digits8(120)
+    pol = create_policy("entropy", 2, 2.0)
+    shared = [p.detach().clone() for p in LightweightClassifier(model).parameters()]
+    plain = train_cbnet(model, x, y, pol, CBNetSettings(epochs=2, threads=1), progress=False)
+    aug = train_cbnet(model, x, y, pol, CBNetSettings(epochs=2, finetune=True, finetune_shift=1, finetune_epochs=1,
+                                                      threads=1), progress=False)
+    for a, b in zip(plain.autoencoder.state_dict().values(), aug.autoencoder.state_dict().values()):
+        assert torch.equal(a, b)                           # the autoencoder is frozen while the classifier tunes
+    assert all(p.requires_grad for p in aug.autoencoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(aug.finetuned.parameters(), aug.classifier.parameters()))
+    for before, after in zip(shared, LightweightClassifier(model).parameters()):
+        assert torch.equal(before, after)                  # the model's own segment 0 + head 0 are untouched
+    assert len(aug.report["finetune_loss"]) == 1 and aug.report["settings"]["finetune_shift"] == 1
+
+
 def test_cbnet_parts_train_through_the_shared_trainer_with_losses_from_its_folder():
     from converters.training import LOSSES, create_loss
 
@@ -307,6 +325,7 @@ def test_cbnet_parts_train_through_the_shared_trainer_with_losses_from_its_folde
     ({"finetune": "yes"}, "cbnet.finetune"),
     ({"lr": 0}, "cbnet.lr"),
     ({"shift": -1}, "cbnet.shift"),
+    ({"finetune_shift": -1}, "cbnet.finetune_shift"),
     ({"threads": 0}, "cbnet.threads"),
     ({"epoch": 3}, "cbnet.'epoch'"),
 ])

@@ -27,7 +27,7 @@ from torch import nn
 from converters.methods.cbnet.autoencoders import AUTOENCODERS, ConvertingAutoencoder, create_autoencoder
 from converters.methods.cbnet.exemplars import EXEMPLAR_METHODS, ExemplarChoice, choose_exemplars, find_easy
 from converters.methods.cbnet.export import CBNetExporter
-from converters.methods.cbnet.train import batched, predict, train_part
+from converters.methods.cbnet.train import ConvertedClassifier, batched, predict, train_part
 from converters.models.contract import EarlyExitModel
 from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from converters.training.evaluation import exit_logits
@@ -64,6 +64,9 @@ class CBNetSettings:
             pixels (0: off, the paper's setting; targets stay the exemplars).
         finetune: also fine-tune a copy of the lightweight classifier on converted inputs.
         finetune_epochs, finetune_lr: its Adam training.
+        finetune_shift: > 0: fine-tune on training inputs translated by up to this many pixels and converted on
+            the fly (the autoencoder frozen), so the classifier sees conversions of inputs the autoencoder did not
+            memorise; 0: on the converted training inputs as they are.
         fallback_count: pool size (most confident first-exit inputs) for a class without easy inputs.
         max_pool: easy inputs per class considered for exemplars (seeded subsample above it).
         tolerance: max abs difference PyTorch vs ONNX for the exported parts.
@@ -89,6 +92,7 @@ class CBNetSettings:
     finetune: bool = False
     finetune_epochs: int = 5
     finetune_lr: float = 1e-4
+    finetune_shift: int = 0
     fallback_count: int = 10
     max_pool: int = 2000
     tolerance: float = 1e-4
@@ -140,8 +144,8 @@ def parse_cbnet_section(value: Any, where: str = "cbnet") -> dict[str, Any]:
                               f"{spec['exemplars']!r}; allowed: {', '.join(method_args) or 'none'}")
     for key in ("require_correct", "finetune"):
         expect_type(spec[key], bool, f"{where}.{key}")
-    for key in ("epochs", "batch_size", "finetune_epochs", "fallback_count", "max_pool", "shift"):
-        low = 0 if key in ("epochs", "finetune_epochs", "shift") else 1
+    for key in ("epochs", "batch_size", "finetune_epochs", "fallback_count", "max_pool", "shift", "finetune_shift"):
+        low = 0 if key in ("epochs", "finetune_epochs", "shift", "finetune_shift") else 1
         if expect_type(spec[key], int, f"{where}.{key}") < low:
             raise ConfigError(f"recipe key {where}.{key}: must be >= {low}, got {spec[key]}")
     spec["gate"] = _parse_gate(spec["gate"], f"{where}.gate")
@@ -361,8 +365,13 @@ def _train_cbnet(model: EarlyExitModel, x: torch.Tensor, y: torch.Tensor, policy
     finetuned, ft_loss = None, []
     if s.finetune:
         finetuned = copy.deepcopy(classifier)
-        converted = _convert(ae, x)
-        ft_loss = train_part(finetuned, converted, y, loss={"name": "cbnet_classifier", "kwargs": {}},
+        if s.finetune_shift:   # convert on the fly: shifted inputs; the loss trains the classifier only
+            module: nn.Module = ConvertedClassifier(ae, finetuned)
+            inputs = x
+        else:
+            module, inputs = finetuned, _convert(ae, x)
+        ft_loss = train_part(module, inputs, y, loss={"name": "cbnet_classifier",
+                                                      "kwargs": {"shift": s.finetune_shift}},
                              epochs=s.finetune_epochs, batch_size=s.batch_size, lr=s.finetune_lr, seed=seed + 1,
                              name="cbnet fine-tune", progress=progress,
                              checkpoint=ckpt / "cbnet_finetune.pt" if ckpt else None, resume=resume, run_id=key)

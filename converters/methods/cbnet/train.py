@@ -50,12 +50,48 @@ class ReconstructionLoss(ExitLoss):
 
 @LOSSES.register("cbnet_classifier")
 class ClassifierLoss(ExitLoss):
-    """Cross-entropy of the lightweight classifier (one logits output) on (converted input, class) batches."""
+    """Cross-entropy of the lightweight classifier (one logits output) on (converted input, class) batches.
+
+    Given a :class:`ConvertedClassifier` (a frozen autoencoder in front of the classifier), it converts each
+    batch on the fly, so ``shift`` (random translations of up to this many pixels, drawn from the epoch's
+    generator) shows the classifier the autoencoder's answers to inputs it did not memorise; only the
+    classifier trains, the autoencoder stays in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, shift: int = 0) -> None:
+        super().__init__(model)
+        if int(shift) < 0:
+            raise ConfigError(f"loss cbnet_classifier shift: must be >= 0, got {shift!r}")
+        if shift and not isinstance(model, ConvertedClassifier):
+            raise ConfigError("loss cbnet_classifier shift: needs a ConvertedClassifier (the inputs are converted "
+                              "after the shift)")
+        self.shift = int(shift)
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        target = model.classifier if isinstance(model, ConvertedClassifier) else model
+        return list(target.parameters())
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if isinstance(model, ConvertedClassifier):
+            model.autoencoder.eval()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits = model(x)
+        logits = model(random_shift(x, self.shift, self.generator, axis_major=True))
         return F.cross_entropy(logits, y), [logits]
+
+
+class ConvertedClassifier(nn.Module):
+    """``classifier(autoencoder(x))``: what the fine-tuning with augmentation trains (the classifier only)."""
+
+    def __init__(self, autoencoder: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.autoencoder(x))
 
 
 def train_part(module: nn.Module, x: torch.Tensor, target: torch.Tensor, *, loss: dict[str, Any], epochs: int,
