@@ -136,7 +136,7 @@ def run_model(key: str, work: Path, variants: list[str], seeds: list[int], curve
         raw, y = load_split(bundle, split)
         x = rt.preprocess(raw)
         data[split] = (torch.from_numpy(x), np.asarray(y))
-        ee = rt.infer(x)
+        ee = rt.infer(x, mode="early_exit")
         logits = exit_logits(model, torch.from_numpy(x), batch_size=512)
         ref[split] = {"full": logits[-1], "exit0": logits[0], "early_exit": ee.outputs, "ee_exit": ee.exit_index}
     onnx_final = rt.exit_outputs(data["test"][0].numpy())[-1]

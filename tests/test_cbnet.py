@@ -221,7 +221,7 @@ def test_manifest_reports_cost_and_training_and_other_modes_still_run(cbnet_bund
     assert len(cb.info["training"]["autoencoder_loss"]) == 2 and "cbnet_finetuned_accuracy" in cb.info["training"]
     assert sorted(rt.modes()) == ["cbnet", "early_exit", "full"]
     x = np.zeros((2, 1, 8, 8), np.float32)
-    assert rt.infer(x).mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
+    assert rt.infer(x, mode="early_exit").mode == "early_exit" and rt.infer(x, mode="full").mode == "full"
     base = edge_runtime.methods.cbnet.CBNetRunner(rt, classifier_part="classifier_base").run(x)
     assert base.part_latency_s.keys() == {"autoencoder", "classifier_base"}
     from edge_runtime.cli.inspect import format_bundle
@@ -496,7 +496,7 @@ def test_gated_mode_answers_confident_samples_from_the_converted_path_and_the_re
     seen: list[tuple[np.ndarray, int, np.ndarray]] = []
     res = rt.infer(x, mode="cbnet", on_exit=lambda rows, i, out, t: seen.append((rows.copy(), i, out.copy())))
     ungated = edge_runtime.methods.cbnet.CBNetRunner(rt, gated=False).run(x)
-    chain = rt.infer(x[~passed])                                  # the early-exit chain on the ORIGINAL inputs
+    chain = rt.infer(x[~passed], mode="early_exit")  # the early-exit chain on the ORIGINAL inputs
     assert res.info["converted_rows"] == np.flatnonzero(passed).tolist()
     assert res.info["converted"] == int(passed.sum()) and res.info["converted_fraction"] == passed.mean()
     np.testing.assert_array_equal(res.outputs[passed], ungated.outputs[passed])

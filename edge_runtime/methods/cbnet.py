@@ -207,7 +207,7 @@ def calibrate_gate(runtime: Any, x: np.ndarray, y: np.ndarray, *, policy: str = 
     for i in range(0, len(x), chunk):
         xb = runtime.check_input(x[i:i + chunk])
         cb.append(runner.run(xb).outputs)
-        res = runtime.infer(xb)
+        res = runtime.infer(xb, mode="early_exit")
         chain.append(res.outputs)
         chain_exit.append(res.exit_index)
         final.append(runtime.exit_outputs(xb)[-1])
