@@ -430,6 +430,69 @@ def test_choose_gate_keeps_the_most_converted_samples_within_the_budget_from_the
         choose_gate(cb, chain, right, y, policy="patience")
 
 
+def _gate_scores(conf: np.ndarray, correct: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Two-class logits whose max softmax is ``conf`` and whose argmax is right where ``correct``."""
+    pred = np.where(correct, y, 1 - y)
+    out = np.zeros((len(y), 2))
+    out[np.arange(len(y)), pred] = np.log(conf / (1 - conf))
+    return out
+
+
+def test_choose_gate_with_a_guarantee_certifies_only_what_the_budget_allows():
+    import inspect
+
+    from edge_runtime.calibration import calibrate
+    from edge_runtime.methods.cbnet import choose_gate
+
+    if "confidence" not in inspect.signature(calibrate).parameters:
+        pytest.skip("risk-controlled calibration (issue 18) is not in this checkout")
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    right = np.eye(2)[y] * 9.0
+    # the converted path is wrong exactly on its unsure tenth (confidence < 0.7): every sure sample converts, and
+    # of the unsure ones no more than the budget allows with the guarantee (fewer than the point estimate lets in)
+    unsure = rng.random(n) < 0.1
+    conf = np.where(unsure, rng.uniform(0.55, 0.69, n), rng.uniform(0.9, 0.999, n))
+    cb = _gate_scores(conf, ~unsure, y)
+    risk = {"confidence": 0.9, "bound": "binomial"}
+    g = choose_gate(cb, right, right, y, max_accuracy_drop=1.0, guarantee=risk)
+    assert g["guarantee"]["certified"] and g["guarantee"]["confidence"] == 0.9
+    assert g["guarantee"]["relative_to"] == "early-exit chain" and g["guarantee"]["budget_left"] == 1.0
+    assert "risk-controlled" in g["method"]
+    assert g["policy"]["threshold"] <= 0.9 and g["converted_fraction"] >= 1 - unsure.mean()
+    point0 = choose_gate(cb, right, right, y, max_accuracy_drop=1.0)
+    assert g["converted_fraction"] <= point0["converted_fraction"] and g["accuracy"]["gated"] >= 0.99
+    # wrong at random (5%) whatever its confidence: at most a fifth may convert within 1 point, fewer once certified
+    wrong = rng.random(n) < 0.05
+    cb2 = _gate_scores(rng.uniform(0.55, 0.999, n), ~wrong, y)
+    point = choose_gate(cb2, right, right, y, max_accuracy_drop=1.0)
+    sure = choose_gate(cb2, right, right, y, max_accuracy_drop=1.0, guarantee=risk)
+    assert "guarantee" not in point and point["method"].startswith("point estimate")
+    assert sure["converted_fraction"] <= point["converted_fraction"] <= 0.25
+    assert sure["accuracy"]["gated"] >= 0.99
+    # the chain alone spends the budget (2 points below the final exit): nothing converts, nothing certified
+    chain = right.copy()
+    chain[:40] = np.eye(2)[1 - y[:40]] * 9.0
+    none = choose_gate(cb, chain, right, y, max_accuracy_drop=1.0, guarantee=risk)
+    assert not none["guarantee"]["certified"] and none["converted_fraction"] == 0.0
+    assert none["accuracy"]["gated"] == none["accuracy"]["early_exit"] and none["guarantee"]["budget_left"] < 0
+    from edge_runtime.methods.cbnet import gate_policy
+
+    pol = gate_policy(none)
+    assert not np.asarray(pol.decide(0, cb, pol.start(n))).any()   # the recorded threshold turns everyone away
+
+
+def test_the_gate_takes_the_recipes_risk_control_keys():
+    from converters.methods.cbnet.core import _guarantee
+
+    assert _guarantee(None, 0) is None and _guarantee({"max_accuracy_drop": 1.0, "confidence": None}, 0) is None
+    cal = {"max_accuracy_drop": 1.0, "confidence": 0.9, "risk": "label_drop", "bound": "binomial",
+           "selection_fraction": None, "cost": "flops"}
+    assert _guarantee(cal, 7) == {"confidence": 0.9, "risk": "label_drop", "bound": "binomial", "seed": 7}
+
+
 @pytest.fixture(scope="module")
 def gated_bundle(tmp_path_factory):
     """The tiny CNN with CBNet parts and a gate calibrated on held-out digits (through export_bundle's hook)."""

@@ -189,7 +189,8 @@ def cbnet_runner(runtime: Any) -> CBNetRunner:
 
 def calibrate_gate(runtime: Any, x: np.ndarray, y: np.ndarray, *, policy: str = "confidence",
                    policy_kwargs: dict[str, Any] | None = None, max_accuracy_drop: float = 1.0,
-                   levels: int | None = None, chunk: int = 256) -> dict[str, Any]:
+                   levels: int | None = None, chunk: int = 256,
+                   guarantee: dict[str, Any] | None = None) -> dict[str, Any]:
     """Calibrate CBNet's confidence gate on held-out data with the bundle's own graphs; returns the
     ``parts.cbnet.info.gate`` record (see :func:`choose_gate`).
 
@@ -199,7 +200,7 @@ def calibrate_gate(runtime: Any, x: np.ndarray, y: np.ndarray, *, policy: str = 
     Args:
         runtime: a loaded bundle with CBNet parts (its gate, if any, is ignored: the ungated path is measured).
         x, y: model-ready held-out inputs (the calibration split) and labels.
-        policy, policy_kwargs, max_accuracy_drop, levels: see :func:`choose_gate`.
+        policy, policy_kwargs, max_accuracy_drop, levels, guarantee: see :func:`choose_gate`.
         chunk: batch size the parts and segments run at.
     """
     runner = CBNetRunner(runtime, gated=False)
@@ -217,13 +218,13 @@ def calibrate_gate(runtime: Any, x: np.ndarray, y: np.ndarray, *, policy: str = 
     return choose_gate(np.concatenate(cb), np.concatenate(chain), np.concatenate(final), np.asarray(y),
                        policy=policy, policy_kwargs=policy_kwargs, max_accuracy_drop=max_accuracy_drop,
                        flops=(float(graphs["autoencoder"].flops + graphs[runner.part_names[1]].flops),
-                              float(cum[np.concatenate(chain_exit)].mean())), levels=levels)
+                              float(cum[np.concatenate(chain_exit)].mean())), levels=levels, guarantee=guarantee)
 
 
 def choose_gate(converted: np.ndarray, chain: np.ndarray, final: np.ndarray, y: np.ndarray, *,
                 policy: str = "confidence", policy_kwargs: dict[str, Any] | None = None,
                 max_accuracy_drop: float = 1.0, flops: tuple[float, float] = (1.0, 1.0),
-                levels: int | None = None) -> dict[str, Any]:
+                levels: int | None = None, guarantee: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gate's threshold from held-out outputs; returns the ``parts.cbnet.info.gate`` record.
 
     The gate is an exit in front of the BranchyNet chain: its "exit 0" is the lightweight classifier on the
@@ -232,7 +233,15 @@ def choose_gate(converted: np.ndarray, chain: np.ndarray, final: np.ndarray, y: 
     device's decision loop and keeps the cheapest point — the most samples answered by the converted path —
     whose accuracy is at most ``max_accuracy_drop`` points below the **final exit's** (the full model's): the
     budget the exit thresholds are held to, from the same reference, so the chain's own drop counts against
-    it. A point estimate on these samples (no probability that it holds on new data).
+    it. Without ``guarantee``, a point estimate on these samples (no probability that it holds on new data).
+
+    With ``guarantee`` (the recipe's ``calibrate`` keys ``confidence``, ``risk``, ``bound``,
+    ``selection_fraction``: the exit thresholds' risk control), calibrate certifies the gate's threshold the same
+    way (Learn-then-Test): with probability >= ``confidence`` over the calibration draw, the gated answers lose
+    at most the budget left after the chain's drop on these samples, **relative to the chain** (what a
+    turned-away sample gets). The chain's own drop from the final exit is the exit thresholds' guarantee; the
+    two together hold with probability >= 2 x confidence - 1 (union bound). When the chain alone spends the
+    budget, nothing converts (``guarantee.certified`` false).
 
     Args:
         converted: the classifier's outputs on the converted inputs, (N, classes).
@@ -244,6 +253,9 @@ def choose_gate(converted: np.ndarray, chain: np.ndarray, final: np.ndarray, y: 
         max_accuracy_drop: budget in accuracy points below the final exit.
         flops: (CBNet's parts, the chain's mean per sample): the cost calibrate minimises.
         levels: calibrate's grid levels (default: its own).
+        guarantee: None (the point estimate) or calibrate's risk-control keywords (``confidence`` and,
+            optionally, ``risk``, ``bound``, ``selection_fraction``, ``seed``); ``confidence`` None is the point
+            estimate.
 
     Raises:
         ConfigError: ``policy`` is not a score policy.
@@ -264,17 +276,36 @@ def choose_gate(converted: np.ndarray, chain: np.ndarray, final: np.ndarray, y: 
     # calibrate's budget counts from its last "exit" (the chain): what is left of ours once the chain's drop is
     # paid; negative when the chain alone is below the floor: then no threshold qualifies and nothing converts
     left = float(max_accuracy_drop) - 100.0 * (acc["final_exit"] - acc["early_exit"])
+    risk = {k: v for k, v in (guarantee or {}).items() if v is not None}
+    if risk.get("confidence") is None:
+        risk = {}
+    certify = bool(risk) and left > 0.0   # a budget of zero or less certifies nothing: nothing converts
     cal = calibrate([converted, chain], y, policy, kwargs, flops=[flops[0], flops[0] + flops[1]],
-                    max_accuracy_drop=left, levels=levels)
-    chosen = cal.chosen
+                    max_accuracy_drop=left, levels=levels, **(risk if certify else {}))
+    c = cal.chosen
+    threshold, gated, converted_share, mean_flops = (float(c.thresholds[0]), float(c.accuracy),
+                                                     float(c.exit_fractions[0]), float(c.mean_flops))
+    record: dict[str, Any] = {}
+    if risk:
+        g = cal.extra.get("guarantee") if certify else None
+        record["guarantee"] = {**(g or {"certified": False, "confidence": float(risk["confidence"]),
+                                       "statement": "nothing converts: the early-exit chain alone spends the "
+                                                    "budget on the calibration split"}),
+                               "budget_left": left, "relative_to": "early-exit chain"}
+        if not certify:   # no budget left to certify: a threshold no score meets, the chain for every sample
+            probe = create_policy(policy, 2, None, **kwargs)
+            threshold = -1e30 if getattr(probe, "lower_is_confident", True) else 1e30
+            gated, converted_share, mean_flops = acc["early_exit"], 0.0, float(flops[0] + flops[1])
+    method = ("risk-controlled (Learn-then-Test) on the calibration split, relative to the early-exit chain"
+              if risk else "point estimate on the calibration split")
     return {
-        "policy": {"name": policy, "kwargs": cal.policy_kwargs, "threshold": float(chosen.thresholds[0])},
-        "method": "point estimate on the calibration split",
+        "policy": {"name": policy, "kwargs": cal.policy_kwargs, "threshold": threshold},
+        "method": method, **record,
         "split": "calibration", "samples": int(len(y)), "max_accuracy_drop": float(max_accuracy_drop),
         "reference": "final exit",
-        "accuracy": {**acc, "gated": float(chosen.accuracy)},
-        "converted_fraction": float(chosen.exit_fractions[0]),
-        "mean_flops": float(chosen.mean_flops),
+        "accuracy": {**acc, "gated": gated},
+        "converted_fraction": converted_share,
+        "mean_flops": mean_flops,
         "curve": [{"threshold": float(p.thresholds[0]), "accuracy": p.accuracy,
                    "converted_fraction": p.exit_fractions[0], "mean_flops": p.mean_flops} for p in cal.front],
     }
@@ -321,6 +352,11 @@ class CBNetMode(Mode):
                          f"{gate['split']} accuracy gated {100 * acc['gated']:.2f}%, "
                          f"ungated {100 * acc['cbnet']:.2f}%, "
                          f"early exit {100 * acc['early_exit']:.2f}%, final exit {100 * acc['final_exit']:.2f}%")
+            g = gate.get("guarantee")
+            if g:
+                lines.append(f"  gate guarantee: {'certified' if g.get('certified') else 'NOT certified'} at "
+                             f"confidence {g['confidence']:g}, relative to the {g['relative_to']} "
+                             f"({g['budget_left']:.2f} pt left of the budget): {g.get('statement', '')}")
         return lines
 
     def bench_rows(self, ctx: BenchContext) -> list[BenchConfig]:

@@ -226,7 +226,8 @@ class CBNetResult:
     def exporter(self, example: torch.Tensor, *, real_inputs: torch.Tensor | None = None,
                  batch_sizes: Sequence[int] = (1, 3), opset: int = 17, seed: int = 0,
                  gate_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 max_accuracy_drop: float | None = None) -> CBNetExporter:
+                 max_accuracy_drop: float | None = None,
+                 guarantee: dict[str, Any] | None = None) -> CBNetExporter:
         """An ``export_bundle(..., extra_parts=[...])`` hook writing the parts under ``cbnet/``.
 
         Args:
@@ -236,6 +237,9 @@ class CBNetResult:
             gate_data: held-out model-ready inputs and labels (the calibration split) the gate is calibrated on
                 (with ``settings.gate``), on the exported graphs and the bundle's policy, once the parts are in.
             max_accuracy_drop: the gate's budget when ``settings.gate`` names none (the recipe's calibration's).
+            guarantee: the exit thresholds' risk control (the recipe's ``calibrate`` ``confidence``, ``risk``,
+                ``bound``, ``selection_fraction``, ``seed``), applied to the gate too; None or no ``confidence``:
+                the point estimate (:func:`edge_runtime.methods.cbnet.choose_gate`).
 
         Raises:
             ConfigError: ``settings.gate`` without ``gate_data``, or without any budget.
@@ -257,21 +261,21 @@ class CBNetResult:
             info = manifest["parts"]["cbnet"]["info"]
             info["cost"] = _cost(manifest)
             if gate is not None and gate_data is not None and budget is not None:
-                info["gate"] = _calibrate_gate(root, manifest, gate_data, gate, float(budget))
+                info["gate"] = _calibrate_gate(root, manifest, gate_data, gate, float(budget), guarantee)
 
         return CBNetExporter(self.parts(), example, real_inputs=real_inputs, tolerance=self.settings.tolerance,
                              batch_sizes=batch_sizes, opset=opset, seed=seed, section=section, finish=finish)
 
 
 def _calibrate_gate(root: Path, manifest: dict[str, Any], data: tuple[np.ndarray, np.ndarray], gate: dict[str, Any],
-                    budget: float) -> dict[str, Any]:
+                    budget: float, guarantee: dict[str, Any] | None = None) -> dict[str, Any]:
     """Calibrate the gate on the bundle being written: its exported graphs (onnxruntime, fp32, one thread) and
     the manifest's (calibrated) policy, through the device's own code
     (:func:`edge_runtime.methods.cbnet.calibrate_gate`)."""
     runtime = Runtime(Bundle(Path(root), Manifest.from_dict(manifest)), create_backend("onnxruntime", threads=1))
     x, y = data
     return calibrate_gate(runtime, np.ascontiguousarray(x, dtype=np.float32), np.asarray(y), policy=gate["policy"],
-                          policy_kwargs=gate["kwargs"], max_accuracy_drop=budget)
+                          policy_kwargs=gate["kwargs"], max_accuracy_drop=budget, guarantee=guarantee)
 
 
 def _cost(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -430,4 +434,14 @@ def cbnet_from_recipe(recipe: Any, model: EarlyExitModel, split: Any, preprocess
     cal = recipe.get("calibrate")
     return result.exporter(example, real_inputs=verify_inputs, batch_sizes=exp["verify_batch_sizes"],
                            opset=exp["opset"], seed=recipe["seed"], gate_data=(preprocess(xc), np.asarray(yc)),
-                           max_accuracy_drop=cal["max_accuracy_drop"] if cal else None)
+                           max_accuracy_drop=cal["max_accuracy_drop"] if cal else None,
+                           guarantee=_guarantee(cal, recipe["seed"]))
+
+
+def _guarantee(cal: dict[str, Any] | None, seed: int) -> dict[str, Any] | None:
+    """The recipe's risk-control keys (``calibrate.confidence`` and its companions) the gate is calibrated with:
+    the exit thresholds' own; None without a ``confidence`` (the point estimate)."""
+    if not cal or cal.get("confidence") is None:
+        return None
+    keys = ("confidence", "risk", "bound", "selection_fraction")
+    return {**{k: cal[k] for k in keys if cal.get(k) is not None}, "seed": int(seed)}
