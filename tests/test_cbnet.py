@@ -390,6 +390,32 @@ def test_convert_with_cbnet_runs_in_all_three_modes(tmp_path):
     assert '"mode": "cbnet"' in proc.stdout and '"part_latency_s"' in proc.stdout
 
 
+def test_convert_with_risk_control_calibrates_the_gate_with_it(tmp_path):
+    import inspect
+
+    from converters import convert
+    from edge_runtime.calibration import calibrate
+    from edge_runtime.datasets import load_split
+
+    if "confidence" not in inspect.signature(calibrate).parameters:
+        pytest.skip("risk-controlled calibration (issue 18) is not in this checkout")
+    recipe = {**SMALL_RECIPE, "calibrate": {**SMALL_RECIPE["calibrate"], "confidence": 0.9},
+              "cbnet": {**SMALL_RECIPE["cbnet"], "finetune": False, "epochs": 10}}
+    out = convert(parse_recipe(recipe), tmp_path / "b", progress=False)
+    rt = edge_runtime.load_bundle(out, threads=1)
+    gate = rt.manifest.parts["cbnet"].info["gate"]
+    g = gate["guarantee"]
+    assert g["confidence"] == 0.9 and g["relative_to"] == "early-exit chain" and "certified" in g
+    assert gate["method"].startswith("risk-controlled")
+    xc_raw, yc = load_split(out, "calibration")
+    res = rt.infer(rt.preprocess(xc_raw), mode="cbnet")   # the mode reproduces what the record says
+    assert res.info["converted_fraction"] == pytest.approx(gate["converted_fraction"])
+    assert float((res.predictions == yc).mean()) == pytest.approx(gate["accuracy"]["gated"])
+    from edge_runtime.cli.inspect import format_bundle
+
+    assert "gate guarantee:" in format_bundle(rt.manifest) and "confidence 0.9" in format_bundle(rt.manifest)
+
+
 def test_cbnet_section_needs_data():
     from converters import convert
 
