@@ -604,6 +604,25 @@ def test_gated_mode_answers_confident_samples_from_the_converted_path_and_the_re
     assert (never.exit_index[~passed] == rt.num_exits - 1).all() and (never.exit_index[passed] == 0).all()
 
 
+def test_a_closed_gate_runs_the_chain_alone(gated_bundle, tmp_path):
+    from edge_runtime.methods.cbnet import NEVER
+
+    path, (x, _) = gated_bundle
+    x = x[:16]
+    rt = edge_runtime.load_bundle(_with_threshold(path, tmp_path, NEVER), threads=1)
+    seen: list[np.ndarray] = []
+    res = rt.infer(x, mode="cbnet", on_exit=lambda rows, i, out, t: seen.append(rows.copy()))
+    chain = rt.infer(x, mode="early_exit")
+    np.testing.assert_array_equal(res.predictions, chain.predictions)
+    np.testing.assert_array_equal(res.exit_index, chain.exit_index)
+    np.testing.assert_allclose(res.outputs, chain.outputs, atol=1e-6)
+    assert set(res.part_latency_s) == {"early_exit"}      # the converted path is not run at all
+    assert res.info == {"converted": 0, "converted_fraction": 0.0, "converted_rows": []}
+    assert sorted(np.concatenate(seen).tolist()) == list(range(len(x)))
+    one = rt.infer(x[:1], mode="cbnet")
+    assert one.predictions[0] == res.predictions[0] and one.exit_index[0] == res.exit_index[0]
+
+
 def test_gated_mode_gives_each_sample_the_same_answer_in_a_batch_and_alone(gated_bundle, tmp_path):
     path, (x, _) = gated_bundle
     x = x[:24]

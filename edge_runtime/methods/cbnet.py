@@ -40,6 +40,8 @@ GATE = "gate"
 UNGATED = "cbnet_ungated"
 #: the speed-up over the full model the ``cbnet_speedup`` report target asks for (issue 19)
 SPEEDUP_GOAL = 4.0
+#: a gate threshold this far out is one no score meets (the gate turns every sample away)
+NEVER = 1e30
 
 
 def _fmt(n: float) -> str:
@@ -97,6 +99,9 @@ class CBNetRunner:
         if record is not None and gated is not False:
             self.gate = gate_policy(record, runtime.bundle.manifest_path)
             self.gate_record = record
+        #: the gate turns every sample away (e.g. a guarantee that certified nothing): the chain alone answers,
+        #: without paying for the converted path first
+        self.closed = self.gate_record is not None and abs(float(self.gate_record["policy"]["threshold"])) >= NEVER
 
     def convert(self, x: np.ndarray) -> np.ndarray:
         """The autoencoder's converted inputs (model-ready, same shape as ``x``)."""
@@ -108,6 +113,8 @@ class CBNetRunner:
         the bundle's calibrated policy)."""
         clock = time.perf_counter
         start = clock()
+        if self.closed:
+            return self._chain_only(x, start, on_exit, policy)
         converted = self.runners[0].run_one(x)
         t1 = clock()
         logits = self.runners[1].run_one(converted)
@@ -137,6 +144,18 @@ class CBNetRunner:
             segment_latency_s=seg_latency, segment_batch_size=seg_batch, sample_latency_s=np.full(n, seconds),
             latency_s=seconds, mode=self.mode, labels=rt.labels, part_latency_s=parts,
             info={"converted": n, "converted_fraction": 1.0, "converted_rows": rows.tolist()})
+
+    def _chain_only(self, x: np.ndarray, start: float, on_exit: OnExit | None,
+                    policy: ExitPolicy | None) -> InferenceResult:
+        """A closed gate: every sample through :meth:`Runtime.decide` on its original input."""
+        rt = self.runtime
+        run = rt.decide({rt.input_spec.name: x}, policy or rt.default_policy, on_exit=on_exit)
+        return InferenceResult(
+            predictions=run.outputs.argmax(axis=-1), exit_index=run.exit_index, outputs=run.outputs,
+            segment_latency_s=run.segment_latency_s, segment_batch_size=run.segment_batch_size,
+            sample_latency_s=run.sample_latency_s, latency_s=time.perf_counter() - start, mode=self.mode,
+            labels=rt.labels, part_latency_s={"early_exit": run.latency_s},
+            info={"converted": 0, "converted_fraction": 0.0, "converted_rows": []})
 
     def _gated(self, x: np.ndarray, logits: np.ndarray, passed: np.ndarray, start: float, parts: dict[str, float],
                on_exit: OnExit | None, policy: ExitPolicy | None) -> InferenceResult:
@@ -294,7 +313,7 @@ def choose_gate(converted: np.ndarray, chain: np.ndarray, final: np.ndarray, y: 
                                "budget_left": left, "relative_to": "early-exit chain"}
         if not certify:   # no budget left to certify: a threshold no score meets, the chain for every sample
             probe = create_policy(policy, 2, None, **kwargs)
-            threshold = -1e30 if getattr(probe, "lower_is_confident", True) else 1e30
+            threshold = -NEVER if getattr(probe, "lower_is_confident", True) else NEVER
             gated, converted_share, mean_flops = acc["early_exit"], 0.0, float(flops[0] + flops[1])
     method = ("risk-controlled (Learn-then-Test) on the calibration split, relative to the early-exit chain"
               if risk else "point estimate on the calibration split")
