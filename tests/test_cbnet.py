@@ -391,14 +391,8 @@ def test_convert_with_cbnet_runs_in_all_three_modes(tmp_path):
 
 
 def test_convert_with_risk_control_calibrates_the_gate_with_it(tmp_path):
-    import inspect
-
     from converters import convert
-    from edge_runtime.calibration import calibrate
     from edge_runtime.datasets import load_split
-
-    if "confidence" not in inspect.signature(calibrate).parameters:
-        pytest.skip("risk-controlled calibration (issue 18) is not in this checkout")
     recipe = {**SMALL_RECIPE, "calibrate": {**SMALL_RECIPE["calibrate"], "confidence": 0.9},
               "cbnet": {**SMALL_RECIPE["cbnet"], "finetune": False, "epochs": 10}}
     out = convert(parse_recipe(recipe), tmp_path / "b", progress=False)
@@ -465,13 +459,7 @@ def _gate_scores(conf: np.ndarray, correct: np.ndarray, y: np.ndarray) -> np.nda
 
 
 def test_choose_gate_with_a_guarantee_certifies_only_what_the_budget_allows():
-    import inspect
-
-    from edge_runtime.calibration import calibrate
     from edge_runtime.methods.cbnet import choose_gate
-
-    if "confidence" not in inspect.signature(calibrate).parameters:
-        pytest.skip("risk-controlled calibration (issue 18) is not in this checkout")
 
     rng = np.random.default_rng(0)
     n = 2000
