@@ -131,6 +131,7 @@ def measure(bundle: Path, passes: int, warmup: int, profile: str | None) -> dict
     gate = info.get("gate")
     return {"bundle": str(bundle), "test_samples": n, "energy_source": meter.source, "table": table,
             "default_row": "cbnet_gated" if gate else "cbnet_ungated",
+            "deployment": None if m.deployment is None else {"mode": m.deployment.mode, "why": m.deployment.why},
             "flops": {"full": m.full_model_flops, **{f"cbnet_{k}": v for k, v in info["cost"].items()
                                                      if k.endswith("flops")}},
             "thresholds": list(m.policy.thresholds),
@@ -171,11 +172,14 @@ def print_table(key: str, res: dict[str, Any]) -> None:
               f"{g['max_accuracy_drop']:g}-point budget vs the final exit); calibration split: "
               f"{100 * g['converted_fraction']:.1f}% converted, gated {100 * g['accuracy']['gated']:.2f}% vs "
               f"final exit {100 * g['accuracy']['final_exit']:.2f}%")
+    if res.get("deployment"):
+        d = res["deployment"]
+        print(f"bundle's recommended mode (Runtime.infer's default, issue 18): {d['mode']} — {d['why']}")
     print(f"{'row':<36} {'accuracy':>9} {'mean ms':>8} {'p50 ms':>7} {'p95 ms':>7} {'energy mJ':>10} "
           f"{'speed-up':>9} {'p50 x':>6} {'converted':>9}  exits")
     p50_full = res["table"]["full"]["latency_ms"]["p50"]
     for name, r in res["table"].items():
-        label = LABELS[name] + (" [default]" if name == res["default_row"] else "")
+        label = LABELS[name] + (" [shipped]" if name == res["default_row"] else "")
         lat = r["latency_ms"]
         print(f"{label:<36} {100 * r['accuracy']:>8.2f}% {lat['mean']:>8.3f} {lat['p50']:>7.3f} {lat['p95']:>7.3f} "
               f"{r['energy_mj']:>10.4f} {r['speedup_vs_full']:>8.2f}x {p50_full / lat['p50']:>5.2f}x "
