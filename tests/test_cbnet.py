@@ -592,6 +592,27 @@ def test_gated_mode_answers_confident_samples_from_the_converted_path_and_the_re
     assert (never.exit_index[~passed] == rt.num_exits - 1).all() and (never.exit_index[passed] == 0).all()
 
 
+def test_a_gate_open_to_every_score_skips_the_decision_and_answers_like_the_ungated_path(gated_bundle, tmp_path):
+    from edge_runtime.methods.cbnet import CBNetRunner, _passes_every_score
+
+    path, (x, _) = gated_bundle
+    x = x[:16]
+    rt = edge_runtime.load_bundle(_with_threshold(path, tmp_path, -0.5), threads=1)   # max softmax is never < 0
+    runner = CBNetRunner(rt)
+    assert runner.gate is not None and runner.open and not runner.closed
+    res = rt.infer(x, mode="cbnet")
+    ungated = CBNetRunner(rt, gated=False).run(x)
+    np.testing.assert_array_equal(res.outputs, ungated.outputs)
+    assert res.info["converted_fraction"] == 1.0 and (res.exit_index == 0).all()
+    # only thresholds below every possible score open the gate
+    assert _passes_every_score({"name": "confidence", "threshold": 0.09}, 10)
+    assert not _passes_every_score({"name": "confidence", "threshold": 0.1}, 10)
+    assert _passes_every_score({"name": "entropy", "threshold": 2.31}, 10)        # ln 10 = 2.3026
+    assert not _passes_every_score({"name": "entropy", "threshold": 2.30}, 10)
+    assert not _passes_every_score({"name": "entropy", "threshold": 0.99, "kwargs": {"normalized": True}}, 10)
+    assert not _passes_every_score({"name": "patience", "threshold": -1.0}, 10)
+
+
 def test_a_closed_gate_runs_the_chain_alone(gated_bundle, tmp_path):
     from edge_runtime.methods.cbnet import NEVER
 

@@ -102,6 +102,10 @@ class CBNetRunner:
         #: the gate turns every sample away (e.g. a guarantee that certified nothing): the chain alone answers,
         #: without paying for the converted path first
         self.closed = self.gate_record is not None and abs(float(self.gate_record["policy"]["threshold"])) >= NEVER
+        #: the gate lets every sample through (a threshold below any score its policy can give, as when the
+        #: point estimate opens it on the calibration split): the decision is known, so it is not computed
+        self.open = self.gate_record is not None and _passes_every_score(
+            self.gate_record["policy"], int(parts.graphs[classifier_part].outputs[0].shape[-1]))
 
     def convert(self, x: np.ndarray) -> np.ndarray:
         """The autoencoder's converted inputs (model-ready, same shape as ``x``)."""
@@ -121,7 +125,7 @@ class CBNetRunner:
         t2 = clock()
         n = x.shape[0]
         parts = {self.part_names[0]: t1 - start, self.part_names[1]: t2 - t1}
-        if self.gate is None:
+        if self.gate is None or self.open:
             return self._converted(logits, n, t2 - start, parts, on_exit)
         passed = np.asarray(self.gate.decide(0, logits, self.gate.start(n)), dtype=bool)
         if passed.all():      # the common case: the gate lets every sample through
@@ -183,6 +187,21 @@ class CBNetRunner:
             part_latency_s={**parts, "early_exit": run.latency_s},
             info={"converted": int(kept.size), "converted_fraction": float(kept.size) / n,
                   "converted_rows": kept.tolist()})
+
+
+def _passes_every_score(spec: dict[str, Any], classes: int) -> bool:
+    """Whether a gate's threshold passes every score its policy can give (with a 1e-6 margin for rounding): max
+    softmax is >= 1/classes (``confidence``), entropy <= ln(classes), or 1 normalized (``entropy``); False for
+    other policies or unknown class counts."""
+    t = float(spec["threshold"])
+    if classes <= 0:
+        return False
+    if spec["name"] == "confidence":
+        return t <= 1.0 / classes - 1e-6
+    if spec["name"] == "entropy":
+        top = 1.0 if dict(spec.get("kwargs") or {}).get("normalized") else float(np.log(classes))
+        return t >= top + 1e-6
+    return False
 
 
 def gate_policy(record: dict[str, Any], where: Any = None) -> ExitPolicy:
