@@ -16,14 +16,19 @@ import torch
 
 import edge_runtime
 from conftest import HEAVY_MODULES, REPO
-from converters.methods.deediff.losses import (DeeDiffLoss, DeeDiffProbeLoss, DDPMSimpleLoss, deediff_loss,
-                                               deediff_terms, pseudo_uncertainty)
+from converters.methods.deediff.losses import (
+    DDPMSimpleLoss,
+    DeeDiffLoss,
+    DeeDiffProbeLoss,
+    deediff_loss,
+    deediff_terms,
+)
 from converters.methods.deediff.model import deediff_uvit, noised
 from converters.methods.deediff.stage import parse_deediff_section
 from edge_runtime.errors import ConfigError, InputError
 from edge_runtime.methods.deediff import DiffusionSampler, NoiseSchedule, ddim_step, ddim_timesteps, starting_noise
-from edge_runtime.methods.deediff.quality import choose_threshold, frechet_distance
 from edge_runtime.methods.deediff.mode import _request_args
+from edge_runtime.methods.deediff.quality import choose_threshold, frechet_distance
 from edge_runtime.policies import create_policy
 
 TINY = REPO / "tests" / "data" / "deediff_tiny.yaml"

@@ -118,17 +118,30 @@ class OutSegment(nn.Module):
 
 
 class EpsHead(nn.Module):
-    """g_i and the final layer: LayerNorm -> Linear -> unpatchify -> 3x3 conv, predicting eps (N, C, H, W)."""
+    """g_i and the final layer: LayerNorm -> Linear -> unpatchify -> 3x3 conv, predicting eps (N, C, H, W).
 
-    def __init__(self, dim: int, channels: int, image_size: int, patch_size: int, extras: int) -> None:
+    With ``temb_dim`` the normalised tokens are also modulated by the timestep embedding (DiT's adaLN:
+    ``LN(h) * (1 + scale(temb)) + shift(temb)``, zero-initialised so it starts as the plain head).
+    """
+
+    def __init__(self, dim: int, channels: int, image_size: int, patch_size: int, extras: int,
+                 temb_dim: int | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
+        self.modulation = None
+        if temb_dim:
+            self.modulation = nn.Sequential(nn.Linear(temb_dim, dim), nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, patch_size * patch_size * channels)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.channels, self.patch, self.grid, self.extras = channels, patch_size, image_size // patch_size, extras
 
-    def forward(self, h: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x = self.linear(self.norm(h))[:, self.extras:]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        x = self.norm(h)
+        if self.modulation is not None:
+            assert temb is not None
+            scale, shift = self.modulation(temb)[:, None].chunk(2, dim=-1)
+            x = x * (1 + scale) + shift
+        x = self.linear(x)[:, self.extras:]
         n, g, p, c = x.shape[0], self.grid, self.patch, self.channels
         x = x.reshape(n, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, g * p, g * p)
         return self.conv(x)
@@ -157,7 +170,7 @@ class DeeDiffHead(nn.Module):
         self.eps, self.uem = eps, uem
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        return self.eps(h), self.uem(h, temb)
+        return self.eps(h, temb if self.eps.modulation is not None else None), self.uem(h, temb)
 
 
 class FinalHead(nn.Module):
@@ -242,7 +255,7 @@ def cut_names(depth: int) -> list[list[str]]:
 @MODELS.register("deediff_uvit")
 def deediff_uvit(image_size: int = 16, channels: int = 1, patch_size: int = 4, dim: int = 128, depth: int = 9,
                  heads: int = 4, mlp_ratio: float = 2.0, num_classes: int = 10, temb_dim: int = 32,
-                 schedule: Mapping[str, Any] | None = None) -> DeeDiffUViT:
+                 time_aware_heads: bool = False, schedule: Mapping[str, Any] | None = None) -> DeeDiffUViT:
     """A U-ViT denoiser with DeeDiff output heads and UEMs after every block (exits after every block).
 
     Args:
@@ -251,6 +264,8 @@ def deediff_uvit(image_size: int = 16, channels: int = 1, patch_size: int = 4, d
         dim, depth, heads, mlp_ratio: the transformer (``depth`` odd: in-blocks, a middle block, out-blocks).
         num_classes: class-conditional on this many classes (a class token); 0 for unconditional.
         temb_dim: size of the timestep embedding the UEMs read.
+        time_aware_heads: modulate the output heads g_i by the timestep embedding too (adaLN; not in the paper,
+            whose heads are plain copies of the final layer).
         schedule: the noise schedule (:class:`NoiseSchedule` fields; default DDPM's linear, T = 1000).
 
     Example:
@@ -271,12 +286,17 @@ def deediff_uvit(image_size: int = 16, channels: int = 1, patch_size: int = 4, d
     segments += [InSegment(b) for b in blocks[1:half + 1]]
     segments += [OutSegment(b, dim) for b in blocks[half + 1:]]
 
-    def eps_head() -> EpsHead:
-        return EpsHead(dim, channels, image_size, patch_size, stem.extras)
+    def eps_head(time_aware: bool) -> EpsHead:
+        return EpsHead(dim, channels, image_size, patch_size, stem.extras, temb_dim if time_aware else None)
 
-    exit_heads: list[nn.Module] = [DeeDiffHead(eps_head(), UncertaintyModule(dim, temb_dim, stem.extras))
+    exit_heads: list[nn.Module] = [DeeDiffHead(eps_head(time_aware_heads), UncertaintyModule(dim, temb_dim, stem.extras))
                                    for _ in range(depth - 1)]
-    model = DeeDiffUViT(segments, [*exit_heads, FinalHead(eps_head())], schedule=sched, num_classes=num_classes,
+    model = DeeDiffUViT(segments, [*exit_heads, FinalHead(eps_head(False))], schedule=sched, num_classes=num_classes,
                         image_shape=(channels, image_size, image_size), hidden_names=cut_names(depth))
     model.apply(_init_vit_weights)
+    for head in exit_heads:   # adaLN modulation starts at zero: the plain head
+        mod = head.eps.modulation  # type: ignore[union-attr]
+        if mod is not None:
+            nn.init.zeros_(mod[2].weight)
+            nn.init.zeros_(mod[2].bias)
     return model

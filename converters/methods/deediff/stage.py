@@ -31,7 +31,7 @@ import torch
 
 from converters.export.onnx import count_flops, count_params, export_onnx, file_entry, onnx_op_counts, tensor_spec
 from converters.export.verify import graph_max_diff, staged_bundle
-from converters.methods.deediff.classifier import DigitsClassifier, accuracy, train_classifier
+from converters.methods.deediff.classifier import ClassifierWithFeatures, DigitsClassifier, accuracy, train_classifier
 from converters.methods.deediff.model import DeeDiffUViT
 from converters.recipe.sections import expect_mapping, expect_type, section
 from edge_runtime.backends import create_backend
@@ -131,7 +131,7 @@ class DeeDiffParts:
     def export_classifier(self, root: Path, manifest: dict[str, Any]) -> None:
         """Write and verify the classifier part and record ``parts.deediff`` (no threshold chosen yet)."""
         (root / METHOD).mkdir(exist_ok=True)
-        clf = self.classifier.eval()
+        clf = ClassifierWithFeatures(self.classifier).eval()
         path = root / METHOD / f"{CLASSIFIER_PART}.onnx"
         out_names = [LOGITS_OUTPUT, FEATURES_OUTPUT]
         export_onnx(clf, self.example, path, input_names=["image"], output_names=out_names, opset=self.opset)

@@ -12,8 +12,16 @@ import numpy as np
 from edge_runtime.errors import InputError
 from edge_runtime.executor import OnExit, Tensors
 from edge_runtime.manifest import Manifest
-from edge_runtime.methods.deediff.sampler import (CLASS_INPUT, IMAGE_INPUT, METHOD, MODE, SAMPLE_MODES, SampleResult,
-                                                  sampler_of, settings_of, unsupported)
+from edge_runtime.methods.deediff.sampler import (
+    CLASS_INPUT,
+    IMAGE_INPUT,
+    MODE,
+    SAMPLE_MODES,
+    SampleResult,
+    sampler_of,
+    settings_of,
+    unsupported,
+)
 from edge_runtime.modes import InferenceResult, Mode, register_mode
 from edge_runtime.policies import ExitPolicy
 
@@ -80,7 +88,8 @@ class SampleMode(Mode):
         n, steps = len(res), len(res.timesteps)
         outputs = [{"name": "images", "shape": list(res.images.shape), "datatype": "FP32",
                     "data": res.images.reshape(-1).tolist()},
-                   {"name": "layers", "shape": [steps, n], "datatype": "INT64", "data": res.layers.reshape(-1).tolist()}]
+                   {"name": "layers", "shape": [steps, n], "datatype": "INT64",
+                    "data": res.layers.reshape(-1).tolist()}]
         if res.classes is not None:
             outputs.append({"name": "class", "shape": [n], "datatype": "INT64", "data": res.classes.tolist()})
         params = {k: v for k, v in res.to_dict(images=False).items() if k not in ("layers", "step_latency_s")}

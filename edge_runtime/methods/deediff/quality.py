@@ -8,7 +8,8 @@ accuracy of class-conditional samples, and the per-sample MSE between two sample
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,8 +13,9 @@ samples one at a time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ class DiffusionSampler:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """One image's shape (C, H, W)."""
-        return tuple(int(d) for d in self.image.sample_shape)  # type: ignore[arg-type]
+        return tuple(int(d or 0) for d in self.image.sample_shape)
 
     def classes(self, n: int, cls: int | None = None) -> np.ndarray | None:
         """The classes to condition ``n`` samples on: ``cls`` for all, else 0, 1, ..., C-1, 0, 1, ...; None when

@@ -8,8 +8,9 @@ numbers (:mod:`edge_runtime.methods.deediff.sampler`). DDPM: Ho et al. 2020; DDI
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
