@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import edge_runtime
-from conftest import HEAVY_MODULES, REPO
+from _helpers import HEAVY_MODULES
 from converters.methods.deediff.losses import (
     DDPMSimpleLoss,
     DeeDiffLoss,
@@ -31,7 +31,7 @@ from edge_runtime.methods.deediff.mode import _request_args
 from edge_runtime.methods.deediff.quality import choose_threshold, frechet_distance
 from edge_runtime.policies import create_policy
 
-TINY = REPO / "tests" / "data" / "deediff_tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "converters" / "recipes" / "deediff_tiny.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +63,11 @@ def test_uem_pseudo_label_and_deediff_loss_on_a_hand_computed_case():
     l_u = ((0.2 - uhat[0]) ** 2 + (0.6 - uhat[1]) ** 2) / 2
     l_ual = ((1 - 0.2) * 0.5 + (1 - 0.6) * 0.25) / 2
     loss = deediff_loss(terms, lam=1.0, beta=1.0)
-    assert float(loss) == pytest.approx(0.005 + l_u + l_ual)
-    assert float(deediff_loss(terms, lam=2.0, beta=0.0)) == pytest.approx(0.005 + 2 * l_u)
+    assert loss.item() == pytest.approx(0.005 + l_u + l_ual)
+    assert deediff_loss(terms, lam=2.0, beta=0.0).item() == pytest.approx(0.005 + 2 * l_u)
     loss.backward()   # L_UAL's gradient reaches u (the paper's loss does not detach it)
-    assert u0.grad.tolist() == pytest.approx([(2 * (0.2 - uhat[0]) - 0.5) / 2, (2 * (0.6 - uhat[1]) - 0.25) / 2])
+    assert u0.grad.tolist() == pytest.approx([(2 * (0.2 - uhat[0]) - 0.5) / 2, (2 * (0.6 - uhat[1]) - 0.25) / 2],
+                                             abs=1e-6)  # float32
 
 
 def test_uem_is_the_patch_mean_of_a_timestep_aware_sigmoid():

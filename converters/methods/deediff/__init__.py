@@ -7,7 +7,7 @@ it, and chooses the uncertainty threshold on a quality-vs-layers sweep. The devi
 :mod:`edge_runtime.methods.deediff` (the ``sample`` mode).
 """
 
-from converters.methods.deediff import losses, model  # noqa: F401  (registers deediff_uvit and its losses)
+from converters.methods.deediff import losses, model, stage  # noqa: F401  (registers the model, losses, stage)
 from converters.methods.deediff.model import DeeDiffUViT, deediff_uvit
 
 __all__ = ["DeeDiffUViT", "deediff_uvit"]

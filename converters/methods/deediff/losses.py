@@ -81,7 +81,7 @@ class _DiffusionLoss(ExitLoss):
             raise ConfigError(f"loss {type(self).__name__} trains a deediff_uvit model, got {type(model).__name__}")
 
     def forward_terms(self, model: DeeDiffUViT, x0: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        gen = getattr(self, "generator", None) or torch.default_generator
+        gen = self.generator if self.generator is not None else torch.default_generator
         n = x0.shape[0]
         t = torch.randint(0, model.schedule.train_steps, (n,), generator=gen).to(x0.device)
         eps = torch.randn(x0.shape, generator=gen).to(x0.device)

@@ -33,6 +33,7 @@ from converters.export.onnx import count_flops, count_params, export_onnx, file_
 from converters.export.verify import graph_max_diff, staged_bundle
 from converters.methods.deediff.classifier import ClassifierWithFeatures, DigitsClassifier, accuracy, train_classifier
 from converters.methods.deediff.model import DeeDiffUViT
+from converters.pipeline.stages import STAGES, ConversionStage, PartsHook, StageContext
 from converters.recipe.sections import expect_mapping, expect_type, section
 from edge_runtime.backends import create_backend
 from edge_runtime.errors import ConfigError, ExportError
@@ -215,13 +216,23 @@ def build_parts(model: DeeDiffUViT, split: Any, preprocess: Any, settings: dict[
                         seed=seed)
 
 
-def check_recipe(recipe: Any, split: Any, model_name: str) -> None:
-    """Refuse recipes the stage cannot run on (before anything trains)."""
-    if split is None:
-        raise ConfigError(f"recipe key '{SECTION}' needs a 'data' section (the classifier and the sweep use it)")
-    if recipe.get("calibrate"):
-        raise ConfigError(f"recipe key 'calibrate' calibrates a classifier's exits; a '{SECTION}' recipe chooses "
-                          f"its threshold on the quality sweep ({SECTION}.sweep) instead: remove 'calibrate'")
-    if model_name != "deediff_uvit":
-        raise ConfigError(f"recipe key '{SECTION}' needs model.name deediff_uvit, got {model_name!r}")
+@STAGES.register(SECTION)
+class DeeDiffStage(ConversionStage):
+    """After training: the quality classifier; at export: its part and the threshold chosen on the sweep."""
 
+    section = SECTION
+    when = "after_training"
+
+    def check(self, recipe: Any, split: Any) -> None:
+        if split is None:
+            raise ConfigError(f"recipe key '{SECTION}' needs a 'data' section (the classifier and the sweep use it)")
+        if recipe.get("calibrate"):
+            raise ConfigError(f"recipe key 'calibrate' calibrates a classifier's exits; a '{SECTION}' recipe chooses "
+                              f"its threshold on the quality sweep ({SECTION}.sweep): remove 'calibrate'")
+        if recipe["model"]["name"] != "deediff_uvit":
+            raise ConfigError(f"recipe key '{SECTION}' needs model.name deediff_uvit, got {recipe['model']['name']!r}")
+
+    def run(self, ctx: StageContext) -> list[PartsHook]:
+        return [build_parts(ctx.model, ctx.split, ctx.preprocess, ctx.recipe[SECTION], seed=ctx.recipe["seed"],
+                            progress=ctx.progress, opset=ctx.export["opset"], checkpoint_dir=ctx.checkpoint_dir,
+                            resume=ctx.resume)]
