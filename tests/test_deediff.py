@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import HEAVY_MODULES
 
 import edge_runtime
-from _helpers import HEAVY_MODULES
 from converters.methods.deediff.losses import (
     DDPMSimpleLoss,
     DeeDiffLoss,
