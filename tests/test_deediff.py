@@ -144,11 +144,12 @@ def test_threshold_choice_uses_fewest_layers_within_the_fid_budget():
 
 def test_recipe_section_defaults_and_errors_name_the_key():
     spec = parse_deediff_section(None)
-    assert spec["sampler"]["steps"] == 20 and spec["sweep"]["thresholds"]
+    assert spec["sampler"]["steps"] == 20 and spec["sweep"]["thresholds"] is None and spec["sweep"]["levels"]
     for bad, key in [({"sweep": {"samples": 1}}, "deediff.sweep.samples"),
                      ({"sampler": {"steps": 0}}, "deediff.sampler.steps"),
                      ({"classifier": {"lr": -1}}, "deediff.classifier.lr"),
                      ({"sweep": {"thresholds": []}}, "deediff.sweep.thresholds"),
+                     ({"sweep": {"levels": [0.5, 1.0]}}, "deediff.sweep.levels"),
                      ({"sweep": {"nope": 1}}, "deediff.sweep")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_deediff_section(bad)
@@ -222,6 +223,22 @@ def test_a_batch_samples_the_same_images_as_its_samples_one_at_a_time(rt):
         assert one.layers[:, 0].tolist() == batch.layers[:, i].tolist()
     again = rt.sample(4, steps=4, seed=3, threshold=thr)
     np.testing.assert_array_equal(again.images, batch.images)
+
+
+def test_uncertainty_levels_are_quantiles_of_the_lowest_u_along_full_depth_trajectories(rt):
+    from edge_runtime.methods.deediff.quality import uncertainty_levels
+
+    sampler = DiffusionSampler(rt)
+    noise, classes = starting_noise(5, sampler.sample_shape, 2), sampler.classes(5)
+    lowest, x, abar, ts = [], noise.copy(), NoiseSchedule().alphas_cumprod(), ddim_timesteps(1000, 3)
+    for k, t in enumerate(ts):
+        outs = rt.segment_outputs({"x_t": x, "t": np.full(5, t, np.int64), "y": classes})
+        lowest.append(np.min([o["u"] for o in outs[:-1]], axis=0))
+        x = ddim_step(x, outs[-1]["exit"], float(abar[t]), float(abar[ts[k + 1]]) if k + 1 < len(ts) else 1.0)
+    ref = np.quantile(np.concatenate(lowest), [0.25, 0.75])
+    got = uncertainty_levels(rt, [0.25, 0.75], n=5, steps=3, seed=2)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert rt.sample(5, steps=3, seed=2, threshold=got[1] + 1e-6).mean_layers < rt.num_exits
 
 
 def test_full_sampling_runs_every_block_and_matches_no_exit(rt):

@@ -6,7 +6,7 @@ uncertainty threshold chosen on a quality-vs-layers sweep of the exported bundle
     deediff:
       sampler: {steps: 20, clip: true}            # the DDIM steps the device samples with by default
       classifier: {features: 64, epochs: 30, batch_size: 64, lr: 0.002}
-      sweep: {samples: 200, seed: 1, thresholds: [0.05, 0.1, 0.15], max_fid_increase: 0.05}
+      sweep: {samples: 200, seed: 1, thresholds: null, levels: [0.02, 0.05, 0.1], max_fid_increase: 0.05}
       tolerance: 1.0e-4                           # PyTorch vs ONNX for the classifier part
       threads: 1                                  # torch threads while training the classifier; ORT threads sweeping
 
@@ -37,16 +37,19 @@ from converters.pipeline.stages import STAGES, ConversionStage, PartsHook, Stage
 from converters.recipe.sections import expect_mapping, expect_type, section
 from edge_runtime.backends import create_backend
 from edge_runtime.errors import ConfigError, ExportError
-from edge_runtime.methods.deediff.quality import CLASSIFIER_PART, FEATURES_OUTPUT, LOGITS_OUTPUT, choose_threshold, quality_sweep
+from edge_runtime.methods.deediff.quality import (CLASSIFIER_PART, FEATURES_OUTPUT, LOGITS_OUTPUT, choose_threshold,
+                                                  quality_sweep, uncertainty_levels)
 from edge_runtime.methods.deediff.sampler import METHOD, MODE
 from edge_runtime.runtime import Runtime
 
 SECTION = "deediff"
-DEFAULT_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)
+#: default sweep: thresholds at which these shares of (sample, step) pairs would leave early (quantiles of the
+#: lowest u over the blocks along full-depth trajectories; ``sweep.thresholds`` lists fixed ones instead)
+DEFAULT_LEVELS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
 _DEFAULTS: dict[str, Any] = {
     "sampler": {"steps": 20, "clip": True},
     "classifier": {"features": 64, "epochs": 30, "batch_size": 64, "lr": 0.002},
-    "sweep": {"samples": 200, "seed": 1, "thresholds": list(DEFAULT_THRESHOLDS), "max_fid_increase": 0.05},
+    "sweep": {"samples": 200, "seed": 1, "thresholds": None, "levels": list(DEFAULT_LEVELS), "max_fid_increase": 0.05},
     "tolerance": 1e-4,
     "threads": 1,
 }
@@ -86,11 +89,15 @@ def parse_deediff_section(value: Any, where: str = SECTION) -> dict[str, Any]:
     if sweep["samples"] < 2:
         raise ConfigError(f"recipe key {where}.sweep.samples: FID needs at least 2 samples, got {sweep['samples']}")
     expect_type(sweep["seed"], int, f"{where}.sweep.seed")
-    thresholds = expect_type(sweep["thresholds"], list, f"{where}.sweep.thresholds")
-    if not thresholds:
-        raise ConfigError(f"recipe key {where}.sweep.thresholds: give at least one threshold")
-    sweep["thresholds"] = [float(_positive(t, f"{where}.sweep.thresholds[{i}]", (int, float)))
-                           for i, t in enumerate(thresholds)]
+    for key in ("thresholds", "levels"):
+        if key == "thresholds" and sweep[key] is None:
+            continue
+        values = expect_type(sweep[key], list, f"{where}.sweep.{key}")
+        if not values:
+            raise ConfigError(f"recipe key {where}.sweep.{key}: give at least one value")
+        sweep[key] = [float(_positive(t, f"{where}.sweep.{key}[{i}]", (int, float))) for i, t in enumerate(values)]
+    if any(q >= 1 for q in sweep["levels"]):
+        raise ConfigError(f"recipe key {where}.sweep.levels: shares of (sample, step) pairs, each in (0, 1)")
     if float(expect_type(sweep["max_fid_increase"], (int, float), f"{where}.sweep.max_fid_increase")) < 0:
         raise ConfigError(f"recipe key {where}.sweep.max_fid_increase: must be >= 0, got {sweep['max_fid_increase']}")
     sweep["max_fid_increase"] = float(sweep["max_fid_increase"])
@@ -170,13 +177,16 @@ class DeeDiffParts:
                 print(f"deediff sweep: u < {point['threshold']:g}: {100 * point['layer_fraction']:.1f}% of the "
                       f"layers, FID {point['fid']:.2f} ({point['fid_ratio']:.3f}x full)", flush=True)
 
-        sweep = quality_sweep(rt, self.reference_images, spec["thresholds"], n=spec["samples"],
-                              steps=self.settings["sampler"]["steps"], seed=spec["seed"], on_point=report)
+        steps = self.settings["sampler"]["steps"]
+        thresholds = spec["thresholds"] or uncertainty_levels(rt, spec["levels"], n=spec["samples"], steps=steps,
+                                                              seed=spec["seed"])
+        sweep = quality_sweep(rt, self.reference_images, thresholds, n=spec["samples"], steps=steps, seed=spec["seed"],
+                              on_point=report)
         chosen = choose_threshold(sweep, spec["max_fid_increase"])
         threshold = chosen["threshold"] if chosen is not None else 0.0   # u < 0 never: no exit at all
         manifest["policy"]["thresholds"] = [threshold] * (len(manifest["exits"]) - 1)
         record = {**sweep, "split": "calibration", "max_fid_increase": spec["max_fid_increase"], "chosen": chosen,
-                  "seconds": time.perf_counter() - start}
+                  "levels": None if spec["thresholds"] else spec["levels"], "seconds": time.perf_counter() - start}
         manifest["parts"][METHOD]["info"]["sweep"] = record
         return record
 

@@ -15,7 +15,9 @@ import numpy as np
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.executor import GraphRunner
+from edge_runtime.methods.deediff.policy import UNCERTAINTY_OUTPUT
 from edge_runtime.methods.deediff.sampler import METHOD, sampler_of, starting_noise
+from edge_runtime.policies import ExitPolicy
 
 CLASSIFIER_PART = "classifier"
 LOGITS_OUTPUT, FEATURES_OUTPUT = "logits", "features"
@@ -86,6 +88,42 @@ def per_sample_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean squared difference per sample between two image sets of one shape, (N,)."""
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     return (d ** 2).reshape(d.shape[0], -1).mean(axis=1)
+
+
+class _RecordUncertainty(ExitPolicy):
+    """Never lets a sample leave; keeps the lowest ``u`` of every sample over the blocks at every step."""
+
+    reads = (UNCERTAINTY_OUTPUT,)
+    uses_thresholds = False
+
+    def __init__(self, num_exits: int) -> None:
+        super().__init__(num_exits)
+        self.lowest: list[np.ndarray] = []
+
+    def decide(self, exit_index: int, output: Any, state: dict[str, np.ndarray]) -> np.ndarray:
+        u = np.asarray(output[UNCERTAINTY_OUTPUT], dtype=np.float64).reshape(-1)
+        if exit_index == 0:
+            self.lowest.append(u.copy())
+        else:
+            np.minimum(self.lowest[-1], u, out=self.lowest[-1])
+        return np.zeros(u.shape[0], dtype=bool)
+
+
+def uncertainty_levels(runtime: Any, levels: Sequence[float], *, n: int, steps: int | None = None,
+                       seed: int = 0) -> list[float]:
+    """Thresholds at which a given share of the (sample, step) pairs would leave early: the ``levels`` quantiles of
+    each pair's lowest ``u`` over the blocks, along full-depth trajectories (the sampling loop with a policy that
+    never lets a sample leave and records the scores).
+
+    Example:
+        >>> uncertainty_levels(rt, [0.05, 0.2], n=100)     # doctest: +SKIP
+        [0.118, 0.131]
+    """
+    sampler = sampler_of(runtime)
+    record = _RecordUncertainty(runtime.num_exits)
+    sampler.run(starting_noise(n, sampler.sample_shape, seed), sampler.classes(n), steps=steps, threshold=record)
+    lowest = np.concatenate(record.lowest)
+    return sorted({round(float(np.quantile(lowest, q)), 6) for q in levels})
 
 
 def quality_sweep(runtime: Any, reference_images: np.ndarray, thresholds: Sequence[float], *, n: int,

@@ -203,9 +203,12 @@ class DiffusionSampler:
             raise InputError(f"class: expected 0..{self.num_classes - 1}, got {cls}")
         return np.full(n, int(cls), np.int64) if cls is not None else np.arange(n, dtype=np.int64) % self.num_classes
 
-    def policy(self, threshold: float | list[float] | None) -> ExitPolicy:
-        """The bundle's uncertainty policy, at ``threshold`` when given (else its calibrated thresholds)."""
+    def policy(self, threshold: float | list[float] | ExitPolicy | None) -> ExitPolicy:
+        """The bundle's uncertainty policy, at ``threshold`` when given (else its chosen thresholds); a policy object
+        is used as it is."""
         rt = self.runtime
+        if isinstance(threshold, ExitPolicy):
+            return threshold
         if threshold is None:
             return rt.default_policy
         return create_policy(rt.manifest.policy.name, rt.num_exits, threshold, **rt.manifest.policy.kwargs)
@@ -234,9 +237,10 @@ class DiffusionSampler:
         return res
 
     def run(self, x_T: np.ndarray, classes: np.ndarray | None = None, *, steps: int | None = None,
-            threshold: float | list[float] | None = None, mode: str = "early_exit",
+            threshold: float | list[float] | ExitPolicy | None = None, mode: str = "early_exit",
             on_step: OnStep | None = None) -> SampleResult:
-        """The DDIM loop from given starting noise ``x_T`` (N, C, H, W) and classes (N,).
+        """The DDIM loop from given starting noise ``x_T`` (N, C, H, W) and classes (N,); ``threshold`` may also be
+        an exit policy object (e.g. one that records every block's ``u``).
 
         Raises:
             ConfigError: unknown ``mode``, bad ``steps``.
