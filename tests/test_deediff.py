@@ -254,6 +254,18 @@ def test_full_sampling_runs_every_block_and_matches_no_exit(rt):
         rt.sample(1, mode="half")
 
 
+def test_infer_in_sample_mode_denoises_the_given_noise(rt):
+    sampler = DiffusionSampler(rt)
+    noise, classes = starting_noise(3, sampler.sample_shape, 8), np.array([4, 5, 6])
+    seen = []
+    res = rt.infer({"x_t": noise, "t": np.zeros(3, np.int64), "y": classes}, mode="sample",
+                   on_exit=lambda rows, i, out, t: seen.extend(rows.tolist()))
+    ref = sampler.run(noise, classes)          # the bundle's steps and chosen threshold
+    np.testing.assert_allclose(res.outputs, ref.images, atol=1e-6)
+    assert res.predictions.tolist() == [4, 5, 6] and sorted(seen) == [0, 1, 2] and res.mode == "sample"
+    assert res.info["mean_layers"] == pytest.approx(ref.mean_layers)
+
+
 def test_sample_refuses_a_classifier_bundle(cnn_bundle):
     with pytest.raises(ConfigError, match="cannot run mode 'sample'.*deediff"):
         edge_runtime.load_bundle(cnn_bundle).sample(2)
