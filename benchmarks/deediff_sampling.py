@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.bench.measure import latency_stats
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, summarize, write_json  # noqa: E402
+from _common import header  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"paper": "deediff_paper", "probe": "deediff_probe"}
@@ -79,7 +81,7 @@ def time_sampling(runtimes: dict[str, Any], *, batch: int, steps: int, repeats: 
                 layers[name].append(res.mean_layers)
     out: dict[str, Any] = {}
     for name in rows:
-        out[name] = {**summarize(times[name]), "median_s": float(np.median(times[name])),
+        out[name] = {"latency_ms": latency_stats(times[name], scale=1e3), "median_s": float(np.median(times[name])),
                      "mean_layers": float(np.mean(layers[name]))}
     for key in runtimes:
         full, ee = out[f"{key}/full"], out[f"{key}/early_exit"]
@@ -104,6 +106,31 @@ def quality(runtimes: dict[str, Any], x_test: np.ndarray, x_cal: np.ndarray, *, 
         _, f_cal = classify(rt, x_cal)
         out[key] = {**sweep, "chosen_threshold": chosen_threshold(rt), "at_chosen": at,
                     "real_data_fid": frechet_distance(f_cal, f_test)}
+    return out
+
+
+def exit_diagnostics(runtimes: dict[str, Any], x_cal: np.ndarray, y_cal: np.ndarray, *, seed: int,
+                     timesteps: tuple[int, ...] = (999, 789, 578, 368, 158, 53)) -> dict[str, Any]:
+    """Per block and timestep, on calibration images noised at t: the head's eps MSE, the pseudo-label
+    uhat = mean tanh|g_i - eps| and the UEM's u (means over the images) — how good each exit is, and whether u
+    tracks it."""
+    from edge_runtime.methods.deediff import NoiseSchedule
+
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(seed)
+    for key, rt in runtimes.items():
+        abar = NoiseSchedule.from_dict(rt.manifest.parts["deediff"].info["schedule"]).alphas_cumprod()
+        x0 = rt.preprocess(x_cal)
+        rows = []
+        for t in timesteps:
+            eps = rng.standard_normal(x0.shape).astype(np.float32)
+            xt = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * eps).astype(np.float32)
+            outs = rt.segment_outputs({"x_t": xt, "t": np.full(len(xt), t, np.int64), "y": y_cal.astype(np.int64)})
+            err = [np.abs(o["exit"] - eps).reshape(len(xt), -1) for o in outs]
+            rows.append({"t": int(t), "mse": [float((e ** 2).mean()) for e in err],
+                         "uhat": [float(np.tanh(e).mean()) for e in err],
+                         "u": [float(o["u"].mean()) for o in outs[:-1]]})
+        out[key] = rows
     return out
 
 
@@ -147,8 +174,9 @@ def plot_curve(q: dict[str, Any], path: Path) -> None:
 
 def report(res: dict[str, Any]) -> str:
     lines = ["# DeeDiff: early-exit vs full-depth DDIM sampling", "",
-             f"{res['steps']} DDIM steps, onnxruntime, {res['threads']} thread(s); "
-             f"machine: {res['machine']['machine']}, {res['machine']['cpus']} CPUs; {res['machine']['time']}.",
+             f"{res['steps']} DDIM steps, onnxruntime, {res['threads']} thread(s); machine: "
+             f"{res['header']['machine'].get('cpu')}, {res['header']['machine'].get('logical_cpus')} CPUs; "
+             f"{res['header']['created']}.",
              f"Command: `{res['command']}`", "", "## Speed (median seconds per `Runtime.sample` call)", "",
              "| variant | batch | full depth (s) | early exit (s) | speed-up | blocks per step (of "
              f"{res['num_layers']}) |", "|---|---|---|---|---|---|"]
@@ -176,6 +204,15 @@ def report(res: dict[str, Any]) -> str:
                          f"{100 * p.get('class_accuracy', float('nan')):.1f}% | {p['mse_vs_full']:.4f} |")
         lines += ["", f"Full depth (left) vs early exit at u < {rec['chosen_threshold']:g} (right), same noise:", "",
                   f"![{key}]({res['grids'][key]})", ""]
+    lines += ["## How good is each exit (calibration images noised at t)", "",
+              "Per block: the head's eps MSE (the final layer's last), the pseudo-label uhat and the UEM's u, means "
+              "over the images.", ""]
+    for key, rows in res["exit_diagnostics"].items():
+        lines += [f"### {key}", "", "| t | eps MSE per block | uhat per block | u per block |", "|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['t']} | {' '.join(f'{v:.3f}' for v in r['mse'])} | "
+                         f"{' '.join(f'{v:.3f}' for v in r['uhat'][:-1])} | {' '.join(f'{v:.3f}' for v in r['u'])} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import edge_runtime
     from edge_runtime.datasets import load_split
+    from edge_runtime.files import write_json_atomic, write_text_atomic
 
     if args.bundle:
         paths = {k: Path(v) for k, v in (b.split("=", 1) for b in args.bundle)}
@@ -206,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     runtimes = {k: edge_runtime.load_bundle(v, threads=args.threads) for k, v in paths.items()}
     first = next(iter(paths.values()))
     x_test, _ = load_split(first, "test")
-    x_cal, _ = load_split(first, "calibration")
+    x_cal, y_cal = load_split(first, "calibration")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"machine": machine_header(), "command": " ".join(["python", *sys.argv]),
+    res: dict[str, Any] = {"header": header(), "command": " ".join(["python", *sys.argv]),
                            "steps": args.steps, "threads": args.threads, "variants": list(runtimes),
                            "bundles": {k: str(v) for k, v in paths.items()},
                            "num_layers": next(iter(runtimes.values())).num_exits,
@@ -221,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     res["quality"] = quality(runtimes, x_test, x_cal, n=args.quality_samples, steps=args.steps, seed=args.seed,
                              thresholds=args.thresholds)
     res["grids"] = grids(runtimes, out, steps=args.steps, seed=args.seed)
+    res["exit_diagnostics"] = exit_diagnostics(runtimes, x_cal, y_cal, seed=args.seed)
     plot_curve(res["quality"], out / "curve.png")
-    write_json(out / "results.json", res)
-    (out / "report.md").write_text(report(res))
+    write_json_atomic(out / "results.json", res)
+    write_text_atomic(out / "report.md", report(res))
     print((out / "report.md").read_text())
     return 0
 
