@@ -332,3 +332,26 @@ def test_sampling_never_imports_torch(diffusion_bundle):
     """)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["mods"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["deediff_probe", "deediff_paper"])
+def test_shipped_recipe_converts_and_samples(recipe, tmp_path):
+    """The shipped recipes end to end (about 10 minutes each on 2 cores): training, the quality classifier,
+    the threshold sweep; the bundle samples digits its own classifier recognises."""
+    from converters import convert
+
+    out = convert(TINY.parent / f"{recipe}.yaml", tmp_path / recipe, progress=False)
+    rt = edge_runtime.load_bundle(out, threads=1)
+    info = rt.manifest.parts["deediff"].info
+    assert info["classifier"]["test_accuracy"] > 0.9
+    sweep = info["sweep"]
+    assert sweep["curve"] and all(p["layer_fraction"] <= 1.0 for p in sweep["curve"])
+    chosen = sweep["chosen"]
+    assert chosen is None or chosen["fid_ratio"] <= 1 + sweep["max_fid_increase"]
+    full = rt.sample(20, steps=20, seed=0, mode="full")
+    from edge_runtime.methods.deediff.quality import classify
+
+    logits, _ = classify(rt, full.images)
+    assert (logits.argmax(-1) == full.classes).mean() >= 0.7   # class-conditional samples of the right digit
+    assert all(e["max_abs_diff"] <= 1e-4 for e in rt.manifest.verification.exits)
