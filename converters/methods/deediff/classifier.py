@@ -42,7 +42,7 @@ class ClassifierWithFeatures(nn.Module):
         super().__init__()
         self.body, self.head = classifier.segments[0], classifier.heads[0]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.body(x)
         return self.head(f), f
 

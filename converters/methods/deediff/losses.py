@@ -96,7 +96,7 @@ class DDPMSimpleLoss(_DiffusionLoss):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return model.backbone_parameters()  # type: ignore[operator]
 
-    def __call__(self, model, x, y, step):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, step):
         return self.forward_terms(model, x, y)["simple"], []
 
 
@@ -113,7 +113,7 @@ class DeeDiffLoss(_DiffusionLoss):
         super().__init__(model)
         self.lam, self.beta = float(lam), float(beta)
 
-    def __call__(self, model, x, y, step):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, step):
         return deediff_loss(self.forward_terms(model, x, y), self.lam, self.beta), []
 
 
@@ -132,7 +132,7 @@ class DeeDiffProbeLoss(_DiffusionLoss):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return model.exit_parameters()  # type: ignore[operator]
 
-    def __call__(self, model, x, y, step):  # type: ignore[no-untyped-def]
+    def __call__(self, model, x, y, step):
         terms = self.forward_terms(model, x, y)
         l_u = ((terms["u"] - terms["uhat"]) ** 2).mean(dim=1).sum()
         return terms["mse"].mean(dim=1).sum() + self.lam * l_u, []

@@ -22,7 +22,8 @@ and, class-conditional, ``y`` (N,) int64 classes.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ class FirstSegment(nn.Module):
         super().__init__()
         self.stem, self.block = stem, block
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h, temb = self.stem(*inputs)
         return self.block(h), temb
 
@@ -100,7 +101,7 @@ class InSegment(nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.block(h), temb, *skips, h)
 
 
@@ -112,7 +113,7 @@ class OutSegment(nn.Module):
         self.skip_linear = nn.Linear(2 * dim, dim)
         self.block = block
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.block(self.skip_linear(torch.cat([h, skips[-1]], dim=-1)))
         return (h, temb, *skips[:-1])
 
@@ -135,7 +136,7 @@ class EpsHead(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.channels, self.patch, self.grid, self.extras = channels, patch_size, image_size // patch_size, extras
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(h)
         if self.modulation is not None:
             assert temb is not None
@@ -156,7 +157,7 @@ class UncertaintyModule(nn.Module):
         self.linear = nn.Linear(dim + temb_dim, 1)
         self.extras = extras
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         tokens = self.norm(h[:, self.extras:])
         time = temb[:, None, :].expand(-1, tokens.shape[1], -1)
         return torch.sigmoid(self.linear(torch.cat([tokens, time], dim=-1)))[..., 0].mean(dim=1)
@@ -169,7 +170,7 @@ class DeeDiffHead(nn.Module):
         super().__init__()
         self.eps, self.uem = eps, uem
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, *skips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.eps(h, temb if self.eps.modulation is not None else None), self.uem(h, temb)
 
 
@@ -180,7 +181,7 @@ class FinalHead(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, h: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, h: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         return self.eps(h)
 
 
@@ -289,14 +290,16 @@ def deediff_uvit(image_size: int = 16, channels: int = 1, patch_size: int = 4, d
     def eps_head(time_aware: bool) -> EpsHead:
         return EpsHead(dim, channels, image_size, patch_size, stem.extras, temb_dim if time_aware else None)
 
-    exit_heads: list[nn.Module] = [DeeDiffHead(eps_head(time_aware_heads), UncertaintyModule(dim, temb_dim, stem.extras))
-                                   for _ in range(depth - 1)]
+    exit_heads = [DeeDiffHead(eps_head(time_aware_heads), UncertaintyModule(dim, temb_dim, stem.extras))
+                  for _ in range(depth - 1)]
     model = DeeDiffUViT(segments, [*exit_heads, FinalHead(eps_head(False))], schedule=sched, num_classes=num_classes,
                         image_shape=(channels, image_size, image_size), hidden_names=cut_names(depth))
     model.apply(_init_vit_weights)
     for head in exit_heads:   # adaLN modulation starts at zero: the plain head
-        mod = head.eps.modulation  # type: ignore[union-attr]
+        mod = head.eps.modulation
         if mod is not None:
-            nn.init.zeros_(mod[2].weight)
-            nn.init.zeros_(mod[2].bias)
+            last = mod[2]
+            assert isinstance(last, nn.Linear)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
     return model

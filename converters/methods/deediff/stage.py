@@ -37,8 +37,14 @@ from converters.pipeline.stages import STAGES, ConversionStage, PartsHook, Stage
 from converters.recipe.sections import expect_mapping, expect_type, section
 from edge_runtime.backends import create_backend
 from edge_runtime.errors import ConfigError, ExportError
-from edge_runtime.methods.deediff.quality import (CLASSIFIER_PART, FEATURES_OUTPUT, LOGITS_OUTPUT, choose_threshold,
-                                                  quality_sweep, uncertainty_levels)
+from edge_runtime.methods.deediff.quality import (
+    CLASSIFIER_PART,
+    FEATURES_OUTPUT,
+    LOGITS_OUTPUT,
+    choose_threshold,
+    quality_sweep,
+    uncertainty_levels,
+)
 from edge_runtime.methods.deediff.sampler import METHOD, MODE
 from edge_runtime.runtime import Runtime
 
@@ -156,7 +162,8 @@ class DeeDiffParts:
             logits, feats = clf(self.example[:1])
         graph = {"files": [file_entry(path, root)], "inputs": [tensor_spec("image", self.example)],
                  "outputs": [tensor_spec(LOGITS_OUTPUT, logits), tensor_spec(FEATURES_OUTPUT, feats)],
-                 "flops": count_flops(clf, self.example), "params": count_params(clf), "op_counts": onnx_op_counts(path)}
+                 "flops": count_flops(clf, self.example), "params": count_params(clf),
+                 "op_counts": onnx_op_counts(path)}
         manifest.setdefault("parts", {})[METHOD] = {
             "mode": MODE,
             "graphs": {CLASSIFIER_PART: graph},
@@ -210,7 +217,8 @@ def build_parts(model: DeeDiffUViT, split: Any, preprocess: Any, settings: dict[
     torch.set_num_threads(settings["threads"])
     try:
         start = time.perf_counter()
-        clf = train_classifier(xm, y, len(split.dataset.labels), features=clf_spec["features"], epochs=clf_spec["epochs"],
+        clf = train_classifier(xm, y, len(split.dataset.labels), features=clf_spec["features"],
+                               epochs=clf_spec["epochs"],
                                batch_size=clf_spec["batch_size"], lr=clf_spec["lr"], seed=seed, progress=progress,
                                checkpoint_path=checkpoint_dir / "deediff_classifier.pt" if checkpoint_dir else None,
                                resume=resume)
