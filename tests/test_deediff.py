@@ -336,22 +336,28 @@ def test_sampling_never_imports_torch(diffusion_bundle):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["deediff_probe", "deediff_paper"])
-def test_shipped_recipe_converts_and_samples(recipe, tmp_path):
-    """The shipped recipes end to end (about 10 minutes each on 2 cores): training, the quality classifier,
-    the threshold sweep; the bundle samples digits its own classifier recognises."""
+def test_shipped_recipe_converts_and_samples_with_shortened_training(recipe, tmp_path):
+    """The shipped recipes end to end with their training cut to one epoch per stage and a small sweep (about 30 s
+    each on 2 cores; the full trainings are benchmarks/deediff_sampling.py's): every stage runs, the segments
+    verify per block, the sweep records its curve, and the bundle samples."""
+    import yaml
+
     from converters import convert
+    from converters.recipe.core import parse_recipe
 
-    out = convert(TINY.parent / f"{recipe}.yaml", tmp_path / recipe, progress=False)
+    path = TINY.parent / f"{recipe}.yaml"
+    data = yaml.safe_load(path.read_text())
+    for stage in data["train"]["stages"]:
+        stage["epochs"] = 1
+    data["deediff"]["classifier"]["epochs"] = 1
+    data["deediff"]["sampler"]["steps"] = 3
+    data["deediff"]["sweep"].update(samples=12, levels=[0.1, 0.5])
+    out = convert(parse_recipe(data, source=path), tmp_path / recipe, progress=False)
     rt = edge_runtime.load_bundle(out, threads=1)
+    assert rt.num_exits == data["model"]["kwargs"]["depth"]
     info = rt.manifest.parts["deediff"].info
-    assert info["classifier"]["test_accuracy"] > 0.9
     sweep = info["sweep"]
-    assert sweep["curve"] and all(p["layer_fraction"] <= 1.0 for p in sweep["curve"])
-    chosen = sweep["chosen"]
-    assert chosen is None or chosen["fid_ratio"] <= 1 + sweep["max_fid_increase"]
-    full = rt.sample(20, steps=20, seed=0, mode="full")
-    from edge_runtime.methods.deediff.quality import classify
-
-    logits, _ = classify(rt, full.images)
-    assert (logits.argmax(-1) == full.classes).mean() >= 0.7   # class-conditional samples of the right digit
-    assert all(e["max_abs_diff"] <= 1e-4 for e in rt.manifest.verification.exits)
+    assert len(sweep["curve"]) >= 1 and all(0 < p["layer_fraction"] <= 1.0 for p in sweep["curve"])
+    assert all(e["max_abs_diff"] <= float(data["export"]["tolerance"]) for e in rt.manifest.verification.exits)
+    res = rt.sample(3, seed=0)
+    assert res.images.shape == (3, 1, 16, 16) and res.layers.shape == (3, 3)
