@@ -61,13 +61,17 @@ def chosen_threshold(rt: Any) -> float:
 
 
 def time_sampling(runtimes: dict[str, Any], *, batch: int, steps: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Seconds per ``Runtime.sample`` call for every (variant, full | early exit) row, round-robin per repeat; the
-    same seed for every row within a repeat."""
+    """Seconds per ``Runtime.sample`` call for every (variant, full | early exit | segments) row, round-robin per
+    repeat; the same seed for every row within a repeat. ``segments`` runs every segment with nobody leaving (the
+    ``never`` policy): the cost of the segmented path itself against the fused one-graph model."""
+    from edge_runtime.policies import create_policy
+
     rows = {}
     for key, rt in runtimes.items():
         thr = chosen_threshold(rt)
         rows[f"{key}/full"] = (rt, {"mode": "full"})
         rows[f"{key}/early_exit"] = (rt, {"threshold": thr})
+        rows[f"{key}/segments"] = (rt, {"threshold": create_policy("never", rt.num_exits)})
     times: dict[str, list[float]] = {name: [] for name in rows}
     layers: dict[str, list[float]] = {name: [] for name in rows}
     clock = time.perf_counter
@@ -84,8 +88,9 @@ def time_sampling(runtimes: dict[str, Any], *, batch: int, steps: int, repeats: 
         out[name] = {"latency_ms": latency_stats(times[name], scale=1e3), "median_s": float(np.median(times[name])),
                      "mean_layers": float(np.mean(layers[name]))}
     for key in runtimes:
-        full, ee = out[f"{key}/full"], out[f"{key}/early_exit"]
+        full, ee, seg = out[f"{key}/full"], out[f"{key}/early_exit"], out[f"{key}/segments"]
         ee["speedup_vs_full"] = full["median_s"] / ee["median_s"]
+        seg["slowdown_vs_full"] = seg["median_s"] / full["median_s"]
     return out
 
 
@@ -179,12 +184,14 @@ def report(res: dict[str, Any]) -> str:
              f"{res['header']['created']}.",
              f"Command: `{res['command']}`", "", "## Speed (median seconds per `Runtime.sample` call)", "",
              "| variant | batch | full depth (s) | early exit (s) | speed-up | blocks per step (of "
-             f"{res['num_layers']}) |", "|---|---|---|---|---|---|"]
+             f"{res['num_layers']}) | segments, nobody leaving (s) | its cost vs full |",
+             "|---|---|---|---|---|---|---|---|"]
     for b, rows in res["timing"].items():
         for key in res["variants"]:
-            full, ee = rows[f"{key}/full"], rows[f"{key}/early_exit"]
+            full, ee, seg = rows[f"{key}/full"], rows[f"{key}/early_exit"], rows[f"{key}/segments"]
             lines.append(f"| {key} | {b} | {full['median_s']:.4f} | {ee['median_s']:.4f} | "
-                         f"**{ee['speedup_vs_full']:.2f}x** | {ee['mean_layers']:.2f} |")
+                         f"**{ee['speedup_vs_full']:.2f}x** | {ee['mean_layers']:.2f} | {seg['median_s']:.4f} | "
+                         f"{seg['slowdown_vs_full']:.2f}x |")
     lines += ["", f"## Quality ({res['quality_samples']} samples, test split, classifier feature space)", "",
               "| variant | threshold | blocks used | FID | full-depth FID | FID ratio | class accuracy (full) | "
               "MSE to full |", "|---|---|---|---|---|---|---|---|"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -332,6 +333,26 @@ def test_sampling_never_imports_torch(diffusion_bundle):
     """)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["mods"] == []
+
+
+def test_benchmark_script_reports_speed_quality_and_the_segmented_path_on_a_tiny_bundle(diffusion_bundle, tmp_path):
+    """benchmarks/deediff_sampling.py end to end at toy sizes: every row timed, the curve and the grids written."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "deediff_sampling.py"), "--bundle",
+                           f"tiny={diffusion_bundle}", "--out", str(tmp_path / "rep"), "--steps", "2",
+                           "--batch-sizes", "1", "2", "--repeats", "1", "--warmup", "0", "--quality-samples", "6"],
+                          capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    for b in ("1", "2"):
+        rows = res["timing"][b]
+        assert set(rows) == {"tiny/full", "tiny/early_exit", "tiny/segments"}
+        assert rows["tiny/segments"]["mean_layers"] == rows["tiny/full"]["mean_layers"] == res["num_layers"]
+        assert rows["tiny/early_exit"]["speedup_vs_full"] > 0 and rows["tiny/segments"]["slowdown_vs_full"] > 0
+    assert res["quality"]["tiny"]["curve"]
+    for name in ("report.md", "curve.png", "grid_tiny.png"):
+        assert (tmp_path / "rep" / name).is_file()
 
 
 @pytest.mark.slow
