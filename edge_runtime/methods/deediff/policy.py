@@ -7,18 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.policies import POLICIES, ScorePolicy
+from edge_runtime.policies import POLICIES, ExitPolicy
 
 #: the segment output the policy reads (the UEM's score, one per sample)
 UNCERTAINTY_OUTPUT = "u"
 
 
 @POLICIES.register("uncertainty")
-class UncertaintyPolicy(ScorePolicy):
+class UncertaintyPolicy(ExitPolicy):
     """Leave when ``u < threshold`` (DeeDiff: the UEM's estimate of the exit's error is small enough).
 
     Reads the segment output ``u`` (a bare array is taken as ``u`` itself); a ``u`` with more than one value per
-    sample is averaged. Thresholds: one per non-final exit, or one for all (the usual DeeDiff setting).
+    sample is averaged. Not a :class:`~edge_runtime.policies.ScorePolicy`: those score the ``exit`` output (and
+    may read a precomputed ``exit.score``), while this one reads another output of the segment. Thresholds: one
+    per non-final exit, or one for all (the usual DeeDiff setting).
 
     Example:
         >>> pol = UncertaintyPolicy(3, 0.2)
@@ -32,6 +34,7 @@ class UncertaintyPolicy(ScorePolicy):
         return 0.1
 
     def score(self, output: Any) -> np.ndarray:
+        """One uncertainty per sample: ``u`` (or the bare array), averaged over any further axes."""
         u = np.asarray(output[UNCERTAINTY_OUTPUT] if isinstance(output, Mapping) else output)
         return u.reshape(u.shape[0], -1).mean(axis=1)
 
