@@ -98,14 +98,13 @@ def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> N
             except EdgeRuntimeError as exc:
                 raise BundleError(f"smoke run ({mode}) at batch {n} failed: {exc}", path=where,
                                   field=getattr(exc, "field", None) or "segments") from None
-            if logits and out.shape != (n, len(runtime.labels)):
+            as_declared = out.ndim == len(declared) and all(d in (None, g) for d, g in zip(declared[1:],
+                                                                                           out.shape[1:]))
+            if out.shape != (n, len(runtime.labels)) and (logits or not as_declared):
                 raise BundleError(f"smoke run ({mode}) at batch {n} gave outputs of shape {out.shape}; expected "
-                                  f"({n}, {len(runtime.labels)}) (one score per label)", path=where, field="labels")
-            if not logits and (out.ndim != len(declared)
-                               or any(d not in (None, g) for d, g in zip(declared[1:], out.shape[1:]))):
-                raise BundleError(f"smoke run ({mode}) at batch {n} gave outputs of shape {out.shape}; the last "
-                                  f"segment declares {list(declared)}", path=where,
-                                  field=f"segments.{len(m.segments) - 1}")
+                                  f"({n}, {len(runtime.labels)}) (one score per label)"
+                                  + ("" if logits else f" or the last segment's declared {list(declared)}"),
+                                  path=where, field="labels" if logits else f"segments.{len(m.segments) - 1}")
             if not np.isfinite(out).all():
                 raise BundleError(f"smoke run ({mode}) at batch {n} gave NaN/Inf outputs", path=where,
                                   field="segments")
