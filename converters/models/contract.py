@@ -78,6 +78,13 @@ class EarlyExitModel(nn.Module):
         if hidden_names is not None and len(hidden_names) != len(segments) - 1:
             raise ConfigError(f"hidden_names: expected one list per cut ({len(segments) - 1}), got {len(hidden_names)}")
         self._hidden_names = [list(n) for n in hidden_names] if hidden_names is not None else None
+        #: train only the early heads: the training losses keep the segments and the final head in eval mode and
+        #: out of the optimiser, so the backbone's parameters and buffers stay bit-identical
+        self.frozen_backbone = False
+        #: where the exits went when :func:`converters.attach_exits` built the model (cuts, heads), else None
+        self.attach_info: dict[str, Any] | None = None
+        #: the user's model it came from (factory, arguments, weights' sha256), recorded in the bundle
+        self.source_record: dict[str, Any] | None = None
 
     def input_names(self, example: Any) -> list[str]:
         """The bundle names of the model inputs for an example input (tensor or tuple)."""
