@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -529,6 +530,14 @@ def test_the_daemon_preprocesses_raw_inputs_when_asked(pixel_bundle):
         npy = d.client.post("/v2/models/pixels/infer?preprocess=true", content=buf.getvalue(),
                             headers={"Content-Type": "application/octet-stream"})
         assert npy.status_code == 200, npy.text
+        head = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "UINT8",
+                                       "parameters": {"binary_data_size": raw.nbytes}}],
+                           "parameters": {"preprocess": True}}).encode()
+        binary = d.client.post("/v2/models/pixels/infer", content=head + raw.tobytes(),
+                               headers={"Inference-Header-Content-Length": str(len(head)),
+                                        "Content-Type": "application/octet-stream"})
+        assert binary.status_code == 200, binary.text   # KServe v2 binary tensor data: raw UINT8 bytes too
+        assert [s["label"] for s in binary.json()["samples"]] == [s["label"] for s in ok.json()["samples"]]
     finally:
         assert d.stop() == 0, d.output()
 
