@@ -191,9 +191,12 @@ class Bundle:
         return out
 
     def all_files(self) -> list[tuple[str, BundleFile]]:
-        """Every model file the manifest references, with the field that references it."""
-        return [(f"{field}.files.{j}", self._file(e, f"{field}.files.{j}"))
-                for field, graph in self.manifest.graphs() for j, e in enumerate(graph.files)]
+        """Every file the manifest references (model files, the text tokenizer), with the field that references it."""
+        out = [(f"{field}.files.{j}", self._file(e, f"{field}.files.{j}"))
+               for field, graph in self.manifest.graphs() for j, e in enumerate(graph.files)]
+        if self.manifest.text is not None:
+            out.append(("text.tokenizer", self._file(self.manifest.text.tokenizer, "text.tokenizer")))
+        return out
 
     def verify_files(self) -> None:
         """Check every referenced file exists, is readable and matches its sha256.

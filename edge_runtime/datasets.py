@@ -548,3 +548,113 @@ def _bundle_data(spec: str | Path) -> dict[str, Any] | None:
     if manifest.is_file():
         return json.loads(manifest.read_text(encoding="utf-8")).get("data")
     return None
+
+
+#: WordNet's 45 lexicographer files (lexnames(5WN)): a synset's ``lex_filenum`` is its index here
+WORDNET_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+)
+WORDNET_DIR = "/usr/share/wordnet"
+
+
+def _subsample(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Sorted indices keeping at most ``per_class`` samples of each class (seeded), all when None."""
+    if per_class is None:
+        return np.arange(len(y))
+    rs = np.random.RandomState(seed)
+    keep = [rs.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return np.sort(np.concatenate(keep))
+
+
+@DATASETS.register("wordnet")
+def wordnet(root: str = WORDNET_DIR, parts: Sequence[str] = ("noun", "verb", "adj", "adv"),
+            max_per_class: int | None = None, min_per_class: int = 10, seed: int = 0) -> Dataset:
+    """WordNet glosses labelled with their synset's lexicographer category (``noun.animal``, ``verb.motion``, ...):
+    one sample per synset line of ``<root>/data.<part>`` (the Debian package ``wordnet-base``), the text after
+    ``|`` (definition and examples) and the line's ``lex_filenum`` as the class. 117,659 synsets in 45 classes
+    with every part.
+
+    Args:
+        root: the WordNet database directory.
+        parts: which ``data.<part>`` files to read (``noun`` alone: the 26 noun categories).
+        max_per_class: keep at most this many glosses per category (seeded), for a smaller task; None keeps all.
+        min_per_class: drop categories with fewer glosses (a stratified split needs a few per split).
+        seed: the subsample's seed.
+
+    Class indices are renumbered 0..K-1 over the categories kept; ``labels`` are their names.
+    """
+    base = Path(root)
+    texts: list[str] = []
+    lex: list[int] = []
+    for part in parts:
+        path = base / f"data.{part}"
+        if not path.is_file():
+            raise ConfigError(f"{path}: WordNet data file not found; install the Debian package 'wordnet-base' "
+                              "(apt-get install wordnet-base) or set data.kwargs.root")
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if line.startswith("  "):  # the licence header
+                    continue
+                head, sep, gloss = line.partition("|")
+                fields = head.split()
+                if not sep or len(fields) < 2 or not fields[1].isdigit() or not gloss.strip():
+                    raise ConfigError(f"{path}:{n}: not a WordNet data line "
+                                      "(expected 'offset lex_filenum ... | gloss')")
+                texts.append(gloss.strip())
+                lex.append(int(fields[1]))
+    y_lex = np.asarray(lex, dtype=np.int64)
+    if y_lex.max() >= len(WORDNET_LEXNAMES):
+        raise ConfigError(f"{base}: lex_filenum {int(y_lex.max())} beyond the {len(WORDNET_LEXNAMES)} known categories")
+    counts = np.bincount(y_lex, minlength=len(WORDNET_LEXNAMES))
+    kept = [c for c in range(len(WORDNET_LEXNAMES)) if counts[c] >= min_per_class]
+    remap = np.full(len(WORDNET_LEXNAMES), -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    y = remap[y_lex]
+    idx = np.flatnonzero(y >= 0)
+    idx = idx[_subsample(y[idx], max_per_class, seed)]
+    return Dataset(np.asarray([texts[i] for i in idx], dtype=object), y[idx], [WORDNET_LEXNAMES[c] for c in kept])
+
+
+@DATASETS.register("text_jsonl")
+def text_jsonl(path: str, text_key: str = "text", label_key: str = "label",
+               labels: Sequence[str] | None = None) -> Dataset:
+    """A user's texts: one JSON object per line, ``{"text": "...", "label": ...}``; labels are class names
+    (strings, sorted to classes 0..K-1 unless ``labels`` gives the order) or integer class indices (-1: no
+    label), mapped by :func:`encode_labels` like every data set's labels.
+
+    Errors name the file and line (bad JSON, a missing key, an empty text, an unknown label).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data.kwargs.path: {p} is not a file")
+    texts: list[str] = []
+    raw: list[Any] = []
+    with p.open(encoding="utf-8", errors="strict") as f:
+        try:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as exc:
+                    raise ConfigError(f"{p}:{n}: not a JSON object ({exc})") from None
+                if not isinstance(rec, dict) or text_key not in rec or label_key not in rec:
+                    raise ConfigError(f"{p}:{n}: expected an object with {text_key!r} and {label_key!r}")
+                text = rec[text_key]
+                if not isinstance(text, str) or not text.strip():
+                    raise ConfigError(f"{p}:{n}: {text_key!r} must be a non-empty string")
+                texts.append(text)
+                raw.append(rec[label_key])
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not texts:
+        raise ConfigError(f"{p}: no samples")
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+    y, names = encode_labels(np.asarray(raw if ints else [str(v) for v in raw]), labels, str(p))
+    return Dataset(np.asarray(texts, dtype=object), y, names)

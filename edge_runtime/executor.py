@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.backends import Session
-from edge_runtime.errors import BackendError
+from edge_runtime.errors import BackendError, ConfigError
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.policies import ExitPolicy
 
@@ -117,6 +117,16 @@ class ExitRun:
     extra_outputs: Tensors = field(default_factory=dict)
 
 
+def _read(outs: Tensors, reads: tuple[str, ...], i: int, policy: Any) -> Tensors:
+    """The outputs of segment ``i`` a policy reads beyond ``exit``; a missing one is a ConfigError naming it."""
+    try:
+        return {k: outs[k] for k in reads}
+    except KeyError:
+        missing = [k for k in reads if k not in outs]
+        raise ConfigError(f"policy {type(policy).__name__} reads output(s) {missing}; segment {i} answers "
+                          f"{sorted(outs)}") from None
+
+
 def decide_exits(run_segment: SegmentFn, num_segments: int, inputs: Mapping[str, np.ndarray], policy: ExitPolicy,
                  *, carry: Sequence[Sequence[str]] | None = None, on_exit: OnExit | None = None,
                  keep: Sequence[str] = ()) -> ExitRun:
@@ -167,9 +177,9 @@ def decide_exits(run_segment: SegmentFn, num_segments: int, inputs: Mapping[str,
         if i == last:
             n_leave = m
         elif m == 1:  # one sample: a plain bool, no mask (its only outcomes are "nobody" and "everyone")
-            n_leave = int(policy.decide_one(i, exit_out if whole else {k: outs[k] for k in reads}, state))
+            n_leave = int(policy.decide_one(i, exit_out if whole else _read(outs, reads, i, policy), state))
         else:
-            leave = policy.decide(i, exit_out if whole else {k: outs[k] for k in reads}, state)
+            leave = policy.decide(i, exit_out if whole else _read(outs, reads, i, policy), state)
             if type(leave) is not np.ndarray or leave.dtype != np.bool_:
                 leave = np.asarray(leave, dtype=bool)
             n_leave = int(np.count_nonzero(leave))

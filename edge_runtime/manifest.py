@@ -510,6 +510,38 @@ class MethodParts:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """Text inputs (``text``): the bundled tokenizer file and how strings become the model inputs.
+
+    Attributes:
+        tokenizer: the ``tokenizer.json`` file (path inside the bundle, sha256; checked like every file).
+        max_length: longest token sequence the model gets (longer texts are truncated, and answers say so).
+        padding: ``longest`` (to the batch's longest text) or ``max_length``.
+        input_ids, attention_mask: the model inputs the ids and the mask go to.
+    """
+
+    tokenizer: FileEntry
+    max_length: int
+    padding: str = "longest"
+    input_ids: str = "input_ids"
+    attention_mask: str = "attention_mask"
+    description: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TextSpec | None:
+        if not d:
+            return None
+        return cls(FileEntry.from_dict(d["tokenizer"]), int(d["max_length"]), d.get("padding", "longest"),
+                   d.get("input_ids", "input_ids"), d.get("attention_mask", "attention_mask"), d.get("description"))
+
+    def to_dict(self) -> dict[str, Any]:
+        tok = {k: v for k, v in self.tokenizer.to_dict().items() if k in ("format", "path", "sha256", "bytes")}
+        return _drop_none({"tokenizer": tok, "max_length": self.max_length, "padding": self.padding,
+                           "truncation": "longest_first", "input_ids": self.input_ids,
+                           "attention_mask": self.attention_mask, "description": self.description})
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A bundle's manifest, checked and typed.
 
@@ -534,6 +566,7 @@ class Manifest:
     data: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
+    text: TextSpec | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -583,7 +616,8 @@ class Manifest:
             parts={k: MethodParts.from_dict(v) for k, v in (d.get("parts") or {}).items()},
             calibration=CalibrationRecord.from_dict(d.get("calibration")),
             deployment=DeploymentRecord.from_dict(d.get("deployment")), created=dict(d.get("created") or {}),
-            data=d.get("data"), recipe=d.get("recipe"), extra=d.get("extra"), format_version=int(d["format_version"]),
+            data=d.get("data"), recipe=d.get("recipe"), extra=d.get("extra"), text=TextSpec.from_dict(d.get("text")),
+            format_version=int(d["format_version"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -601,6 +635,8 @@ class Manifest:
             out["calibration"] = self.calibration.to_dict()
         if self.deployment is not None:
             out["deployment"] = json.loads(json.dumps(self.deployment.to_dict()))
+        if self.text is not None:
+            out["text"] = self.text.to_dict()
         for key in ("created", "data", "recipe", "extra"):
             value = getattr(self, key)
             if value:
@@ -718,6 +754,13 @@ def _check_cross_fields(m: dict[str, Any], path: Path | str) -> None:
             raise BundleError(f"segment {i} input(s) {missing} are neither model inputs nor outputs of segment {i - 1}",
                               path=path, field=f"segments.{i}.inputs")
         available = set(names) | {n for n in outs if n != EXIT_OUTPUT}
+    text = m.get("text")
+    if text:
+        dtypes = {i["name"]: i["dtype"] for i in m["inputs"]}
+        for key in ("input_ids", "attention_mask"):
+            if dtypes.get(text[key]) not in ("int64", "int32"):
+                raise BundleError(f"{text[key]!r} must be an integer model input (inputs: {sorted(dtypes)})",
+                                  path=path, field=f"text.{key}")
     labels, n_classes = m["labels"], None
     last_exit = next((t for t in segments[-1]["outputs"] if t["name"] == EXIT_OUTPUT), None)
     if last_exit is not None and exits[-1].get("output_kind", "logits") == "logits" and len(last_exit["shape"]) == 2:

@@ -28,6 +28,7 @@ from edge_runtime.meters import create_meter
 from edge_runtime.modes import MODES, InferenceResult, Mode
 from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.registry import UnknownNameError
+from edge_runtime.text import TextBatch, TextEncoder
 
 __all__ = ["MODES", "InferenceResult", "Runtime", "load_bundle", "simulate_exits"]
 
@@ -310,6 +311,45 @@ class Runtime:
             raise ConfigError(f"mode {mode!r} does not generate; use infer(..., mode={mode!r})")
         return handler.generate(self, prompt, **options)
 
+    # -- text ---------------------------------------------------------------------------
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """The bundle's tokenizer with its manifest settings (loaded on first use).
+
+        Raises:
+            ConfigError: the bundle takes no text (no ``text`` section), or ``tokenizers`` is not installed.
+        """
+        spec = self.manifest.text
+        if spec is None:
+            raise ConfigError(f"{self.bundle.root}: bundle {self.name!r} takes no text (its inputs: "
+                              f"{', '.join(f'{s.name} {s.dtype}' for s in self.inputs)})")
+        path = dict(self.bundle.all_files())["text.tokenizer"].path
+        return self.mode_state("text", lambda: TextEncoder.from_file(
+            path, max_length=spec.max_length, padding=spec.padding, input_ids=spec.input_ids,
+            attention_mask=spec.attention_mask))
+
+    def encode_text(self, texts: Any, *, field: str = "text") -> TextBatch:
+        """Tokenize texts into this bundle's model inputs (see :meth:`infer_text`)."""
+        return self.text_encoder.encode(texts, field=field)
+
+    def infer_text(self, texts: Any, **kwargs: Any) -> InferenceResult:
+        """Classify a batch of texts: tokenized with the bundle's tokenizer (padded to the batch's longest text
+        unless the bundle says otherwise), then :meth:`infer` (same keyword arguments). The result's
+        ``info["truncated"]`` says, per text, whether it was cut at the manifest's ``max_length``.
+
+        Raises:
+            InputError: an empty text, bytes that are not UTF-8, not a list of strings.
+            ConfigError: the bundle takes no text.
+
+        Example:
+            >>> rt = load_bundle("out/palbert_minilm")                        # doctest: +SKIP
+            >>> rt.infer_text(["a small domesticated carnivore"]).predictions  # doctest: +SKIP
+        """
+        batch = self.encode_text(texts)
+        result = self.infer(batch.feeds, **kwargs)
+        result.info["truncated"] = batch.truncated.tolist()
+        return result
+
     def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
         """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
         return decide_exits(self._run_segment, len(self.segments), feeds, policy, carry=self._carry, on_exit=on_exit)
@@ -319,11 +359,15 @@ class Runtime:
 
     def exit_outputs(self, x: Any) -> list[np.ndarray]:
         """Every exit's ``exit`` output for every sample (runs all segments); for calibration and oracles."""
+        return [outs[EXIT_OUTPUT] for outs in self.segment_outputs(x)]
+
+    def segment_outputs(self, x: Any) -> list[Tensors]:
+        """Every segment's named outputs (hidden tensors, ``exit`` and a head's extras) for every sample."""
         feeds = self.feeds(x)
         result = []
         for i, runner in enumerate(self.segments):
             outs = runner.run(feeds)
-            result.append(outs[EXIT_OUTPUT])
+            result.append(outs)
             feeds = {**{k: v for k, v in feeds.items() if k in self._carry[i]},
                      **{k: v for k, v in outs.items() if k != EXIT_OUTPUT}}
         return result

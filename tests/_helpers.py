@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 #: the workstation modules the device-side CLI and bench may load through their entry points: light, no torch
 PLUGIN_MODULES = ("converters", "converters.pipeline", "converters.pipeline.cli_convert",
@@ -36,3 +39,14 @@ def assert_user_modes(root: Path) -> None:
         mode = stat.S_IMODE(p.lstat().st_mode)
         want = (0o777 if p.is_dir() else 0o666) & ~umask
         assert mode == want, f"{p}: mode {mode:04o}, expected {want:04o}"
+
+
+def policy_input(policy: Any, logits: np.ndarray, seed: int = 0) -> Any:
+    """What the executor hands ``policy.decide`` for a segment whose exit answered ``logits``: the array itself
+    for a policy that reads only ``exit``, else a dict of the outputs ``policy.reads`` names, the ones beyond
+    ``exit`` (a halting probability, an uncertainty score) one seeded value in (0, 1) per sample."""
+    reads = tuple(policy.reads)
+    if reads == ("exit",):
+        return logits
+    rng = np.random.default_rng(seed)
+    return {k: logits if k == "exit" else rng.uniform(0.01, 0.99, len(logits)).astype(np.float32) for k in reads}

@@ -9,6 +9,7 @@ from _helpers import manifest_json
 
 import edge_runtime
 from converters import MODELS, create_model, export_bundle
+from converters.models.contract import as_tuple
 from edge_runtime.errors import ConfigError, ExportError
 
 
@@ -19,7 +20,7 @@ def exported(tmp_path_factory):
     for name in MODELS.names():
         torch.manual_seed(0)
         model = create_model(name).eval()
-        example = torch.randn(1, *model.input_shape)
+        example = model.example_inputs(1, generator=torch.Generator().manual_seed(0))
         out[name] = (model, export_bundle(model, example, root / name, name=name, policy="never"))
     return out
 
@@ -29,13 +30,14 @@ def test_every_exit_matches_torch_at_batch_1_and_odd_batch(exported, name):
     model, path = exported[name]
     rt = edge_runtime.load_bundle(path, threads=1)
     for batch in (1, 5):
-        x = torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(batch))
+        x = as_tuple(model.example_inputs(batch, generator=torch.Generator().manual_seed(batch)))
         with torch.no_grad():
-            ref = [o.numpy() for o in model(x)]
-        got = rt.exit_outputs(x.numpy())
+            ref = model(*x)
+        got = rt.segment_outputs({spec.name: t.numpy() for spec, t in zip(rt.manifest.inputs, x)})
         assert len(got) == len(ref) == model.num_exits
-        for r, g in zip(ref, got):
-            np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
+        for i, (r, g) in enumerate(zip(ref, got)):
+            for out_name, t in zip(model.exit_names(i, r), as_tuple(r)):   # exit (and a head's extra outputs)
+                np.testing.assert_allclose(g[out_name], t.numpy(), atol=1e-4, rtol=1e-4)
     recorded = rt.manifest.verification
     assert recorded.passed and len(recorded.exits) == model.num_exits
     assert all(e["max_abs_diff"] <= recorded.tolerance for e in recorded.exits)
@@ -47,10 +49,17 @@ def test_segment_graph_structure(exported, name):
     model, path = exported[name]
     manifest = manifest_json(path)
     n = model.num_exits
+    example = model.example_inputs(1)
+    with torch.no_grad():
+        outs, hidden = model.forward_with_hidden(*as_tuple(example))
     for i, seg in enumerate(manifest["segments"]):
         g = onnx.load(str(path / seg["files"][0]["path"])).graph
-        assert [o.name for o in g.output] == (["exit"] if i == n - 1 else [f"hidden_{i}", "exit"])
-        assert [x.name for x in g.input] == ["input" if i == 0 else f"hidden_{i - 1}"]
+        exit_names = model.exit_names(i, outs[i])
+        assert [o.name for o in g.output] == (exit_names if i == n - 1 else
+                                              [*model.hidden_names(i, hidden[i]), *exit_names])
+        assert exit_names[0] == "exit"
+        ins = model.input_names(example) if i == 0 else model.hidden_names(i - 1, hidden[i - 1])
+        assert [x.name for x in g.input] == [k for k in ins if k in {x.name for x in g.input}]
         assert [o.name for o in g.output] == [t["name"] for t in seg["outputs"]]
         assert [x.name for x in g.input] == [t["name"] for t in seg["inputs"]]
         # dynamic batch axis on the input

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import policy_input
 
 from edge_runtime import POLICIES, create_policy, simulate_exits
 from edge_runtime.errors import ConfigError
@@ -73,7 +74,7 @@ def test_every_policy_returns_one_decision_per_sample(name):
     pol = create_policy(name, num_exits=3)
     out = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
     state = pol.start(7)
-    mask = pol.decide(0, out, state)
+    mask = pol.decide(0, policy_input(pol, out), state)  # with the outputs beyond `exit` the policy reads
     assert mask.shape == (7,) and mask.dtype == bool
     for v in state.values():
         assert v.shape[0] == 7

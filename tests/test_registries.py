@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import policy_input
 
 import edge_runtime
 from edge_runtime.errors import BundleError, ConfigError, EdgeRuntimeError
@@ -127,9 +128,10 @@ def test_policy_decides_on_random_logits(name: str) -> None:
     again = create_policy(name, 3, policy.thresholds or None, **policy.config())  # from what a manifest stores
     state, state_again = policy.start(16), again.start(16)
     for i in range(2):
-        leave = np.asarray(policy.decide(i, logits, state))
+        seen = policy_input(policy, logits, seed=i)  # the outputs beyond `exit` it reads, e.g. PALBERT's lambda
+        leave = np.asarray(policy.decide(i, seen, state))
         assert leave.shape == (16,) and leave.dtype == bool
-        np.testing.assert_array_equal(leave, again.decide(i, logits, state_again))
+        np.testing.assert_array_equal(leave, again.decide(i, seen, state_again))
 
 
 @pytest.mark.parametrize("name", _cases("backends"))
@@ -289,7 +291,7 @@ def test_dataset_loads_and_refuses_bad_kwargs(name: str, tmp_path: Path) -> None
 
     factory = _resolve("datasets", name)
     rng = np.random.default_rng(2)
-    kwargs: dict[str, Any] = {"digits": {"size": 8}}.get(name, {})
+    kwargs: dict[str, Any] = {"digits": {"size": 8}, "wordnet": {"max_per_class": 12}}.get(name, {})
     if name == "npz":
         np.savez(tmp_path / "d.npz", x=rng.integers(0, 255, (30, 6, 6), dtype=np.uint8), y=np.arange(30) % 3)
         kwargs = {"path": str(tmp_path / "d.npz")}
@@ -300,6 +302,12 @@ def test_dataset_loads_and_refuses_bad_kwargs(name: str, tmp_path: Path) -> None
             for k in range(6):
                 image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(tmp_path / c / f"{k}.png")
         kwargs = {"root": str(tmp_path), "size": 8}
+    elif name == "text_jsonl":
+        (tmp_path / "t.jsonl").write_text("".join(f'{{"text": "text {k}", "label": "{"ab"[k % 2]}"}}\n'
+                                                  for k in range(12)), encoding="utf-8")
+        kwargs = {"path": str(tmp_path / "t.jsonl")}
+    elif name == "wordnet" and not Path("/usr/share/wordnet/data.noun").is_file():
+        pytest.skip("WordNet is not installed (Debian package wordnet-base; .ci/run installs it)")
     elif name == "digits":
         pytest.importorskip("sklearn")
     elif name == "csv":
@@ -307,9 +315,13 @@ def test_dataset_loads_and_refuses_bad_kwargs(name: str, tmp_path: Path) -> None
         (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
         kwargs = {"path": str(tmp_path / "d.csv")}
     ds = factory(**kwargs)
-    assert ds.x.ndim >= 2 and ds.x.dtype in (np.float32, np.uint8) and len(ds.x) == len(ds.y)
-    if ds.value_range is not None:  # raw samples lie in the range the loader declares
-        assert ds.value_range[0] <= ds.x.min() and ds.x.max() <= ds.value_range[1]
+    if ds.x.dtype == object:  # a text data set: one non-empty string per sample
+        assert ds.x.ndim == 1 and all(isinstance(t, str) and t.strip() for t in ds.x)
+    else:
+        assert ds.x.ndim >= 2 and ds.x.dtype in (np.float32, np.uint8)
+        if ds.value_range is not None:  # raw samples lie in the range the loader declares
+            assert ds.value_range[0] <= ds.x.min() and ds.x.max() <= ds.value_range[1]
+    assert len(ds.x) == len(ds.y)
     assert ds.y.shape == (len(ds.x),) and ds.y.max() < len(ds.labels)
     split = build_split({"name": name, "kwargs": kwargs})
     assert sum(len(i) for i in split.indices.values()) == len(ds.x)
@@ -342,13 +354,14 @@ def _head_case(cls: type) -> tuple[dict[str, Any], tuple[int, ...]]:
 
 @pytest.mark.parametrize("name", _cases("heads"))
 def test_head_forward_on_a_tiny_input(name: str) -> None:
+    from converters.models.contract import as_tuple
     from converters.models.registry import create_head
 
     kwargs, shape = _head_case(_resolve("heads", name))
     head = create_head(name, num_classes=5, **kwargs).eval()
     assert head.head_type == name
-    with torch.no_grad():
-        assert tuple(head(torch.randn(*shape)).shape) == (2, 5)
+    with torch.no_grad():  # a head may return (exit, *extras): its answer first
+        assert tuple(as_tuple(head(torch.randn(*shape)))[0].shape) == (2, 5)
 
 
 def _model_cases() -> list[Any]:
@@ -359,24 +372,45 @@ def _model_cases() -> list[Any]:
 
 @pytest.mark.parametrize("name", _model_cases())
 def test_model_forward_gives_every_exit(name: str) -> None:
+    from converters.models.contract import as_tuple
     from converters.models.registry import HEADS, create_model
 
     _resolve("models", name)
     model = create_model(name).eval()
     assert model.input_shape is not None and model.num_exits >= 2
     with torch.no_grad():
-        outs = model(torch.zeros(2, *model.input_shape))
+        outs = model(*as_tuple(model.example_inputs(2)))   # a tensor, or a tuple for several inputs
     assert len(outs) == model.num_exits
-    assert len({tuple(o.shape) for o in outs}) == 1 and outs[0].shape[0] == 2
-    assert set(model.head_types) <= set(HEADS.names())  # the manifest's head types are registered names
+    answers = [as_tuple(o)[0] for o in outs]   # a head may add outputs after its answer (an uncertainty score)
+    assert len({tuple(a.shape) for a in answers}) == 1 and answers[0].shape[0] == 2
+    if model.output_kind == "logits":  # the manifest's head types are registered (classifier) exit-head names
+        assert set(model.head_types) <= set(HEADS.names())
 
 
-@pytest.fixture(scope="module")
-def vit() -> Any:
-    from converters.models.registry import create_model
+def _loss_case(name: str) -> tuple[Any, Any]:
+    """(model, loss) for a loss: the ViT, else the first registered model the loss accepts (a loss made for one
+    model family, e.g. a denoiser's, refuses the others with a ConfigError)."""
+    from converters.models.registry import MODELS, create_model
+    from converters.training.losses import create_loss
 
-    torch.manual_seed(0)
-    return create_model("lgvit_vit")
+    for model_name in ["lgvit_vit", *MODELS.names()]:
+        torch.manual_seed(0)
+        model = create_model(model_name)
+        try:
+            return model, create_loss(name, model)
+        except ConfigError:
+            continue
+    raise AssertionError(f"loss {name!r} accepts no registered model")
+
+
+def _data_samples(model: Any, n: int) -> Any:
+    """``n`` data samples as a recipe's data feeds ``model``: its example inputs when the data are its inputs (images,
+    token ids + mask), else image-shaped samples that :meth:`data_inputs` maps to its inputs (a denoiser)."""
+    from converters.models.contract import EarlyExitModel
+
+    if type(model).data_inputs is EarlyExitModel.data_inputs:
+        return model.example_inputs(n, generator=torch.Generator().manual_seed(n))
+    return torch.randn(n, *model.input_shape)
 
 
 def _cbnet_autoencoder(vit: Any) -> tuple[Any, Any, Any, int]:
@@ -408,15 +442,17 @@ _PART_LOSSES: dict[str, Callable[[Any], tuple[Any, Any, Any, int]]] = {
 
 
 @pytest.mark.parametrize("name", _cases("losses"))
-def test_loss_trains_its_parameters_one_step(name: str, vit: Any) -> None:
+def test_loss_trains_its_parameters_one_step(name: str) -> None:
     from converters.training.losses import create_loss
 
     _resolve("losses", name)
     if name in _PART_LOSSES:
-        module, x, y, n_logits = _PART_LOSSES[name](vit)
+        module, x, y, n_logits = _PART_LOSSES[name](_loss_case("weighted_exits")[0])
+        loss_fn = create_loss(name, module)
     else:
-        module, x, y, n_logits = vit, torch.randn(4, *vit.input_shape), torch.tensor([0, 1, 2, 3]), vit.num_exits
-    loss_fn = create_loss(name, module)
+        module, loss_fn = _loss_case(name)
+        x, y = _data_samples(module, 4), torch.tensor([0, 1, 2, 1])   # 3 classes or more
+        n_logits = module.num_exits if module.output_kind == "logits" else 0
     loss_fn.train_mode(module)
     params = loss_fn.trainable_parameters(module)
     assert params

@@ -26,12 +26,13 @@ from converters.export.onnx import (
     count_params,
     export_onnx,
     file_entry,
+    onnx_input_names,
     onnx_op_counts,
     tensor_spec,
 )
 from converters.export.scores import ScoredSegment, score_graph, score_max_diffs
 from converters.export.variants import variant_exporters
-from converters.export.verify import verify_bundle_dir
+from converters.export.verify import verify_exit_outputs
 from converters.models.contract import EarlyExitModel, FullModel, SegmentWithExit, as_tuple, call_with
 from edge_runtime.errors import ConfigError, ExportError
 from edge_runtime.files import check_output_dir, replace_dir, staging_dir
@@ -135,10 +136,13 @@ def export_bundle(
     first = tuple(t[:1] for t in as_tuple(example_input))
     with torch.no_grad():
         example_outputs = model(*first)
-    num_classes = int(example_outputs[-1].shape[-1])
-    labels = [str(c) for c in (labels if labels is not None else range(num_classes))]
-    if len(labels) != num_classes:
-        raise ConfigError(f"labels: {len(labels)} given for a model with {num_classes} outputs")
+    if model.output_kind == "logits":
+        num_classes = int(as_tuple(example_outputs[-1])[0].shape[-1])
+        labels = [str(c) for c in (labels if labels is not None else range(num_classes))]
+        if len(labels) != num_classes:
+            raise ConfigError(f"labels: {len(labels)} given for a model with {num_classes} outputs")
+    else:  # not a classifier: the names of the classes it is conditioned on, when it has them
+        labels = [str(c) for c in (labels if labels is not None else getattr(model, "labels", None) or ["0"])]
     policy_kwargs = dict(policy_kwargs or {})
     pol = create_policy(policy, model.num_exits, thresholds, **policy_kwargs)  # validates early
 
@@ -163,7 +167,8 @@ def export_bundle(
                 "policy": {"name": policy, "kwargs": pol.config(), "thresholds": pol.thresholds},
             }
         )
-        manifest["inputs"] = [{**tensor_spec(n, t), "layout": "NCHW" if t.dim() == 4 else "N..."}
+        manifest["inputs"] = [{**tensor_spec(n, t, model.dynamic_axes.get(n, ())),
+                                "layout": "NCHW" if t.dim() == 4 else "N..."}
                               for n, t in zip(model.input_names(example_input), as_tuple(example_input))]
         if preprocessing:
             manifest["inputs"][0]["preprocessing"] = dict(preprocessing)
@@ -180,11 +185,13 @@ def export_bundle(
             inputs.append(_as_float32(verify_inputs))
         manifest["verification"] = {"tolerance": tolerance, "batch_sizes": list(verify_batch_sizes),
                                      "exits": [], "passed": False}
-        diffs, full_diff = verify_bundle_dir(model, tmp, manifest, inputs)
+        per_output, full_diff = verify_exit_outputs(model, tmp, manifest, inputs)
+        diffs = [max(d.values()) for d in per_output]
         manifest["verification"] = {
             "tolerance": tolerance,
             "batch_sizes": sorted({int(as_tuple(x)[0].shape[0]) for x in inputs}),
-            "exits": [{"index": i, "max_abs_diff": d, "format": "onnx", "precision": "fp32"}
+            "exits": [{"index": i, "max_abs_diff": d, "format": "onnx", "precision": "fp32",
+                       **({"outputs": per_output[i]} if len(per_output[i]) > 1 else {})}
                       for i, d in enumerate(diffs)],
             "passed": True,
         }
@@ -232,24 +239,29 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             h_next = call_with(segment, h)
             exit_out = call_with(head, h_next)
             hidden_names = [] if last else model.hidden_names(i, h_next)
-            out_names = [*hidden_names, EXIT_OUTPUT]
+            exit_names = model.exit_names(i, exit_out)
+            out_names = [*hidden_names, *exit_names]
             scored = score if not last else None
-            if scored is not None:
-                wrapper = ScoredSegment(wrapper, scored[2]).eval()
+            if scored is not None:  # the score of the exit's answer (the head's first output), appended last
+                wrapper = ScoredSegment(wrapper, scored[2], exit_at=len(hidden_names)).eval()
                 out_names.append(SCORE_OUTPUT)
             path = root / "segments" / f"segment_{i}.onnx"
-            export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset)
+            export_onnx(wrapper, as_tuple(h), path, input_names=in_names, output_names=out_names, opset=opset,
+                        dynamic_axes=_axes(model, [*in_names, *out_names]))
+            read = set(onnx_input_names(path))  # a tensor crossing the cut only for the previous exit's head
             backbone_flops = count_flops(_Positional(segment), as_tuple(h))
             head_flops = count_flops(_Positional(head), as_tuple(h_next))
             cumulative += backbone_flops + head_flops
-            outputs = [tensor_spec(n, t) for n, t in zip(hidden_names, as_tuple(h_next))] if not last else []
-            outputs.append(tensor_spec(EXIT_OUTPUT, exit_out))
+            dyn = model.dynamic_axes
+            outputs = [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(hidden_names, as_tuple(h_next))] \
+                if not last else []
+            outputs += [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(exit_names, as_tuple(exit_out))]
             if scored is not None:
-                outputs.append(tensor_spec(SCORE_OUTPUT, scored[2](exit_out)))
+                outputs.append(tensor_spec(SCORE_OUTPUT, scored[2](as_tuple(exit_out)[0])))
             segments.append({
                 "index": i,
                 "files": [file_entry(path, root)],
-                "inputs": [tensor_spec(n, t) for n, t in zip(in_names, as_tuple(h))],
+                "inputs": [tensor_spec(n, t, dyn.get(n, ())) for n, t in zip(in_names, as_tuple(h)) if n in read],
                 "outputs": outputs,
                 "flops": backbone_flops + head_flops,
                 "backbone_flops": backbone_flops,
@@ -261,7 +273,7 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
                 **({"score": {"policy": scored[0], "kwargs": dict(scored[1])}} if scored is not None else {}),
             })
             # cost of answering at exit i: segments and heads 0..i (earlier heads ran too)
-            exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": "logits",
+            exits.append({"index": i, "segment": i, "head_type": model.head_types[i], "output_kind": model.output_kind,
                           "cumulative_flops": cumulative})
             h, in_names = h_next, hidden_names
     manifest: dict[str, Any] = {"segments": segments, "exits": exits}
@@ -269,7 +281,7 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
         full = FullModel(model).eval()
         path = root / "full_model.onnx"
         export_onnx(full, as_tuple(example), path, input_names=model.input_names(example), output_names=[EXIT_OUTPUT],
-                    opset=opset)
+                    opset=opset, dynamic_axes=_axes(model, model.input_names(example)))
         manifest["full_model"] = {
             "files": [file_entry(path, root)],
             "flops": count_flops(full, as_tuple(example)),
@@ -279,6 +291,11 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             "output": EXIT_OUTPUT,
         }
     return manifest
+
+
+def _axes(model: EarlyExitModel, names: Sequence[str]) -> dict[str, dict[int, str]]:
+    """The model's extra dynamic axes (beyond the batch) of the named tensors of one graph."""
+    return {n: dict(model.dynamic_axes[n]) for n in names if n in model.dynamic_axes}
 
 
 class _Positional(nn.Module):

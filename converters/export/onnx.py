@@ -140,6 +140,13 @@ def file_entry(path: Path, root: Path, *, fmt: str = "onnx", precision: str = "f
     }
 
 
+def onnx_input_names(path: Path) -> list[str]:
+    """The graph's input names (the exporter drops inputs the module never reads)."""
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+
+
 def onnx_op_counts(path: Path) -> dict[str, int]:
     """How many nodes of each op type the graph has (structure check material)."""
     import onnx
@@ -154,8 +161,10 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.int64: "int
            torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
 
 
-def tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
-    """A manifest tensor record: the name, the shape with a dynamic batch axis, the dtype."""
+def tensor_spec(name: str, t: torch.Tensor, dynamic: Any = ()) -> dict[str, Any]:
+    """A manifest tensor record: the name, the shape with a dynamic batch axis (and ``null`` on the other axes in
+    ``dynamic``, e.g. a sequence axis), the dtype."""
     if t.dtype not in _DTYPES:
         raise ExportError(f"tensor {name!r}: dtype {t.dtype} cannot cross a bundle graph boundary")
-    return {"name": name, "shape": [None, *t.shape[1:]], "dtype": _DTYPES[t.dtype]}
+    shape = [None, *(None if axis in dynamic else int(d) for axis, d in enumerate(t.shape[1:], start=1))]
+    return {"name": name, "shape": shape, "dtype": _DTYPES[t.dtype]}

@@ -57,16 +57,18 @@ def score_graph(policy: str, kwargs: dict[str, Any]) -> Callable[[torch.Tensor],
 
 
 class ScoredSegment(nn.Module):
-    """A segment graph module (returning ``(*hidden, exit)``) plus its exit's decision score as a last output."""
+    """A segment graph module (returning ``(*hidden, exit, *extras)``) plus its exit's decision score as a last
+    output; ``exit_at`` is the position of ``exit`` among the outputs (the last one unless the head adds extras)."""
 
-    def __init__(self, segment: nn.Module, score: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, segment: nn.Module, score: Callable[[torch.Tensor], torch.Tensor], exit_at: int = -1) -> None:
         super().__init__()
         self.segment = segment
         self.score = score
+        self.exit_at = exit_at
 
     def forward(self, *h: Any) -> Any:
         out = self.segment(*h)
-        return (*out, self.score(out[-1]))
+        return (*out, self.score(out[self.exit_at]))
 
 
 def score_max_diffs(root: Any, manifest: dict[str, Any], inputs: list[Any]) -> dict[int, float]:

@@ -7,7 +7,13 @@ exactly what the unsplit model gives.
 A hidden state may be several tensors (hidden states plus an attention mask, a skip connection that
 crosses the cut): a segment may return a tuple, and the next segment and the head then receive its
 items as positional arguments. A model may likewise take several inputs (a tuple). Each tensor crossing a
-cut is exported under its own name (:meth:`EarlyExitModel.hidden_names`).
+cut is exported under its own name (:meth:`EarlyExitModel.hidden_names`). A head may return a tuple too:
+its first item is the exit's answer (``exit``), the others extra outputs a policy reads (an uncertainty
+score), named by :meth:`EarlyExitModel.exit_names`.
+
+Not every model is a classifier fed with the data's samples: ``output_kind`` says what the exits answer
+(``logits``, or a method's own kind such as a denoiser's noise prediction), and :meth:`EarlyExitModel.data_inputs`
+maps data samples to the model's inputs (a denoiser takes noised images, timesteps and classes).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.manifest import EXIT_OUTPUT
 
 
 def call_with(module: nn.Module, h: Any) -> Any:
@@ -42,6 +49,12 @@ class EarlyExitModel(nn.Module):
         input_names: the model inputs' names in the bundle (default ``input``, or ``input_0``.. for several).
         hidden_names: per cut, the names of the tensors crossing it (default ``hidden_<i>`` for one tensor,
             ``hidden_<i>_<k>`` for several).
+        exit_extra_names: names of the extra outputs of heads that return a tuple ``(exit, *extras)``, in order
+            (default ``exit_<k>``).
+        output_kind: what the exit outputs are (``logits``; a method's own kind otherwise), recorded per exit.
+        dynamic_axes: per tensor name (model inputs, hidden tensors, exit outputs), axes other than the batch that
+            vary between calls, e.g. ``{"input_ids": {1: "sequence"}}`` (exported as dynamic, ``null`` in the
+            manifest).
 
     Example:
         >>> m = EarlyExitModel([nn.Flatten(), nn.Linear(4, 4)], [nn.Linear(4, 2), nn.Linear(4, 2)],
@@ -59,6 +72,9 @@ class EarlyExitModel(nn.Module):
         input_shape: Sequence[int] | None = None,
         input_names: Sequence[str] | None = None,
         hidden_names: Sequence[Sequence[str]] | None = None,
+        exit_extra_names: Sequence[str] = (),
+        output_kind: str = "logits",
+        dynamic_axes: dict[str, dict[int, str]] | None = None,
     ) -> None:
         super().__init__()
         if len(segments) != len(heads):
@@ -78,6 +94,9 @@ class EarlyExitModel(nn.Module):
         if hidden_names is not None and len(hidden_names) != len(segments) - 1:
             raise ConfigError(f"hidden_names: expected one list per cut ({len(segments) - 1}), got {len(hidden_names)}")
         self._hidden_names = [list(n) for n in hidden_names] if hidden_names is not None else None
+        self._exit_extra_names = list(exit_extra_names)
+        self.output_kind = output_kind
+        self.dynamic_axes: dict[str, dict[int, str]] = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
         #: train only the early heads: the training losses keep the segments and the final head in eval mode and
         #: out of the optimiser, so the backbone's parameters and buffers stay bit-identical
         self.frozen_backbone = False
@@ -105,6 +124,28 @@ class EarlyExitModel(nn.Module):
             return list(names)
         return [f"hidden_{cut}"] if n == 1 else [f"hidden_{cut}_{k}" for k in range(n)]
 
+    def exit_names(self, index: int, out: Any) -> list[str]:
+        """The bundle names of exit ``index``'s outputs ``out`` (a tensor, or a head's tuple): ``exit``, then the
+        extra outputs."""
+        n = len(as_tuple(out)) - 1
+        extras = self._exit_extra_names[:n]
+        extras += [f"exit_{k}" for k in range(len(extras) + 1, n + 1)]
+        return [EXIT_OUTPUT, *extras]
+
+    def example_inputs(self, batch_size: int = 1, *, generator: torch.Generator | None = None) -> Any:
+        """Random model inputs for ``batch_size`` samples (a tensor, or a tuple for several inputs), for export
+        and tests without data. Default: standard normal of ``input_shape``."""
+        if self.input_shape is None:
+            raise ConfigError("example_inputs: the model has no input_shape")
+        return torch.randn(batch_size, *self.input_shape, generator=generator)
+
+    def data_inputs(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                    generator: torch.Generator | None = None) -> Any:
+        """The model inputs for model-ready data samples ``x`` (labels ``y``): ``x`` itself for a classifier. A
+        model whose inputs are not the data's samples (a denoiser: noised images, timesteps, classes) overrides it.
+        """
+        return x
+
     @property
     def num_exits(self) -> int:
         return len(self.segments)
@@ -131,7 +172,7 @@ class EarlyExitModel(nn.Module):
 
 class SegmentWithExit(nn.Module):
     """Segment i plus head i as one module (the exported segment graph): takes the tensors crossing the
-    previous cut as positional arguments and returns (*hidden, exit), or exit alone for the last."""
+    previous cut as positional arguments and returns (*hidden, exit, *extras), or the last head's output alone."""
 
     def __init__(self, segment: nn.Module, head: nn.Module, last: bool) -> None:
         super().__init__()
@@ -144,11 +185,11 @@ class SegmentWithExit(nn.Module):
         out = call_with(self.head, hidden)
         if self.last:
             return out
-        return (*as_tuple(hidden), out)
+        return (*as_tuple(hidden), *as_tuple(out))
 
 
 class FullModel(nn.Module):
-    """The unsplit model as one graph: input -> final exit output only."""
+    """The unsplit model as one graph: input -> final exit output only (a tuple head's first item)."""
 
     def __init__(self, model: EarlyExitModel) -> None:
         super().__init__()
@@ -159,7 +200,7 @@ class FullModel(nn.Module):
         h: Any = x if len(x) > 1 else x[0]
         for segment in self.segments:
             h = call_with(segment, h)
-        return call_with(self.head, h)
+        return as_tuple(call_with(self.head, h))[0]
 
 
 def _group(blocks: Sequence[nn.Module], exits_after: Sequence[int]) -> list[nn.Sequential]:

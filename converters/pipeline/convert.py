@@ -127,8 +127,9 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     writers = [st for st in stages if st.when == "bundle"]
     if writers:                                # a model family export_bundle does not cover writes its own bundle
         return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
-    preprocessing = recipe["input"]["preprocessing"] or (split.normalization() if split else None)
-    pre = _normalizer(preprocessing)
+    text = recipe["input"].get("text")
+    preprocessing = None if text else recipe["input"]["preprocessing"] or (split.normalization() if split else None)
+    pre = _input_encoder(recipe, preprocessing)
     if model is None:
         model = build_model(recipe, _example_input(recipe, split, pre), allow_code=allow_code, verbose=progress)
     sections: dict[str, Any] = {"recipe": recipe.resolved()}
@@ -147,7 +148,7 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     if trained is not None:
         extra["training"] = load_trained(model, trained, _run_id(recipe))
     elif recipe.get("train"):
-        history, is_main = _train(recipe, model, split, preprocessing, out, resume, progress, callbacks)
+        history, is_main = _train(recipe, model, split, pre, out, resume, progress, callbacks)
         if not is_main:
             return None
         extra["training"] = {"epochs": len(history), "final": history[-1] if history else None}
@@ -158,8 +159,7 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
         sections["extra"] = extra
     if split is not None:
         xc, _ = split.arrays("calibration")
-        example = torch.from_numpy(pre(xc[:1]))
-        verify = torch.from_numpy(pre(xc[:64]))
+        example, verify = _tensors(pre(xc[:1])), _tensors(pre(xc[:64]))
     else:
         shape = recipe["input"]["shape"] or list(model.input_shape or ())
         example, verify = torch.randn(1, *shape), None
@@ -175,7 +175,9 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
                   include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
                   backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
                   fp16_tolerance=float(exp["fp16_tolerance"]))
-    if split is not None:  # static int8 calibrates on it; every quantized variant gets its own thresholds
+    if text:
+        kwargs["extra_parts"] = [text_bundle_hook(text)]
+    if split is not None and not text:  # static int8 calibrates on it; every quantized variant gets its own thresholds
         xcal, ycal = split.arrays("calibration")
         kwargs.update(calibration_inputs=pre(xcal), calibration_labels=ycal)
     ctx = StageContext(recipe=recipe, model=model, split=split, preprocess=pre, example=example, verify_inputs=verify,
@@ -183,7 +185,8 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
                        policy=pol)
     late = [st for st in stages if st.when == "after_calibration"]
     try:
-        kwargs["extra_parts"] = _run_stages([st for st in stages if st.when == "after_training"], ctx)
+        kwargs["extra_parts"] = kwargs.get("extra_parts", []) + _run_stages(
+            [st for st in stages if st.when == "after_training"], ctx)
         if not recipe.get("calibrate"):
             kwargs["extra_parts"] += _run_stages(late, ctx)    # the policy is the recipe's: final already
             result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
@@ -229,11 +232,11 @@ def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Pat
 TRAINED_NAME = "trained.pt"
 
 
-def _example_input(recipe: Recipe, split: Any, pre: Any) -> torch.Tensor | None:
+def _example_input(recipe: Recipe, split: Any, pre: Any) -> Any:
     """One model-ready input batch (two samples) to attach a user's exits on: from the data, else input.shape."""
     if split is not None:
         xc, _ = split.arrays("calibration")
-        return torch.from_numpy(pre(xc[:2]))
+        return _tensors(pre(xc[:2]))
     shape = recipe["input"]["shape"]
     return torch.zeros(2, *shape) if shape else None
 
@@ -257,7 +260,9 @@ def pseudo_labelled(split: Any, model: torch.nn.Module, pre: Any) -> Any:
 
 
 def check_sample_shape(model: torch.nn.Module, split: Any) -> None:
-    """The data's sample shape must be the model's input shape (when the model states one)."""
+    """The data's sample shape must be the model's input shape (when the model states one; not for texts)."""
+    if split.dataset.x.dtype == object:   # texts: the tokenizer makes the model's input shape
+        return
     want = getattr(model, "input_shape", None)
     got = tuple(split.dataset.x.shape[1:])
     if want is not None and tuple(want) != got:
@@ -310,15 +315,56 @@ def _normalizer(preprocessing: dict[str, Any] | None) -> Any:
     return lambda x: apply_preprocessing(x, preprocessing)
 
 
+def _input_encoder(recipe: Recipe, preprocessing: dict[str, Any] | None) -> Any:
+    """Raw data -> model inputs: the recipe's text tokenizer (strings -> a tuple of int64 arrays in the model's
+    input order, the device's own :class:`edge_runtime.text.TextEncoder`), else the normalisation."""
+    text = recipe["input"].get("text")
+    if not text:
+        return _normalizer(preprocessing)
+    enc = text_encoder(text)
+    return lambda x: tuple(enc.encode(list(x)).feeds[n] for n in enc.names)
+
+
+def _tensors(x: Any) -> Any:
+    return tuple(torch.from_numpy(a) for a in x) if isinstance(x, tuple) else torch.from_numpy(x)
+
+
+def text_encoder(text: dict[str, Any]) -> Any:
+    """The recipe's ``input.text`` tokenizer (``tokenizer``: a path or ``package:<module>/<file>``)."""
+    from converters.models.bert import package_dir
+    from edge_runtime.text import TextEncoder
+
+    return TextEncoder.from_file(package_dir(text["tokenizer"]), max_length=text["max_length"],
+                                 padding=text["padding"])
+
+
+def text_bundle_hook(text: dict[str, Any]) -> Any:
+    """An export hook that copies the recipe's tokenizer into the bundle (``tokenizer.json``) and writes the
+    manifest's ``text`` section (file hash checked on load like every model file)."""
+    from converters.export.onnx import file_entry
+    from converters.models.bert import package_dir
+
+    def hook(root: Path, manifest: dict[str, Any]) -> None:
+        dest = root / "tokenizer.json"
+        shutil.copyfile(package_dir(text["tokenizer"]), dest)
+        entry = {k: v for k, v in file_entry(dest, root, fmt="tokenizer.json").items()
+                 if k in ("format", "path", "sha256", "bytes")}
+        names = [i["name"] for i in manifest["inputs"]]
+        manifest["text"] = {"tokenizer": entry, "max_length": int(text["max_length"]), "padding": text["padding"],
+                            "truncation": "longest_first", "input_ids": names[0], "attention_mask": names[1],
+                            "description": f"tokenizer from {text['tokenizer']}"}
+
+    return hook
+
+
 def _run_id(recipe: Recipe) -> str:
     return run_fingerprint({k: recipe.get(k) for k in ("seed", "model", "heads", "data", "train", "input")})
 
 
-def _train(recipe: Recipe, model: torch.nn.Module, split: Any, preprocessing: Any, out: Path, resume: bool,
+def _train(recipe: Recipe, model: torch.nn.Module, split: Any, pre: Any, out: Path, resume: bool,
            progress: bool, callbacks: Sequence[Any]) -> tuple[list[dict[str, Any]], bool]:
     spec = recipe["train"]
     ctx = init_distributed(spec["device"])
-    pre = _normalizer(preprocessing)
     threads = torch.get_num_threads()
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

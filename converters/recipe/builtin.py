@@ -75,7 +75,16 @@ def _model(value: Any, where: str) -> dict[str, Any]:
 
 @section("input")
 def _input(value: Any, where: str) -> dict[str, Any]:
-    spec = expect_mapping(value, where, {"shape": None, "preprocessing": None})
+    spec = expect_mapping(value, where, {"shape": None, "preprocessing": None, "text": None})
+    if spec["text"] is not None:
+        text = expect_mapping(spec["text"], f"{where}.text", {"tokenizer": None, "max_length": 128,
+                                                             "padding": "longest"}, required=("tokenizer",))
+        expect_type(text["tokenizer"], str, f"{where}.text.tokenizer")
+        _int(text["max_length"], f"{where}.text.max_length", 2)
+        if text["padding"] not in ("longest", "max_length"):
+            raise ConfigError(f"recipe key {where}.text.padding: expected longest or max_length, "
+                              f"got {text['padding']!r}")
+        spec["text"] = text
     if spec["shape"] is not None:
         shape = expect_type(spec["shape"], list, f"{where}.shape")
         for i, d in enumerate(shape):

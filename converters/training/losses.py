@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from converters.models.contract import EarlyExitModel, call_with
+from converters.models.contract import EarlyExitModel, as_tuple, call_with
 from converters.training.registry import LOSSES
 from edge_runtime.errors import ConfigError
 
@@ -44,6 +44,12 @@ class ExitLoss(ABC):
         if isinstance(model, EarlyExitModel) and model.frozen_backbone:
             return [p for head in model.heads[:-1] for p in head.parameters()]
         return list(model.parameters())
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: ``[{"params": [...]}, {"params": [...], "lr": 1e-5}, ...]`` (a group's
+        ``lr`` replaces the stage's; the schedule scales every group). Default: one group, the
+        :meth:`trainable_parameters`. Parameters in no group are frozen."""
+        return [{"params": self.trainable_parameters(model)}]
 
     def train_mode(self, model: nn.Module) -> None:
         """Put the model in the right mode for this stage (default: ``model.train()``; a frozen backbone and the
@@ -110,7 +116,7 @@ class WeightedExitLoss(ExitLoss):
                 raise ConfigError(f"loss weights: expected {n} (one per exit), got {len(self.weights)}")
 
     def __call__(self, model, x, y, step):
-        logits = model(x)
+        logits = model(*as_tuple(x))
         return weighted_exit_loss(logits, y, self.weights), logits
 
 
@@ -153,7 +159,7 @@ class SelfDistillLoss(ExitLoss):
                 final = call_with(model.heads[-1], h)
             logits = [call_with(head, h) for head, h in zip(model.heads[:-1], hidden[:-1])]
         else:
-            outs = model(x)
+            outs = model(*as_tuple(x))
             logits, final = list(outs[:-1]), outs[-1]
         teacher = final.detach()
         loss = sum(kd_loss(z, teacher, self.temperature) for z in logits) / len(logits)

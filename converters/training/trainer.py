@@ -94,8 +94,15 @@ class TrainCallback:
         """After the last stage (every rank)."""
 
 
-def _as_inputs(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(x if isinstance(x, torch.Tensor) else np.ascontiguousarray(x), dtype=torch.float32)
+def _as_inputs(x: Any) -> tuple[torch.Tensor, ...]:
+    """Model inputs as tensors: floats as float32, integer inputs (token ids, masks) as int64; a tuple of arrays
+    is a model with several inputs."""
+    parts = x if isinstance(x, tuple) else (x,)
+    out = []
+    for p in parts:
+        t = p if isinstance(p, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(p))
+        out.append(t.to(torch.float32) if t.is_floating_point() else t.to(torch.int64))
+    return tuple(out)
 
 
 def _as_targets(y: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -110,8 +117,9 @@ class Trainer:
     Args:
         model: the module (trained in place).
         stages: the stages, in order.
-        x, y: training inputs (model-ready, float32 N, ...) and targets: int class labels, or float
-            tensors a loss compares outputs with (CBNet's exemplars); numpy or torch.
+        x, y: training inputs (model-ready, float32 N, ...; a tuple of arrays for a model with several inputs,
+            integer ones such as token ids kept as int64) and targets: int class labels, or float tensors a loss
+            compares outputs with (CBNet's exemplars); numpy or torch.
         eval_data: optional (x, y) to report per-exit accuracy on after each epoch (not the test split).
         seed: base seed; stage s, epoch e shuffle with ``seed + s + e``.
         checkpoint_path: where to write the per-epoch checkpoint (None: no checkpoints).
@@ -124,7 +132,7 @@ class Trainer:
         dist: the process group context (default: this process alone).
     """
 
-    def __init__(self, model: nn.Module, stages: Sequence[StageConfig], x: np.ndarray | torch.Tensor,
+    def __init__(self, model: nn.Module, stages: Sequence[StageConfig], x: Any,
                  y: np.ndarray | torch.Tensor, *, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
                  seed: int = 0, checkpoint_path: str | Path | None = None, resume: bool = False, run_id: str = "",
                  progress: bool = True, epoch_lines: bool = True, callbacks: Sequence[TrainCallback] = (),
@@ -132,9 +140,10 @@ class Trainer:
         self.dist = dist or DistContext()
         self.model = model.to(self.dist.device)
         self.stages = list(stages)
-        self.x = _as_inputs(x)
+        self.xs = _as_inputs(x)
+        self.x = self.xs[0]
         self.y = _as_targets(y)
-        if len(self.x) != len(self.y):
+        if any(len(t) != len(self.y) for t in self.xs):
             raise ConfigError(f"training data: {len(self.x)} inputs but {len(self.y)} targets")
         self.eval_data = eval_data
         self.seed = int(seed)
@@ -236,16 +245,20 @@ class Trainer:
             cb.on_train_end(self)
         return self.history
 
-    def _select_parameters(self, loss_fn: ExitLoss) -> list[nn.Parameter]:
-        chosen = {id(p) for p in loss_fn.trainable_parameters(self.model)}
-        params = []
+    def _select_parameters(self, loss_fn: ExitLoss) -> list[dict[str, Any]]:
+        """The loss's parameter groups (in model order within each group); every other parameter is frozen."""
+        groups = loss_fn.parameter_groups(self.model)
+        group_of = {id(p): g for g, spec in enumerate(groups) for p in spec["params"]}
+        out: list[dict[str, Any]] = [{**{k: v for k, v in spec.items() if k != "params"}, "params": []}
+                                     for spec in groups]
         for p in self.model.parameters():
-            p.requires_grad_(id(p) in chosen)
-            if id(p) in chosen:
-                params.append(p)
-        if not params:
+            p.requires_grad_(id(p) in group_of)
+            if id(p) in group_of:
+                out[group_of[id(p)]]["params"].append(p)
+        out = [g for g in out if g["params"]]
+        if not out:
             raise ConfigError(f"loss {type(loss_fn).__name__}: no trainable parameters")
-        return params
+        return out
 
     def _epoch(self, loss_fn: ExitLoss, opt: torch.optim.Optimizer, sched: Any, s: int, epoch: int,
                tqdm: Any) -> dict[str, Any]:
@@ -254,8 +267,8 @@ class Trainer:
         loss_fn.start_epoch(epoch, gen)
         loss_fn.train_mode(self.model)
         steps = self._steps(cfg)
-        loader = DataLoader(TensorDataset(self.x, self.y), batch_size=self._batch_size(cfg), sampler=order.tolist(),
-                            num_workers=0)
+        loader = DataLoader(TensorDataset(*self.xs, self.y), batch_size=self._batch_size(cfg),
+                            sampler=order.tolist(), num_workers=0)
         # keep this shape: the DataLoader draws a worker seed from torch's global generator for each iterator
         # it makes (two per epoch here: tqdm.auto's bar makes one), which losses drawing from that generator
         # (LGViT's shifts, dropout) see, so changing it changes every trained figure
@@ -264,8 +277,9 @@ class Trainer:
         correct = torch.zeros(0, dtype=torch.float64)
         seen, loss_sum = 0, 0.0
         dev = self.dist.device
-        for i, (xb, yb) in enumerate(bar):
-            xb, yb = xb.to(dev), yb.to(dev)
+        for i, (*xbs, yb) in enumerate(bar):
+            xb: Any = tuple(t.to(dev) for t in xbs) if len(xbs) > 1 else xbs[0].to(dev)
+            yb = yb.to(dev)
             step = epoch * steps + i
             loss, logits = loss_fn(self.model, xb, yb, step)
             opt.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""``edge-runtime run BUNDLE --input X.npy``: run a batch and print each sample's answer and exit."""
+"""``edge-runtime run BUNDLE --input X.npy`` (``--text ...`` / ``--text-file F`` for a bundle with a tokenizer): run
+a batch and print each sample's answer and exit."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--random", type=int, metavar="N",
                      help="run N random inputs (a smoke test): raw values drawn uniformly in the input spec's declared "
                           "range and preprocessed, else standard normal")
+    src.add_argument("--text", action="append", metavar="TEXT",
+                     help="a text to classify (a bundle with a tokenizer); repeat for a batch")
+    src.add_argument("--text-file", metavar="FILE", help="UTF-8 file with one text per line (empty lines skipped)")
     p.add_argument("--policy", help="exit policy name (default: the bundle's)")
     p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
     p.add_argument("--mode", default="early_exit",
@@ -96,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(rt: Any, args: argparse.Namespace) -> int:
+    if args.text is not None or args.text_file is not None:
+        texts = args.text if args.text is not None else read_text_file(args.text_file)
+        result = rt.infer_text(texts, policy=args.policy, thresholds=parse_thresholds(args.thresholds), mode=args.mode)
+        return _print(rt, result, args.json)
     if args.random is not None:
         sample = [d or 1 for d in rt.input_spec.shape[1:]]
         most = max(1, MAX_RANDOM_BYTES // (4 * math.prod(sample)))
@@ -108,18 +116,39 @@ def _run(rt: Any, args: argparse.Namespace) -> int:
         if args.preprocess:
             x = rt.preprocess(x)
     result = rt.infer(x, policy=args.policy, thresholds=parse_thresholds(args.thresholds), mode=args.mode)
+    return _print(rt, result, args.json)
+
+
+def read_text_file(path: str) -> list[str]:
+    """One text per non-empty line of a UTF-8 file; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: text file not found")
+    try:
+        lines = p.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise InputError(f"{p}: no texts (every line is empty)")
+    return texts
+
+
+def _print(rt: Any, result: Any, as_json: bool) -> int:
     bad = ~np.isfinite(result.outputs.reshape(len(result), -1)).all(axis=1)
     if bad.any():
         raise InputError(f"the model's output is not finite for sample(s) {np.flatnonzero(bad)[:10].tolist()}: the "
                          "input is outside the range the model computes in")
-    if args.json:
+    if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"{'sample':>6}  {'prediction':>10}  {'label':>10}  {'exit':>4}  {'latency ms':>10}")
+    truncated = result.info.get("truncated") or []
     for i in range(len(result)):
         pred = int(result.predictions[i])
+        note = "  (text truncated to the bundle's max_length)" if i < len(truncated) and truncated[i] else ""
         print(f"{i:>6}  {pred:>10}  {rt.labels[pred]:>10}  {int(result.exit_index[i]):>4}  "
-              f"{result.sample_latency_s[i] * 1e3:>10.3f}")
+              f"{result.sample_latency_s[i] * 1e3:>10.3f}{note}")
     counts = np.bincount(result.exit_index, minlength=rt.num_exits)
     print(f"batch of {len(result)} in {result.latency_s * 1e3:.3f} ms; samples per exit: {counts.tolist()}")
     if result.energy_j is not None:

@@ -136,7 +136,8 @@ def _self_served(body: bytes, rt: Any, ctype: str, params: dict[str, Any]) -> An
     return codec.self_served_request(rt, body, ctype, params)
 
 
-def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: codec.Overrides) -> dict[str, Any]:
+def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: codec.Overrides,
+                 truncated: list[bool] | None = None) -> dict[str, Any]:
     labels = model.runtime.labels
     preds = answer.outputs.argmax(axis=-1)
     samples = []
@@ -147,6 +148,7 @@ def _answer_body(model: LoadedModel, answer: Answer, req_id: str | None, ov: cod
             "latency_s": float(answer.latency_s[i]),
             "energy_j": None if answer.energy_j is None else float(answer.energy_j[i]),
             "energy_source": answer.energy_source if answer.energy_j is not None else None,
+            **({"truncated": truncated[i]} if truncated is not None else {}),
         })
     n = len(samples)
     return {
@@ -311,7 +313,7 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             metrics.infer_latency.labels(name).observe(float(answer.latency_s.max()))
             if binary_out:
                 return _binary_answer(model, answer, req_id, ov)
-            return _json(_answer_body(model, answer, req_id, ov))
+            return _json(_answer_body(model, answer, req_id, ov, codec.text_truncated(model.runtime, x)))
         except codec.RequestError as exc:
             status = str(exc.status)
             headers = {"Connection": "close"} if exc.status == 408 else None

@@ -23,6 +23,7 @@ import numpy as np
 
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.runtime import InferenceResult, Runtime
+from edge_runtime.serve.codec import batch_feeds
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -240,7 +241,7 @@ class MicroBatcher:
 
         policy = batch[0].policy
         window = meter.start_window() if meter is not None else None
-        feeds = {rt.input_spec.name: x}
+        feeds = batch_feeds(rt, x)
         result = rt.mode(batch[0].mode).run(rt, feeds, policy, on_exit=on_exit)
         if meter is not None:
             meter.finish_window(window, result)

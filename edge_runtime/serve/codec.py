@@ -20,6 +20,7 @@ from edge_runtime.modes import MODES
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import UnknownNameError
 from edge_runtime.runtime import Runtime
+from edge_runtime.text import check_texts
 
 try:  # orjson parses a request's floats ~5x faster than the standard library, when installed
     import orjson
@@ -350,6 +351,8 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int,
         raise RequestError(422, "missing or malformed 'inputs'", field="inputs",
                            expected=f"a list with exactly one tensor named {rt.input_spec.name!r}")
     t = inputs[0]
+    if t.get("datatype") == "BYTES" or (rt.manifest.text is not None and t.get("name") == TEXT_INPUT):
+        return decode_texts(t, rt, max_samples), _params(doc), req_id
     for key in ("shape", "datatype", "data"):
         if key not in t:
             raise RequestError(422, f"input tensor has no {key!r}", field=f"inputs[0].{key}",
@@ -363,10 +366,7 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int,
             type(d) is int and 0 <= d <= MAX_DIM for d in shape):
         raise RequestError(422, f"shape must be a list of integers from 0 to {MAX_DIM}, got {str(shape)[:80]}",
                            field="inputs[0].shape", expected=expected_shape(rt))
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise RequestError(422, "parameters must be an object", field="parameters",
-                           expected="{mode, policy, thresholds, preprocess}")
+    params = _params(doc)
     raw = wants_preprocess(params, "parameters.") if "preprocess" in params else preprocess
     dtype = V2_TO_NUMPY.get(t["datatype"]) if isinstance(t["datatype"], str) else None
     if raw and dtype is not None and dtype != "bool":
@@ -408,6 +408,15 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int,
     return x, params, req_id
 
 
+def _params(doc: dict[str, Any]) -> dict[str, Any]:
+    """A request's ``parameters`` object (empty when absent)."""
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise RequestError(422, "parameters must be an object", field="parameters",
+                           expected="{mode, policy, thresholds, preprocess}")
+    return params
+
+
 def _numbers(data: Any, dtype: str, size: int) -> list[Any]:
     """The numbers of a flat or nested list, row-major. JSON numbers only: a numeric string, a boolean or null is
     refused (numpy would turn ``"0.5"`` and ``true`` into numbers), and so is a fraction for an integer datatype."""
@@ -430,6 +439,52 @@ def _numbers(data: Any, dtype: str, size: int) -> list[Any]:
                            field="inputs[0].data", expected=expected)
 
 
+#: the name of a text bundle's KServe v2 input (a BYTES tensor of strings)
+TEXT_INPUT = "text"
+
+
+def decode_texts(t: dict[str, Any], rt: Runtime, max_samples: int) -> np.ndarray:
+    """A KServe v2 ``BYTES`` input of a text bundle: shape ``[N]`` (or ``[N, 1]``), ``data`` N JSON strings.
+    Returns the texts as an object array (tokenized per micro-batch: :meth:`Runtime.encode_text`)."""
+    expected = '{"name": "text", "shape": [N], "datatype": "BYTES", "data": ["...", ...]}'
+    if rt.manifest.text is None:
+        raise RequestError(422, "this model takes no text", field="inputs[0].datatype", expected=expected_dtype(rt))
+    if t.get("datatype") != "BYTES":
+        raise RequestError(422, f"datatype {t.get('datatype')!r}: text goes in a BYTES tensor",
+                           field="inputs[0].datatype", expected="BYTES")
+    if t.get("name", TEXT_INPUT) != TEXT_INPUT:
+        raise RequestError(422, f"unknown input {t.get('name')!r}", field="inputs[0].name", expected=repr(TEXT_INPUT))
+    data, shape = t.get("data"), t.get("shape")
+    if not isinstance(data, list):
+        raise RequestError(422, "data must be a list of strings", field="inputs[0].data", expected=expected)
+    n = len(data)
+    if not isinstance(shape, list) or shape not in ([n], [n, 1]):
+        raise RequestError(422, f"shape {shape!r} does not match {n} strings", field="inputs[0].shape",
+                           expected=f"[{n}] (or [{n}, 1])")
+    if n > max_samples:
+        raise RequestError(422, f"batch of {n} samples is larger than this server accepts",
+                           field="inputs[0].shape", expected=f"N <= {max_samples}")
+    try:
+        texts = check_texts(data, "inputs[0].data")
+    except InputError as exc:
+        raise RequestError(422, str(exc), field="inputs[0].data", expected="non-empty UTF-8 strings") from None
+    return np.asarray(texts, dtype=object)
+
+
+def text_truncated(rt: Runtime, x: np.ndarray) -> list[bool] | None:
+    """Per text of a request, whether it is longer than the bundle's ``max_length`` (None: not a text request)."""
+    if x.dtype != object:
+        return None
+    return rt.encode_text(list(x)).truncated.tolist()
+
+
+def batch_feeds(rt: Runtime, x: np.ndarray) -> dict[str, np.ndarray]:
+    """A micro-batch as model inputs: texts tokenized together (padded to the batch's longest), else the array."""
+    if x.dtype == object:
+        return rt.encode_text(list(x)).feeds
+    return {rt.input_spec.name: x}
+
+
 def metadata(rt: Runtime, version: str) -> dict[str, Any]:
     """KServe v2 model metadata plus the early-exit specifics (exits, policy, thresholds, modes)."""
     spec = rt.input_spec
@@ -450,6 +505,8 @@ def metadata(rt: Runtime, version: str) -> dict[str, Any]:
         "precision": rt.precision,
         "energy_source": getattr(rt.meter, "source", None),
         "preprocessing": spec.preprocessing.to_dict() if spec.preprocessing is not None else {},
+        **({"text": {"input": {"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]},
+                     "max_length": rt.manifest.text.max_length}} if rt.manifest.text is not None else {}),
     }
 
 

@@ -5,6 +5,7 @@ non-finite value."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,22 +14,30 @@ import edge_runtime
 from edge_runtime.errors import InputError
 from edge_runtime.executor import decide_exits, simulate_exits
 from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT
-from edge_runtime.policies import POLICIES, ScorePolicy, create_policy
+from edge_runtime.policies import POLICIES, ExitPolicy, ScorePolicy, create_policy
 from edge_runtime.runtime import _all_finite
 from edge_runtime.synthetic import write_synthetic_bundle
+
+
+def _policy_view(policy: ExitPolicy, outs: dict[str, np.ndarray], rows: slice) -> Any:
+    """What the executor hands a policy for these rows: the logits alone, or the outputs it reads by name."""
+    reads = tuple(policy.reads)
+    return outs[EXIT_OUTPUT][rows] if reads == (EXIT_OUTPUT,) else {k: outs[k][rows] for k in reads}
 
 
 @pytest.mark.parametrize("name", POLICIES.names())
 def test_decide_one_equals_the_batch_decision(name: str) -> None:
     rng = np.random.default_rng(0)
-    logits = rng.standard_normal((64, 5)).astype(np.float32) * 3
-    policy = create_policy(name, 3)
+    outs = {EXIT_OUTPUT: rng.standard_normal((64, 5)).astype(np.float32) * 3,
+            "lambda": rng.uniform(0.01, 0.99, 64).astype(np.float32)}  # outputs beyond `exit` (PALBERT's lambda)
     for exit_index in (0, 1):
+        # fresh policies for the batch and the one-by-one loop: a sampling policy's draws continue across calls
+        policy, one = create_policy(name, 3), create_policy(name, 3)
         batch_state = policy.start(64)
-        want = np.asarray(policy.decide(exit_index, logits, batch_state), dtype=bool)
+        want = np.asarray(policy.decide(exit_index, _policy_view(policy, outs, slice(None)), batch_state), dtype=bool)
         for i in range(64):
-            one_state = {k: v[i:i + 1].copy() for k, v in policy.start(64).items()}
-            got = policy.decide_one(exit_index, logits[i:i + 1], one_state)
+            one_state = {k: v[i:i + 1].copy() for k, v in one.start(64).items()}
+            got = one.decide_one(exit_index, _policy_view(one, outs, slice(i, i + 1)), one_state)
             assert type(got) is bool and got == want[i], (name, exit_index, i)
 
 
