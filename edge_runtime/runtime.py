@@ -350,6 +350,16 @@ class Runtime:
         result.info["truncated"] = batch.truncated.tolist()
         return result
 
+    def sample(self, n: int, **kwargs: Any) -> Any:
+        """Draw ``n`` samples from a generative bundle in its ``sample`` mode (a diffusion bundle: DDIM with
+        per-step layer exits; keyword arguments ``steps``, ``seed``, ``threshold``, ``mode`` = ``early_exit`` |
+        ``full``, ``cls``: :meth:`edge_runtime.methods.deediff.DiffusionSampler.sample`).
+
+        Raises:
+            ConfigError: the bundle cannot run the ``sample`` mode (says why).
+        """
+        return self.mode("sample").sample(self, n, **kwargs)  # type: ignore[attr-defined]
+
     def decide(self, feeds: Tensors, policy: ExitPolicy, *, on_exit: OnExit | None = None) -> ExitRun:
         """The shrinking-batch executor on this bundle's segments (checked inputs; use :meth:`infer`)."""
         return decide_exits(self._run_segment, len(self.segments), feeds, policy, carry=self._carry, on_exit=on_exit)

@@ -20,7 +20,7 @@ from edge_runtime.backends import create_backend
 from edge_runtime.bundle import Bundle
 from edge_runtime.errors import ExportError
 from edge_runtime.executor import GraphRunner
-from edge_runtime.manifest import GraphSpec, Manifest
+from edge_runtime.manifest import EXIT_OUTPUT, GraphSpec, Manifest
 from edge_runtime.runtime import Runtime
 
 
@@ -82,8 +82,8 @@ def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str
                 scale[i] = max(scale[i], float(np.max(np.abs(e))) if e.size else 0.0)
                 if e.ndim == 2:
                     same[i] += int((e.argmax(-1) == g[names[0]].argmax(-1)).sum())
-            if rt.has_full_model:
-                full = rt.infer(feeds, mode="full").outputs
+            if rt.full_model_runner is not None:  # the graph itself: the 'full' mode serves class scores only
+                full = rt.full_model_runner.run(feeds)[EXIT_OUTPUT]
                 full_diff = max(full_diff or 0.0, _max_abs(as_tuple(ref[-1])[0].numpy(), full, "full model"))
     if stats is not None:
         stats["scale"] = scale

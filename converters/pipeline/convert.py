@@ -157,9 +157,11 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
         split = pseudo_labelled(split, model, pre)   # the final exit trained too: agreement with its new answers
     if extra:
         sections["extra"] = extra
-    if split is not None:
-        xc, _ = split.arrays("calibration")
-        example, verify = _tensors(pre(xc[:1])), _tensors(pre(xc[:64]))
+    if split is not None:  # a model whose inputs are not the data's samples (a denoiser) maps them: data_inputs
+        xc, yc = split.arrays("calibration")
+        gen = torch.Generator().manual_seed(recipe["seed"])
+        example = model.data_inputs(_tensors(pre(xc[:1])), torch.from_numpy(yc[:1]), generator=gen)
+        verify = model.data_inputs(_tensors(pre(xc[:64])), torch.from_numpy(yc[:64]), generator=gen)
     else:
         shape = recipe["input"]["shape"] or list(model.input_shape or ())
         example, verify = torch.randn(1, *shape), None
@@ -372,7 +374,8 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, pre: Any, out: Pa
         x, y = split.arrays("train")
         xc, yc = split.arrays("calibration")
         trainer = Trainer(model, [StageConfig.from_dict(s) for s in spec["stages"]], pre(x), y,
-                          eval_data=(pre(xc), yc), seed=recipe["seed"], checkpoint_path=checkpoint_path(out),
+                          eval_data=(pre(xc), yc) if model.output_kind == "logits" else None,  # accuracy per exit
+                          seed=recipe["seed"], checkpoint_path=checkpoint_path(out),
                           resume=resume, run_id=_run_id(recipe), progress=progress, callbacks=callbacks, dist=ctx)
         history = trainer.fit()
     finally:

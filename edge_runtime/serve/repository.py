@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import BundleError, EdgeRuntimeError
+from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.policies import create_policy
 from edge_runtime.runtime import Runtime, load_bundle
 from edge_runtime.serve.adaptive import AdaptiveModel
@@ -87,6 +88,8 @@ def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> N
     else:  # a bundle with its own modes only (e.g. a language model): smoke-run its first
         smoke = modes[:1]
     never = create_policy("never", runtime.num_exits)
+    logits = m.exits[-1].output_kind == "logits"
+    declared = next(t.shape for t in m.segments[-1].outputs if t.name == EXIT_OUTPUT)  # a non-classifier's answer
     for n in sorted(set(batch_sizes)):
         x = {s.name: np.zeros([n] + [d or 1 for d in s.shape[1:]], dtype=s.np_dtype) for s in runtime.inputs}
         for mode in smoke:
@@ -95,9 +98,13 @@ def verify_runtime(runtime: Runtime, batch_sizes: tuple[int, ...] = (1, 2)) -> N
             except EdgeRuntimeError as exc:
                 raise BundleError(f"smoke run ({mode}) at batch {n} failed: {exc}", path=where,
                                   field=getattr(exc, "field", None) or "segments") from None
-            if out.shape != (n, len(runtime.labels)):
+            as_declared = out.ndim == len(declared) and all(d in (None, g) for d, g in zip(declared[1:],
+                                                                                           out.shape[1:]))
+            if out.shape != (n, len(runtime.labels)) and (logits or not as_declared):
                 raise BundleError(f"smoke run ({mode}) at batch {n} gave outputs of shape {out.shape}; expected "
-                                  f"({n}, {len(runtime.labels)}) (one score per label)", path=where, field="labels")
+                                  f"({n}, {len(runtime.labels)}) (one score per label)"
+                                  + ("" if logits else f" or the last segment's declared {list(declared)}"),
+                                  path=where, field="labels" if logits else f"segments.{len(m.segments) - 1}")
             if not np.isfinite(out).all():
                 raise BundleError(f"smoke run ({mode}) at batch {n} gave NaN/Inf outputs", path=where,
                                   field="segments")

@@ -30,6 +30,8 @@ def test_decide_one_equals_the_batch_decision(name: str) -> None:
     rng = np.random.default_rng(0)
     outs = {EXIT_OUTPUT: rng.standard_normal((64, 5)).astype(np.float32) * 3,
             "lambda": rng.uniform(0.01, 0.99, 64).astype(np.float32)}  # outputs beyond `exit` (PALBERT's lambda)
+    for k in create_policy(name, 3).reads:  # any other output the policy reads (DeeDiff's u): one value per sample
+        outs.setdefault(k, rng.uniform(0.01, 0.99, 64).astype(np.float32))
     for exit_index in (0, 1):
         # fresh policies for the batch and the one-by-one loop: a sampling policy's draws continue across calls
         policy, one = create_policy(name, 3), create_policy(name, 3)

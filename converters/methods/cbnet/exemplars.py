@@ -8,7 +8,11 @@ classified correctly there. Exemplar methods, registered in :data:`EXEMPLAR_METH
 * ``medoid`` (the public prototype's "one fixed easy exemplar per class"): every input of
   class c maps to the medoid of class c's easy samples;
 * ``nearest``: every input maps to its nearest (Euclidean, model-ready space) easy sample of
-  its own class.
+  its own class;
+* ``medoids``: a per-class *set* of ``k`` easy exemplars (k-medoids of the class's easy samples:
+  greedy BUILD, then alternating refinement); every input maps to the nearest one. ``k=1`` is ``medoid``.
+
+A method may take keyword arguments (the recipe's ``cbnet.exemplar_kwargs``, e.g. ``{k: 8}``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.registry import Registry
 from edge_runtime.runtime import simulate_exits
 
-#: method name -> fn(flat inputs of one class, their pool positions) -> pool position per input
-EXEMPLAR_METHODS: Registry[Callable[[np.ndarray, np.ndarray], np.ndarray]] = Registry("CBNet exemplar method")
+#: method name -> fn(flat inputs of one class, their pool positions, **kwargs) -> pool position per input
+EXEMPLAR_METHODS: Registry[Callable[..., np.ndarray]] = Registry("CBNet exemplar method")
 
 _CHUNK = 1024
 
@@ -76,6 +81,46 @@ def _nearest(x: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return out
 
 
+@EXEMPLAR_METHODS.register("medoids")
+def _medoids(x: np.ndarray, pool: np.ndarray, k: int = 8, iterations: int = 20) -> np.ndarray:
+    """Every input maps to the nearest of ``k`` medoids of the pool (deterministic k-medoids).
+
+    BUILD adds, one at a time, the pool member that most lowers the total distance of the pool to its
+    nearest chosen member (the first is the pool's medoid, so ``k=1`` equals ``medoid``); then each
+    cluster's medoid replaces its centre until nothing moves (at most ``iterations`` rounds).
+
+    Raises:
+        ConfigError: ``k`` < 1.
+    """
+    if int(k) < 1:
+        raise ConfigError(f"exemplar method 'medoids': k must be >= 1, got {k!r}")
+    p = x[pool]
+    d = np.sqrt(_sq_dists(p, p))
+    k = min(int(k), pool.shape[0])
+    centres = [int(np.argmin(d.sum(1)))]
+    nearest = d[:, centres[0]].copy()
+    for _ in range(1, k):
+        gain = np.maximum(nearest[:, None] - d, 0.0).sum(0)
+        gain[centres] = -1.0
+        c = int(np.argmax(gain))
+        centres.append(c)
+        nearest = np.minimum(nearest, d[:, c])
+    for _ in range(iterations):
+        assign = np.argmin(d[:, centres], axis=1)
+        moved = []
+        for j, c in enumerate(centres):
+            members = np.flatnonzero(assign == j)
+            moved.append(int(members[np.argmin(d[np.ix_(members, members)].sum(1))]) if members.size else c)
+        if moved == centres:
+            break
+        centres = moved
+    chosen = np.asarray(centres, dtype=np.int64)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for start in range(0, x.shape[0], _CHUNK):
+        out[start:start + _CHUNK] = pool[chosen[np.argmin(_sq_dists(x[start:start + _CHUNK], p[chosen]), axis=1)]]
+    return out
+
+
 @dataclass(frozen=True)
 class ExemplarChoice:
     """Which training input each training input is converted to.
@@ -98,7 +143,7 @@ class ExemplarChoice:
     def summary(self) -> dict:
         """The manifest's ``cbnet.exemplars`` record."""
         medoids = {}
-        if self.method == "medoid":
+        if self.method in ("medoid", "medoids"):
             medoids = {"indices": sorted({int(i) for i in self.target_index})}
         return {"method": self.method, "easy_per_class": self.easy_per_class,
                 "easy_total": int(sum(self.easy_per_class)), "fallback_classes": self.fallback_classes,
@@ -107,7 +152,7 @@ class ExemplarChoice:
 
 def choose_exemplars(x: np.ndarray, y: np.ndarray, easy: np.ndarray, method: str = "medoid", *,
                      confidence: np.ndarray | None = None, fallback_count: int = 10, max_pool: int = 2000,
-                     seed: int = 0) -> ExemplarChoice:
+                     seed: int = 0, method_kwargs: dict | None = None) -> ExemplarChoice:
     """Pick every input's exemplar among the easy inputs of its own class.
 
     Args:
@@ -120,6 +165,7 @@ def choose_exemplars(x: np.ndarray, y: np.ndarray, easy: np.ndarray, method: str
         fallback_count: pool size for such classes.
         max_pool: a class's easy pool is subsampled (seeded) to at most this many.
         seed: subsampling seed.
+        method_kwargs: the method's keyword arguments (``medoids``: ``k``).
 
     Raises:
         ConfigError: unknown method, or a class present in ``y`` has no inputs at all.
@@ -131,6 +177,7 @@ def choose_exemplars(x: np.ndarray, y: np.ndarray, easy: np.ndarray, method: str
         [1, 1, 1, 3, 3]
     """
     fn = EXEMPLAR_METHODS.get(method)
+    kwargs = dict(method_kwargs or {})
     flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
     y = np.asarray(y).astype(np.int64)
     easy = np.asarray(easy, dtype=bool)
@@ -152,15 +199,15 @@ def choose_exemplars(x: np.ndarray, y: np.ndarray, easy: np.ndarray, method: str
             pool = members[order[:max(1, fallback_count)]]
         if pool.size > max_pool:
             pool = np.sort(rng.choice(pool, size=max_pool, replace=False))
-        target[members] = _apply(fn, flat, members, pool)
+        target[members] = _apply(fn, flat, members, pool, kwargs)
         distinct.append(int(np.unique(target[members]).size))
     return ExemplarChoice(target, method, easy_counts, fallback, distinct)
 
 
-def _apply(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], flat: np.ndarray, members: np.ndarray,
-           pool: np.ndarray) -> np.ndarray:
+def _apply(fn: Callable[..., np.ndarray], flat: np.ndarray, members: np.ndarray, pool: np.ndarray,
+           kwargs: dict) -> np.ndarray:
     """Run a method on one class: positions are re-based onto the class's own rows."""
     local = flat[members]
     where = {int(m): i for i, m in enumerate(members)}
     local_pool = np.array([where[int(p)] for p in pool], dtype=np.int64)
-    return members[fn(local, local_pool)]
+    return members[fn(local, local_pool, **kwargs)]

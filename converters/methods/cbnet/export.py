@@ -91,8 +91,9 @@ def export_parts(
 class CBNetExporter:
     """The ``export_bundle(..., extra_parts=[...])`` hook for CBNet's parts.
 
-    Calling it exports and verifies the ONNX parts (:func:`export_parts`) and adds the manifest
-    section; :meth:`graphs` lists the parts for ``export_bundle``'s TFLite/quantized variants
+    Calling it exports and verifies the ONNX parts (:func:`export_parts`), adds the manifest
+    section and then calls ``finish(root, manifest)`` (which completes ``info``: cost, gate);
+    :meth:`graphs` lists the parts for ``export_bundle``'s TFLite/quantized variants
     (``converters.export.variants`` asks every extra-parts hook for them).
     """
 
@@ -114,7 +115,7 @@ class CBNetExporter:
                      tolerance=self.tolerance, batch_sizes=self.batch_sizes, opset=self.opset, seed=self.seed,
                      section=self.section)
         if self.finish is not None:
-            self.finish(manifest)
+            self.finish(root, manifest)
 
     def graphs(self, manifest: dict[str, Any]) -> list[Any]:
         """One :class:`converters.export.tflite.Graph` per part; classifiers calibrate on converted inputs."""

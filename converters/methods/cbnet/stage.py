@@ -22,6 +22,10 @@ class CBNetStage(ConversionStage):
     def check(self, recipe: Any, split: Any) -> None:
         if split is None:
             raise ConfigError("recipe key 'cbnet' needs a 'data' section (the training split CBNet learns from)")
+        gate = recipe["cbnet"]["gate"]
+        if gate is not None and not recipe.get("calibrate"):
+            raise ConfigError("recipe key 'cbnet.gate' needs a 'calibrate' section: the gate is calibrated with the "
+                              "exit thresholds, on the calibration split, against the bundle's calibrated policy")
 
     def run(self, ctx: StageContext) -> list[PartsHook]:
         return [cbnet_from_recipe(ctx.recipe, ctx.model, ctx.split, ctx.preprocess, ctx.policy, ctx.example,

@@ -5,7 +5,7 @@ classifier's cross-entropy on converted inputs, registered in :data:`converters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from converters.training.augment import random_shift
 from converters.training.losses import ExitLoss
 from converters.training.registry import LOSSES
-from converters.training.trainer import StageConfig, Trainer
+from converters.training.trainer import StageConfig, TrainCallback, Trainer
 from edge_runtime.errors import ConfigError
 
 #: CBNet's stages shuffle with ``seed * SEED_STRIDE + epoch`` (the trainer's ``seed + stage + epoch`` with
@@ -50,17 +50,53 @@ class ReconstructionLoss(ExitLoss):
 
 @LOSSES.register("cbnet_classifier")
 class ClassifierLoss(ExitLoss):
-    """Cross-entropy of the lightweight classifier (one logits output) on (converted input, class) batches."""
+    """Cross-entropy of the lightweight classifier (one logits output) on (converted input, class) batches.
+
+    Given a :class:`ConvertedClassifier` (a frozen autoencoder in front of the classifier), it converts each
+    batch on the fly, so ``shift`` (random translations of up to this many pixels, drawn from the epoch's
+    generator) shows the classifier the autoencoder's answers to inputs it did not memorise; only the
+    classifier trains, the autoencoder stays in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, shift: int = 0) -> None:
+        super().__init__(model)
+        if int(shift) < 0:
+            raise ConfigError(f"loss cbnet_classifier shift: must be >= 0, got {shift!r}")
+        if shift and not isinstance(model, ConvertedClassifier):
+            raise ConfigError("loss cbnet_classifier shift: needs a ConvertedClassifier (the inputs are converted "
+                              "after the shift)")
+        self.shift = int(shift)
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        target = model.classifier if isinstance(model, ConvertedClassifier) else model
+        return list(target.parameters())
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if isinstance(model, ConvertedClassifier):
+            model.autoencoder.eval()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        logits = model(x)
+        logits = model(random_shift(x, self.shift, self.generator, axis_major=True))
         return F.cross_entropy(logits, y), [logits]
+
+
+class ConvertedClassifier(nn.Module):
+    """``classifier(autoencoder(x))``: what the fine-tuning with augmentation trains (the classifier only)."""
+
+    def __init__(self, autoencoder: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.autoencoder(x))
 
 
 def train_part(module: nn.Module, x: torch.Tensor, target: torch.Tensor, *, loss: dict[str, Any], epochs: int,
                batch_size: int, lr: float, seed: int, name: str, progress: bool, checkpoint: Path | None = None,
-               resume: bool = False, run_id: str = "") -> list[float]:
+               resume: bool = False, run_id: str = "", callbacks: Sequence[TrainCallback] = ()) -> list[float]:
     """Train one CBNet part with Adam at a constant ``lr`` on (x, target) mini-batches; mean loss per epoch.
 
     One stage of the shared :class:`Trainer` (seeded shuffling, progress bar, an atomic checkpoint after
@@ -74,11 +110,12 @@ def train_part(module: nn.Module, x: torch.Tensor, target: torch.Tensor, *, loss
         name: the stage's name in progress bars and history.
         checkpoint: the checkpoint file (None: none).
         run_id: identifies the run; another run's checkpoint is refused on resume.
+        callbacks: the trainer's hooks (e.g. a learning curve: accuracy after every k-th epoch).
     """
     stage = StageConfig(name=name, loss=loss, optimizer={"name": "adam", "kwargs": {}}, lr=lr, epochs=epochs,
                         batch_size=batch_size, schedule={"name": "constant", "kwargs": {}})
     history = Trainer(module, [stage], x, target, seed=seed * SEED_STRIDE, checkpoint_path=checkpoint,
-                      resume=resume, run_id=run_id, progress=progress, epoch_lines=False).fit()
+                      resume=resume, run_id=run_id, progress=progress, epoch_lines=False, callbacks=callbacks).fit()
     return [h["loss"] for h in history]
 
 
