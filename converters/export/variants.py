@@ -211,9 +211,10 @@ class VariantExporter:
             "exits": [{"index": i, "max_abs_diff": d, "max_rel_diff": r, "agreement": a}
                       for i, (d, r, a) in enumerate(zip(diffs, rel, stats["agreement"]))],
         }
+        agreements = [a for a in stats["agreement"] if a is not None]   # class-score exits only
         if relative:
             rec.update(tolerance_kind="relative to max |output| per exit", max_rel_diff=max(rel),
-                       agreement=min(stats["agreement"]), min_agreement=MIN_AGREEMENT)
+                       agreement=min(agreements) if agreements else None, min_agreement=MIN_AGREEMENT)
         if full_diff is not None:
             rec["full_model_max_abs_diff"] = full_diff
         parts = {g.field: self._graph_diff(root, manifest, g, fmt, precision, inputs)
@@ -223,10 +224,11 @@ class VariantExporter:
         full_rel = [full_diff / max(stats["scale"][-1], 1e-12)] if full_diff is not None else []
         worst = max((rel + full_rel) if relative else (diffs + ([full_diff] if full_diff is not None else [])))
         worst = max([worst, *parts.values()]) if parts else worst
-        agrees = not relative or min(stats["agreement"]) >= MIN_AGREEMENT
+        agrees = not relative or not agreements or min(agreements) >= MIN_AGREEMENT
         rec["passed"] = None if tol is None else bool(worst <= tol and agrees)
         if tol is not None and not rec["passed"]:
-            detail = ", ".join(f"exit {i}: {d:.3g} (relative {r:.3g}, agreement {100 * a:.1f}%)"
+            detail = ", ".join(f"exit {i}: {d:.3g} (relative {r:.3g}, agreement "
+                               f"{'n/a' if a is None else f'{100 * a:.1f}%'})"
                                for i, (d, r, a) in enumerate(zip(diffs, rel, stats["agreement"])))
             what = "relative difference" if relative else "max abs difference"
             raise ExportError(f"{fmt}/{precision} verification failed: {what} {worst:.3g} vs tolerance {tol:g}"

@@ -44,7 +44,8 @@ def verify_bundle_dir(model: EarlyExitModel, root: Path, manifest: Mapping[str, 
     Args:
         inputs: model inputs (tensors, or tuples of tensors for a model with several inputs).
         stats: filled with ``scale`` (max |PyTorch output| per exit) and ``agreement`` (fraction of samples whose
-            argmax matches PyTorch's, per exit), what a reduced-precision variant is judged by.
+            argmax matches PyTorch's, per exit; None for an exit whose output is not class scores, e.g. a
+            denoiser's noise estimate), what a reduced-precision variant is judged by.
     """
     per_output, full_diff = verify_exit_outputs(model, root, manifest, inputs, backend=backend, precision=precision,
                                                 stats=stats)
@@ -65,6 +66,7 @@ def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str
     diffs: list[dict[str, float]] = [{} for _ in range(model.num_exits)]
     scale = [0.0] * model.num_exits
     same = [0] * model.num_exits
+    scores = [True] * model.num_exits   # the exit's output is class scores, (N, classes): agreement is defined
     seen = 0
     full_diff: float | None = 0.0 if rt.has_full_model else None
     with torch.no_grad():
@@ -80,6 +82,7 @@ def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str
                     diffs[i][name] = max(diffs[i].get(name, 0.0), d)
                 e = as_tuple(r)[0].numpy()
                 scale[i] = max(scale[i], float(np.max(np.abs(e))) if e.size else 0.0)
+                scores[i] = scores[i] and e.ndim == 2
                 if e.ndim == 2:
                     same[i] += int((e.argmax(-1) == g[names[0]].argmax(-1)).sum())
             if rt.full_model_runner is not None:  # the graph itself: the 'full' mode serves class scores only
@@ -87,7 +90,7 @@ def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str
                 full_diff = max(full_diff or 0.0, _max_abs(as_tuple(ref[-1])[0].numpy(), full, "full model"))
     if stats is not None:
         stats["scale"] = scale
-        stats["agreement"] = [s / max(seen, 1) for s in same]
+        stats["agreement"] = [s / max(seen, 1) if c else None for s, c in zip(same, scores)]
     return diffs, full_diff
 
 
