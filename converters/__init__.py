@@ -24,6 +24,7 @@ _EXPORTS = {
     "count_flops": "converters.export.onnx", "count_params": "converters.export.onnx",
     "export_onnx": "converters.export.onnx", "export_bundle": "converters.export.bundle",
     "HEADS": "converters.models.registry", "MODELS": "converters.models.registry",
+    "attach_exits": "converters.models.attach",
     "create_head": "converters.models.registry", "create_model": "converters.models.registry",
     "EarlyExitModel": "converters.models.contract", "from_sequential_cnn": "converters.models.contract",
     "from_transformer_encoder": "converters.models.contract",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from converters.export.bundle import export_bundle  # noqa: F401
     from converters.export.onnx import count_flops, count_params, export_onnx  # noqa: F401
     from converters.methods.lgvit.model import attach_lgvit_heads, load_backbone_weights  # noqa: F401
+    from converters.models.attach import attach_exits  # noqa: F401
     from converters.models.contract import EarlyExitModel, from_sequential_cnn, from_transformer_encoder  # noqa: F401
     from converters.models.registry import HEADS, MODELS, create_head, create_model  # noqa: F401
     from converters.pipeline.convert import convert  # noqa: F401

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.backends import BACKEND_FORMATS
 from edge_runtime.bundle import read_bundle
 from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import GraphSpec, Manifest, TensorSpec
@@ -77,6 +78,18 @@ class CostEstimate:
     operating_point: str
     exit_fractions: list[float]
     notes: list[str] = field(default_factory=list)
+    #: the one-graph model (every sample to the end, no exit decisions), when the bundle has it
+    full_model_latency_s: float | None = None
+    full_model_energy_j: float | None = None
+    #: the file variant (``format/precision``) whose operating point the expectation uses
+    variant: str = "onnx/fp32"
+
+    @property
+    def speedup(self) -> float | None:
+        """One-graph latency / expected early-exit latency."""
+        if self.full_model_latency_s is None or self.expected_latency_s <= 0:
+            return None
+        return self.full_model_latency_s / self.expected_latency_s
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -106,19 +119,24 @@ def op_mix(segment: GraphSpec) -> tuple[dict[str, float], dict[str, int], str]:
             "split by Conv vs MatMul/Gemm node counts (manifest has no flops_by_op)")
 
 
-def exit_fractions(manifest: Manifest) -> tuple[list[float] | None, str]:
-    """Fraction of samples answered at each exit at the calibrated point, and where it came from."""
+def exit_fractions(manifest: Manifest, variant: str = "onnx/fp32") -> tuple[list[float] | None, str]:
+    """Fraction of samples answered at each exit at the calibrated point (of ``variant``'s re-calibrated
+    thresholds when the bundle has them), and where it came from."""
     n = manifest.num_exits
+    own = (manifest.policy.variants.get(variant) or {}).get("exit_rates")
     chosen = manifest.calibration.chosen if manifest.calibration is not None else None
-    if chosen is None:
+    if own:
+        values, where = list(own), f"policy.variants[{variant!r}].exit_rates"
+    elif chosen is None:
         return None, "the manifest has no calibration.chosen"
-    values = chosen.exit_fractions
+    else:
+        values, where = chosen.exit_fractions, "calibration.chosen.exit_fractions"
     if not values:
         return None, "calibration.chosen has no exit_fractions"
     if len(values) != n or sum(values) <= 0 or min(values) < 0:
-        raise ConfigError(f"calibration.chosen.exit_fractions: expected {n} non-negative numbers, got {values}")
+        raise ConfigError(f"{where}: expected {n} non-negative numbers, got {values}")
     total = float(sum(values))
-    return [float(v) / total for v in values], "calibration.chosen.exit_fractions"
+    return [float(v) / total for v in values], where
 
 
 def estimate_segment_latency(segment: GraphSpec, profile: DeviceProfile, *, batch_size: int = 1,
@@ -156,13 +174,17 @@ def _elements(tensor: TensorSpec) -> int:
 
 
 def estimate_bundle(bundle: str | Path | Manifest, profile: DeviceProfile | str | None = None, *,
-                   batch_size: int = 1) -> CostEstimate:
-    """Estimate latency and energy per segment, per exit and at the calibrated operating point.
+                   batch_size: int = 1, backend: str | None = None, precision: str | None = None) -> CostEstimate:
+    """Estimate latency and energy per segment, per exit, at the calibrated operating point, and for the one-graph
+    model (the baseline the speed-up is against).
 
     Args:
         bundle: a bundle directory or its :class:`~edge_runtime.manifest.Manifest`.
         profile: a profile (object, name or YAML path); None: this machine's.
         batch_size: samples per call.
+        backend: the backend the device would run (default: the profile's); with ``precision`` it names the file
+            variant whose re-calibrated operating point the expectation uses.
+        precision: ``fp32`` (default: the profile's when the bundle holds it), ``fp16``, ``int8``, ...
 
     Example:
         >>> p = estimate_bundle("out/tiny_cnn", "rpi4")                 # doctest: +SKIP
@@ -177,6 +199,16 @@ def estimate_bundle(bundle: str | Path | Manifest, profile: DeviceProfile | str 
     threads = int((prof.latency.threads if prof.latency and prof.latency.threads else None) or prof.threads
                   or prof.cpu.cores)
     power_w = prof.power.watts(threads, prof.cpu.cores)
+    be = backend or prof.backend
+    fmt = BACKEND_FORMATS.get(be)
+    if fmt is None:
+        raise ConfigError(f"--backend: unknown backend {be!r}; known: {', '.join(sorted(BACKEND_FORMATS))}")
+    held = {f"{f}/{p}" for f, p in manifest.held_variants()}
+    want = precision or (prof.precision if f"{fmt}/{prof.precision}" in held else "fp32")
+    variant = f"{fmt}/{want}"
+    if variant not in held:
+        raise ConfigError(f"--backend/--precision: the bundle holds no {variant} files; it holds "
+                          f"{', '.join(sorted(held))}")
     segs = manifest.segments
     seg_preds = []
     for i, seg in enumerate(segs):
@@ -189,8 +221,11 @@ def estimate_bundle(bundle: str | Path | Manifest, profile: DeviceProfile | str 
         cum_t = sum(s.latency_s for s in ran)
         flops = int(ex.cumulative_flops if ex.cumulative_flops is not None else sum(s.flops for s in ran))
         exits.append(ExitEstimate(ex.index, cum_t, cum_t * power_w, flops))
-    fractions, where = exit_fractions(manifest)
+    fractions, where = exit_fractions(manifest, variant)
     notes = []
+    if be != prof.backend or want != "fp32":
+        notes.append(f"latency rates are {prof.name}'s ({prof.backend}, fp32 graphs); {variant} changes the operating "
+                     "point (its own thresholds), not the per-FLOP rates")
     if fractions is None:
         notes.append(f"{where}: expected figures assume every sample runs to the final exit (upper bound)")
         fractions = [0.0] * (len(exits) - 1) + [1.0]
@@ -201,8 +236,14 @@ def estimate_bundle(bundle: str | Path | Manifest, profile: DeviceProfile | str 
     if prof.latency is not None and prof.latency.sources:
         notes.append("latency model: " + sorted(set(prof.latency.sources.values()))[0])
     notes.append(f"energy: estimated from {prof.name}'s power model ({power_w:.2f} W with {threads} busy core(s))")
+    full_t = None
+    if manifest.full_model is not None:
+        full_t = estimate_segment_latency(manifest.full_model, prof, batch_size=batch_size, last=True)
+        if not manifest.full_model.op_counts:
+            notes.append("the one-graph model's op counts are not in this manifest (written before they were "
+                         "recorded): its figure counts FLOPs and the call only")
     return CostEstimate(label, prof.name, batch_size, threads, power_w, seg_preds, exits, exp_t, exp_t * power_w,
-                      point, fractions, notes)
+                      point, fractions, notes, full_t, None if full_t is None else full_t * power_w, variant)
 
 
 def format_estimate(p: CostEstimate) -> str:
@@ -218,8 +259,11 @@ def format_estimate(p: CostEstimate) -> str:
     for e, f in zip(p.exits, p.exit_fractions):
         lines.append(f"{e.index:>4} {e.cumulative_flops / 1e6:>10.3f} {e.latency_s * 1e3:>10.4f} "
                      f"{e.energy_j * 1e3:>9.4f} {f:>8.3f}")
-    lines.append(f"expected at the operating point: {p.expected_latency_s * 1e3:.4f} ms, "
+    lines.append(f"expected at the operating point ({p.variant}): {p.expected_latency_s * 1e3:.4f} ms, "
                  f"{p.expected_energy_j * 1e3:.4f} mJ per call  [{p.operating_point}]")
+    if p.full_model_latency_s is not None and p.full_model_energy_j is not None:
+        lines.append(f"one-graph model (no exits): {p.full_model_latency_s * 1e3:.4f} ms, "
+                     f"{p.full_model_energy_j * 1e3:.4f} mJ per call; expected speed-up {p.speedup:.2f}x")
     lines.append(f"op mix: {p.segments[0].op_mix_source}")
     lines += [f"note: {n}" for n in p.notes]
     return "\n".join(lines)

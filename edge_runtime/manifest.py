@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime._json import json_problem, no_duplicate_keys
-from edge_runtime.errors import BundleError
+from edge_runtime.errors import BundleError, InputError
 from edge_runtime.files import FORMAT_NAME, MANIFEST_NAME, write_json_atomic
 
 FORMAT_VERSION = 2
@@ -84,11 +84,14 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What turns a raw input into a model-ready one: ``x' = (x * scale - mean) / std`` per channel (axis 1).
+    """What turns a raw input into a model-ready one: ``x' = (x * scale - mean) / std`` per channel (axis 1; per
+    feature for an (N, D) input), and the dtype and range raw inputs come in (``input_dtype``, ``input_range``).
 
     Example:
         >>> Preprocessing(scale=0.5, mean=(1.0,), std=(2.0,)).apply(np.full((1, 1, 2), 4.0)).tolist()
         [[[0.5, 0.5]]]
+        >>> Preprocessing(scale=1 / 255, mean=(0.5,), std=(0.25,), input_range=(0.0, 255.0)).model_range()
+        (array([-2.]), array([2.]))
     """
 
     scale: float = 1.0
@@ -96,17 +99,22 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
     resize: tuple[int, ...] | None = None
     description: str | None = None
+    input_range: tuple[float, float] | None = None
+    input_dtype: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Preprocessing | None:
         if not d:
             return None
+        rng = d.get("input_range")
         return cls(float(d.get("scale", 1.0)), _tuple(d.get("mean")), _tuple(d.get("std")), _tuple(d.get("resize")),
-                   d.get("description"))
+                   d.get("description"), None if rng is None else (float(rng[0]), float(rng[1])),
+                   d.get("input_dtype"))
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none({"scale": self.scale, "mean": _list(self.mean), "std": _list(self.std),
-                           "resize": _list(self.resize), "description": self.description})
+                           "resize": _list(self.resize), "input_range": _list(self.input_range),
+                           "input_dtype": self.input_dtype, "description": self.description})
 
     def apply(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """Apply to a raw batch ``(N, C, ...)`` (or ``(N, D)``: per feature); returns ``dtype``."""
@@ -117,6 +125,59 @@ class Preprocessing:
         if self.std is not None:
             out = out / np.asarray(self.std, dtype=np.float64).reshape(shape)
         return out.astype(dtype)
+
+    def model_range(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per channel (or feature), the range model-ready inputs lie in when raw ones lie in ``input_range``."""
+        if self.input_range is None:
+            return None
+        n = len(self.mean or self.std or (0,)) or 1
+        lo, hi = (self.apply(np.full((1, n), v), np.float64)[0] for v in self.input_range)
+        return np.minimum(lo, hi), np.maximum(lo, hi)
+
+    def check_raw(self, x: np.ndarray, what: str = "input") -> None:
+        """Refuse raw inputs outside ``input_range`` (or of another kind than ``input_dtype``).
+
+        Raises:
+            InputError: naming how many samples are outside and the range expected.
+        """
+        if self.input_dtype is not None and np.dtype(self.input_dtype).kind in "iu" and x.dtype.kind == "f" \
+                and self.input_range is not None and float(np.max(x)) <= 1.0 < self.input_range[1] and x.size:
+            raise InputError(f"{what}: raw inputs are expected as {self.input_dtype} in {list(self.input_range)}; "
+                             f"got {x.dtype} values in [{float(np.min(x)):.3g}, {float(np.max(x)):.3g}] (already "
+                             "scaled? pass the raw values, or model-ready ones without preprocessing)")
+        if self.input_range is None or not x.size:
+            return
+        lo, hi = self.input_range
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        bad = ((flat < lo) | (flat > hi) | ~np.isfinite(flat)).any(axis=1)
+        if bad.any():
+            raise InputError(f"{what}: {int(bad.sum())} sample(s) have raw values outside the declared range "
+                             f"[{lo:g}, {hi:g}] (got [{float(np.nanmin(flat)):.4g}, {float(np.nanmax(flat)):.4g}])")
+
+    def check_model_ready(self, x: np.ndarray, what: str = "input") -> None:
+        """Refuse model-ready inputs outside the range that raw inputs in ``input_range`` map to (a small slack
+        for rounding): raw, unnormalised data fed as model-ready is refused instead of answered wrongly.
+
+        Raises:
+            InputError: naming the range and pointing at the preprocessing switch.
+        """
+        bounds = self.model_range()
+        if bounds is None or not x.size:
+            return
+        lo, hi = bounds
+        slack = 1e-3 * (hi - lo) + 1e-5
+        if len(lo) > 1 and x.ndim >= 2 and x.shape[1] == len(lo):   # per channel (axis 1) or per feature
+            shape = [1, -1] + [1] * (x.ndim - 2)
+            lo_b, hi_b = (lo - slack).reshape(shape), (hi + slack).reshape(shape)
+        else:
+            lo_b, hi_b = (lo - slack).min(), (hi + slack).max()
+        bad = ((x < lo_b) | (x > hi_b)).reshape(len(x), -1).any(axis=1)
+        if bad.any():
+            raise InputError(f"{what}: {int(bad.sum())} sample(s) lie outside the range model-ready inputs can have "
+                             f"([{float(lo.min()):.4g}, {float(hi.max()):.4g}], from raw inputs in "
+                             f"{list(self.input_range or ())} through the bundle's preprocessing); raw inputs? "
+                             "preprocess them (run/bench --preprocess, Runtime.preprocess, the request parameter "
+                             "preprocess: true)")
 
 
 def _tuple(v: Any) -> tuple[Any, ...] | None:

@@ -43,8 +43,10 @@ class Runtime:
     """
 
     def __init__(self, bundle: Bundle, backend: Backend, *, precision: str = "fp32",
-                 batch_sizes: Sequence[int] | None = None) -> None:
+                 batch_sizes: Sequence[int] | None = None, check_range: bool = True) -> None:
         self.bundle = bundle
+        #: refuse model-ready inputs outside the range the input spec's raw range maps to (raw data fed unprocessed)
+        self.check_range = check_range
         self.backend = backend
         self.precision = precision
         self.batch_sizes = None if batch_sizes is None else tuple(batch_sizes)
@@ -175,7 +177,12 @@ class Runtime:
             InputError: wrong type, names, rank, shape, dtype, batch sizes, or NaN/Inf values.
         """
         if type(x) is np.ndarray and len(self.inputs) == 1:  # the common case, checked with the least work
-            return {self.inputs[0].name: _check_one(self.inputs[0], x, False)}
+            spec = self.inputs[0]
+            arr = _check_one(spec, x, False)
+            pre = spec.preprocessing
+            if self.check_range and pre is not None and pre.input_range is not None:
+                pre.check_model_ready(arr, "input")   # raw data fed as model-ready: refused, not answered
+            return {spec.name: arr}
         if isinstance(x, Mapping):
             unknown = sorted(set(x) - {s.name for s in self.inputs})
             missing = [s.name for s in self.inputs if s.name not in x]
@@ -193,6 +200,8 @@ class Runtime:
         n = None
         for spec, arr in items:
             out[spec.name] = _check_one(spec, arr, len(self.inputs) > 1)
+            if self.check_range and spec.preprocessing is not None:
+                spec.preprocessing.check_model_ready(out[spec.name], f"input {spec.name!r}")
             if n is None:
                 n = arr.shape[0]
             elif arr.shape[0] != n:
@@ -200,11 +209,20 @@ class Runtime:
         return out
 
     def preprocess(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the manifest's preprocessing (scale, per-channel mean/std) to raw inputs of the first input."""
+        """Apply the manifest's preprocessing (scale, per-channel or per-feature mean/std) to raw inputs of the first
+        input, after checking they lie in its declared raw range.
+
+        Raises:
+            InputError: raw values outside the input spec's ``input_range`` (or not numbers).
+        """
         pre = self.input_spec.preprocessing
         dtype = self.input_spec.np_dtype
+        raw = np.asarray(raw)
+        if raw.dtype.kind not in "biuf":
+            raise InputError(f"raw input must hold numbers, got dtype {raw.dtype}")
         if pre is None:
-            return np.asarray(raw).astype(dtype)
+            return raw.astype(dtype)
+        pre.check_raw(raw, "raw input")
         return pre.apply(raw, dtype)
 
     # -- inference ------------------------------------------------------------------------
@@ -429,6 +447,11 @@ def _check_one(spec: InputSpec, x: Any, named: bool) -> np.ndarray:
     if x.shape[0] == 0:
         raise InputError(f"{_what(spec, named)} batch is empty")
     if x.dtype != spec.np_dtype:
+        pre = spec.preprocessing
+        if pre is not None and pre.input_dtype == str(x.dtype):
+            raise InputError(f"{_what(spec, named)} dtype is {x.dtype}: raw data, the bundle takes {spec.dtype} after "
+                             "its preprocessing; preprocess it (Runtime.preprocess, run --preprocess, the daemon's "
+                             "preprocess parameter)")
         raise InputError(f"{_what(spec, named)} dtype is {x.dtype}; expected {spec.dtype} (convert with "
                          f"x.astype(np.{spec.dtype}))")
     if x.dtype.kind == "f" and not _all_finite(x):
@@ -473,7 +496,7 @@ warnings.filterwarnings("ignore", message="invalid value encountered in dot", ca
 def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | None = None,
                 precision: str | None = None, verify_hashes: bool = True, batch_sizes: Sequence[int] | None = None,
                 profile: Any = None, meter: Any = None, allow_unverified: bool = False,
-                **backend_options: Any) -> Runtime:
+                check_range: bool = True, **backend_options: Any) -> Runtime:
     """Load and check a bundle, and open one backend session per segment file.
 
     Args:
@@ -496,6 +519,7 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
             Stop it with :meth:`Runtime.close`.
         allow_unverified: run a bundle whose export verification did not pass (``verification.passed: false``:
             its graphs disagreed with PyTorch beyond the tolerance); refused by default.
+        check_range: refuse inputs outside the range the input spec declares (raw data fed as model-ready).
 
     Raises:
         BundleError: the bundle is missing, malformed, tampered with, unverified or unsupported.
@@ -532,7 +556,7 @@ def load_bundle(path: str | Path, *, backend: str | None = None, threads: int | 
         wanted = prof.precision if prof is not None else \
             dep.precision if dep is not None and dep.format == be.file_format else "fp32"
         precision = wanted if (be.file_format, wanted) in held else "fp32"
-    rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes)
+    rt = Runtime(bundle, be, precision=precision, batch_sizes=batch_sizes, check_range=check_range)
     rt.profile = prof
     if meter is not None:
         rt.meter = create_meter(meter, profile=prof).start()

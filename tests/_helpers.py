@@ -11,7 +11,7 @@ import numpy as np
 
 #: the workstation modules the device-side CLI and bench may load through their entry points: light, no torch
 PLUGIN_MODULES = ("converters", "converters.pipeline", "converters.pipeline.cli_convert",
-                  "converters.pipeline.cli_demo", "converters.pipeline.bench_rows")
+                  "converters.pipeline.cli_demo", "converters.pipeline.cli_export", "converters.pipeline.bench_rows")
 #: Python expression (for subprocess snippets) listing the heavy workstation modules a device process loaded
 HEAVY_MODULES = ("sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "
                  f"or (m.split('.')[0] == 'converters' and m not in {PLUGIN_MODULES!r}))")

@@ -87,7 +87,8 @@ def test_npz_and_image_folder_datasets(tmp_path):
     x = (np.random.default_rng(0).random((6, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 0, 1, 0, 1]))
     ds = DATASETS.get("npz")(path=str(tmp_path / "d.npz"))
-    assert ds.x.shape == (6, 1, 8, 8) and ds.x.max() <= 1.0 and ds.labels == ["0", "1"]
+    assert ds.x.shape == (6, 1, 8, 8) and ds.x.dtype == np.uint8 and ds.labels == ["0", "1"]
+    assert ds.scale == 1 / 255 and ds.value_range == (0.0, 255.0)   # raw pixels; preprocessing scales them
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(2):

@@ -9,6 +9,7 @@ from _helpers import manifest_json
 
 import edge_runtime
 from converters import MODELS, create_model, export_bundle
+from converters.export.verify import verify_bundle_dir, verify_exit_outputs
 from converters.models.contract import as_tuple
 from edge_runtime.errors import ConfigError, ExportError
 
@@ -42,6 +43,26 @@ def test_every_exit_matches_torch_at_batch_1_and_odd_batch(exported, name):
     assert recorded.passed and len(recorded.exits) == model.num_exits
     assert all(e["max_abs_diff"] <= recorded.tolerance for e in recorded.exits)
     assert 1 in recorded.batch_sizes and any(b % 2 == 1 and b > 1 for b in recorded.batch_sizes)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_verifier_reports_every_named_output_and_the_exit_outputs_scale_and_agreement(exported, name):
+    """One verifier for both uses: per named output (a head's extras too) and the scale/agreement a reduced-precision
+    variant is judged by, computed on each exit's ``exit`` output."""
+    model, path = exported[name]
+    inputs = [model.example_inputs(3, generator=torch.Generator().manual_seed(7))]
+    stats: dict = {}
+    per_output, _ = verify_exit_outputs(model, path, manifest_json(path), inputs, stats=stats)
+    worst, _ = verify_bundle_dir(model, path, manifest_json(path), inputs)
+    with torch.no_grad():
+        ref = model(*as_tuple(inputs[0]))
+    for i, r in enumerate(ref):
+        assert sorted(per_output[i]) == sorted(model.exit_names(i, r))
+        assert worst[i] == max(per_output[i].values())
+        assert stats["scale"][i] == pytest.approx(float(as_tuple(r)[0].abs().max()))
+    assert len(stats["agreement"]) == model.num_exits
+    for r, a in zip(ref, stats["agreement"]):   # defined for class scores, None for other outputs (a denoiser's)
+        assert a == (1.0 if as_tuple(r)[0].ndim == 2 else None)
 
 
 @pytest.mark.parametrize("name", MODELS.names())

@@ -242,6 +242,26 @@ def test_palbert_section_is_checked_before_training() -> None:
         parse_palbert_section({"max_accuracy_drop": -1})
 
 
+def test_text_jsonl_labels_map_like_every_data_sets(tmp_path: Path) -> None:
+    """Class names sorted (or in the given order), integer indices with -1 for no label, unknown names refused
+    naming the file: the one label mapping (edge_runtime.datasets.encode_labels)."""
+    from edge_runtime.datasets import text_jsonl
+
+    def write(labels: list) -> str:
+        path = tmp_path / "t.jsonl"
+        path.write_text("".join(json.dumps({"text": f"text {k}", "label": v}) + "\n" for k, v in enumerate(labels)),
+                        encoding="utf-8")
+        return str(path)
+
+    ds = text_jsonl(write(["b", "a", "b"]))
+    assert ds.labels == ["a", "b"] and ds.y.tolist() == [1, 0, 1] and ds.x.dtype == object
+    assert text_jsonl(write(["b", "a"]), labels=["b", "a"]).y.tolist() == [0, 1]
+    ds = text_jsonl(write([2, 0, -1]))
+    assert ds.labels == ["0", "1", "2"] and ds.y.tolist() == [2, 0, -1] and not ds.labelled
+    with pytest.raises(ConfigError, match=r"t\.jsonl: labels \['c'\] are not among the given names"):
+        text_jsonl(write(["a", "c"]), labels=["a", "b"])
+
+
 def test_a_bundle_without_text_refuses_infer_text(cnn_bundle: Path) -> None:
     import edge_runtime
 

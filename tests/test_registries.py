@@ -310,11 +310,18 @@ def test_dataset_loads_and_refuses_bad_kwargs(name: str, tmp_path: Path) -> None
         pytest.skip("WordNet is not installed (Debian package wordnet-base; .ci/run installs it)")
     elif name == "digits":
         pytest.importorskip("sklearn")
+    elif name == "csv":
+        rows = ["a,b,label"] + [f"{k},{k * 2},{'xy'[k % 2]}" for k in range(12)]
+        (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+        kwargs = {"path": str(tmp_path / "d.csv")}
     ds = factory(**kwargs)
     if ds.x.dtype == object:  # a text data set: one non-empty string per sample
         assert ds.x.ndim == 1 and all(isinstance(t, str) and t.strip() for t in ds.x)
     else:
-        assert ds.x.ndim == 4 and ds.x.dtype == np.float32 and 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+        assert ds.x.ndim >= 2 and ds.x.dtype in (np.float32, np.uint8)
+        if ds.value_range is not None:  # raw samples lie in the range the loader declares
+            assert ds.value_range[0] <= ds.x.min() and ds.x.max() <= ds.value_range[1]
+    assert len(ds.x) == len(ds.y)
     assert ds.y.shape == (len(ds.x),) and ds.y.max() < len(ds.labels)
     split = build_split({"name": name, "kwargs": kwargs})
     assert sum(len(i) for i in split.indices.values()) == len(ds.x)
@@ -329,8 +336,8 @@ torch = pytest.importorskip("torch")
 def _head_case(cls: type) -> tuple[dict[str, Any], tuple[int, ...]]:
     """Keyword arguments and an input shape for a head, from the hidden-shape sizes its constructor takes."""
     params = inspect.signature(cls).parameters
-    if "channels" in params:  # CNN feature maps (B, C, H, W)
-        return {"channels": 8}, (2, 8, 8, 8)
+    if "channels" in params:  # CNN feature maps (B, C, H, W), or (B, C, L) for a head declaring input_rank 3
+        return {"channels": 8}, (2, 8, 8, 8)[:getattr(cls, "input_rank", 4)]
     if "in_features" in params:  # flattened feature maps
         return {"in_features": 16}, (2, 4, 2, 2)
     if "dim" in params:  # token sequences (B, tokens, dim), CLS first
@@ -340,6 +347,8 @@ def _head_case(cls: type) -> tuple[dict[str, Any], tuple[int, ...]]:
         if "attn_heads" in params:
             kw["attn_heads"] = 4
         return kw, (2, 17, 16)
+    if all(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):  # no sizes: passes the logits on
+        return {}, (2, 5)
     raise AssertionError(f"head {cls.__name__}: no smoke case for constructor arguments {list(params)}")
 
 

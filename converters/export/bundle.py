@@ -286,6 +286,8 @@ def _write_segments(model: EarlyExitModel, example: Any, root: Path, opset: int,
             "files": [file_entry(path, root)],
             "flops": count_flops(full, as_tuple(example)),
             "params": count_params(full),
+            "op_counts": onnx_op_counts(path),
+            "flops_by_op": count_flops_by_kind(full, as_tuple(example)),
             "output": EXIT_OUTPUT,
         }
     return manifest

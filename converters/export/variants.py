@@ -9,8 +9,10 @@
    per batch size;
 2. writes each requested ``format/precision`` variant of every graph (:mod:`converters.export.quantize`);
 3. runs every variant's segment chain on the device runtime and compares each exit with PyTorch
-   (fp32: the export tolerance, fp16: ``fp16_tolerance``; int8 variants are recorded, not bounded:
-   their accuracy cost is measured at their re-calibrated operating point);
+   (fp32: the export tolerance, absolute; fp16: ``fp16_tolerance`` relative to the exit outputs' scale (max
+   |output|) plus prediction agreement of at least ``MIN_AGREEMENT`` — large logits make a fixed absolute bound
+   fail with identical answers; int8 variants are recorded, not bounded: their accuracy cost is measured at
+   their re-calibrated operating point);
 4. re-calibrates the thresholds of every non-fp32 variant on the calibration inputs
    (``policy.variants["format/precision"]``).
 """
@@ -43,6 +45,10 @@ from edge_runtime.errors import ConfigError, ExportError
 from edge_runtime.manifest import EXIT_OUTPUT
 
 KNOWN_BACKENDS = tuple(FORMAT_BACKENDS)  # file formats: onnx, tflite
+#: an fp16 variant must give the fp32 model's prediction on at least this fraction of the verification samples
+MIN_AGREEMENT = 0.98
+#: precisions judged by a tolerance relative to the outputs' scale (plus agreement) rather than an absolute one
+RELATIVE = ("fp16",)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class VariantOptions:
         quantize: ``format/precision`` variants (``onnx/int8``, ``onnx/int8_dynamic``, ``tflite/fp16``,
             ``tflite/int8``, ``tflite/int8_dynamic``).
         tolerance: fp32 tolerance per exit (the export's).
-        fp16_tolerance: max abs difference per exit allowed for fp16 files.
+        fp16_tolerance: max difference per exit allowed for fp16 files, relative to the exit outputs' scale
+            (max |output|); predictions must also agree on ``MIN_AGREEMENT`` of the samples.
     """
 
     backends: tuple[str, ...] = ("onnx",)
@@ -192,25 +199,41 @@ class VariantExporter:
             inputs += [_random_like(self.example, b, seed=100 + b) for b in self.options.tflite_batch_sizes]
         backend = FORMAT_BACKENDS[fmt]
         assert self.model is not None
-        diffs, full_diff = verify_bundle_dir(self.model, root, manifest, inputs, backend=backend, precision=precision)
+        stats: dict[str, Any] = {}
+        diffs, full_diff = verify_bundle_dir(self.model, root, manifest, inputs, backend=backend, precision=precision,
+                                             stats=stats)
         tol = self._tolerance(precision)
+        relative = precision in RELATIVE
+        rel = [d / max(sc, 1e-12) for d, sc in zip(diffs, stats["scale"])]
         rec: dict[str, Any] = {
             "format": fmt, "precision": precision, "tolerance": tol,
             "batch_sizes": sorted({int(as_tuple(x)[0].shape[0]) for x in inputs}),
-            "exits": [{"index": i, "max_abs_diff": d} for i, d in enumerate(diffs)],
+            "exits": [{"index": i, "max_abs_diff": d, "max_rel_diff": r, "agreement": a}
+                      for i, (d, r, a) in enumerate(zip(diffs, rel, stats["agreement"]))],
         }
+        agreements = [a for a in stats["agreement"] if a is not None]   # class-score exits only
+        if relative:
+            rec.update(tolerance_kind="relative to max |output| per exit", max_rel_diff=max(rel),
+                       agreement=min(agreements) if agreements else None, min_agreement=MIN_AGREEMENT)
         if full_diff is not None:
             rec["full_model_max_abs_diff"] = full_diff
         parts = {g.field: self._graph_diff(root, manifest, g, fmt, precision, inputs)
                  for g in graphs if not g.field.startswith(("segments.", "full_model."))}
         if parts:
             rec["graphs"] = parts
-        worst = max(diffs + ([full_diff] if full_diff is not None else []) + list(parts.values()))
-        rec["passed"] = None if tol is None else bool(worst <= tol)
-        if tol is not None and worst > tol:
-            detail = ", ".join(f"exit {i}: {d:.3g}" for i, d in enumerate(diffs))
-            raise ExportError(f"{fmt}/{precision} verification failed: max abs difference {worst:.3g} > "
-                              f"tolerance {tol:g} ({detail})")
+        full_rel = [full_diff / max(stats["scale"][-1], 1e-12)] if full_diff is not None else []
+        worst = max((rel + full_rel) if relative else (diffs + ([full_diff] if full_diff is not None else [])))
+        worst = max([worst, *parts.values()]) if parts else worst
+        agrees = not relative or not agreements or min(agreements) >= MIN_AGREEMENT
+        rec["passed"] = None if tol is None else bool(worst <= tol and agrees)
+        if tol is not None and not rec["passed"]:
+            detail = ", ".join(f"exit {i}: {d:.3g} (relative {r:.3g}, agreement "
+                               f"{'n/a' if a is None else f'{100 * a:.1f}%'})"
+                               for i, (d, r, a) in enumerate(zip(diffs, rel, stats["agreement"])))
+            what = "relative difference" if relative else "max abs difference"
+            raise ExportError(f"{fmt}/{precision} verification failed: {what} {worst:.3g} vs tolerance {tol:g}"
+                              + ("" if agrees else f", prediction agreement below {100 * MIN_AGREEMENT:.0f}%")
+                              + f" ({detail})")
         return rec
 
     def _graph_diff(self, root: Path, manifest: dict[str, Any], g: Graph, fmt: str, precision: str,

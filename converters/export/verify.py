@@ -36,37 +36,61 @@ def model_feeds(manifest: Mapping[str, Any], x: Any) -> dict[str, np.ndarray]:
 
 
 def verify_bundle_dir(model: EarlyExitModel, root: Path, manifest: Mapping[str, Any], inputs: Sequence[Any], *,
-                      backend: str = "onnxruntime", precision: str = "fp32") -> tuple[list[float], float | None]:
+                      backend: str = "onnxruntime", precision: str = "fp32",
+                      stats: dict[str, Any] | None = None) -> tuple[list[float], float | None]:
     """Run the bundle's segment chain (and one-graph model) on ``inputs`` and compare every exit output with
     PyTorch. Returns (max abs diff per exit over all its outputs, full-model max abs diff).
 
     Args:
         inputs: model inputs (tensors, or tuples of tensors for a model with several inputs).
+        stats: filled with ``scale`` (max |PyTorch output| per exit) and ``agreement`` (fraction of samples whose
+            argmax matches PyTorch's, per exit; None for an exit whose output is not class scores, e.g. a
+            denoiser's noise estimate), what a reduced-precision variant is judged by.
     """
-    per_output, full_diff = verify_exit_outputs(model, root, manifest, inputs, backend=backend, precision=precision)
+    per_output, full_diff = verify_exit_outputs(model, root, manifest, inputs, backend=backend, precision=precision,
+                                                stats=stats)
     return [max(d.values()) for d in per_output], full_diff
 
 
 def verify_exit_outputs(model: EarlyExitModel, root: Path, manifest: Mapping[str, Any], inputs: Sequence[Any], *,
-                        backend: str = "onnxruntime",
-                        precision: str = "fp32") -> tuple[list[dict[str, float]], float | None]:
+                        backend: str = "onnxruntime", precision: str = "fp32",
+                        stats: dict[str, Any] | None = None) -> tuple[list[dict[str, float]], float | None]:
     """Like :func:`verify_bundle_dir`, per named output of every exit: ``[{"exit": d, <extra>: d, ...}, ...]``
-    (a head returning ``(exit, *extras)`` has its extras, e.g. an uncertainty score, checked too)."""
-    rt = Runtime(staged_bundle(root, manifest), create_backend(backend, threads=1), precision=precision)
+    (a head returning ``(exit, *extras)`` has its extras, e.g. an uncertainty score, checked too).
+
+    Args:
+        stats: as in :func:`verify_bundle_dir` (scale and agreement of each exit's ``exit`` output).
+    """
+    rt = Runtime(staged_bundle(root, manifest), create_backend(backend, threads=1), precision=precision,
+                 check_range=False)   # random verification inputs lie outside the data's range on purpose
     diffs: list[dict[str, float]] = [{} for _ in range(model.num_exits)]
+    scale = [0.0] * model.num_exits
+    same = [0] * model.num_exits
+    scores = [True] * model.num_exits   # the exit's output is class scores, (N, classes): agreement is defined
+    seen = 0
     full_diff: float | None = 0.0 if rt.has_full_model else None
     with torch.no_grad():
         for x in inputs:
             ref = model(*as_tuple(x))
             feeds = model_feeds(manifest, x)
             got = rt.segment_outputs(feeds)
+            seen += len(as_tuple(ref[0])[0])
             for i, (r, g) in enumerate(zip(ref, got)):
-                for name, t in zip(model.exit_names(i, r), as_tuple(r)):
+                names = model.exit_names(i, r)
+                for name, t in zip(names, as_tuple(r)):
                     d = _max_abs(t.numpy(), g[name], f"exit {i} output {name!r}")
                     diffs[i][name] = max(diffs[i].get(name, 0.0), d)
+                e = as_tuple(r)[0].numpy()
+                scale[i] = max(scale[i], float(np.max(np.abs(e))) if e.size else 0.0)
+                scores[i] = scores[i] and e.ndim == 2
+                if e.ndim == 2:
+                    same[i] += int((e.argmax(-1) == g[names[0]].argmax(-1)).sum())
             if rt.full_model_runner is not None:  # the graph itself: the 'full' mode serves class scores only
                 full = rt.full_model_runner.run(feeds)[EXIT_OUTPUT]
                 full_diff = max(full_diff or 0.0, _max_abs(as_tuple(ref[-1])[0].numpy(), full, "full model"))
+    if stats is not None:
+        stats["scale"] = scale
+        stats["agreement"] = [s / max(seen, 1) if c else None for s, c in zip(same, scores)]
     return diffs, full_diff
 
 

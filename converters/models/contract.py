@@ -97,6 +97,13 @@ class EarlyExitModel(nn.Module):
         self._exit_extra_names = list(exit_extra_names)
         self.output_kind = output_kind
         self.dynamic_axes: dict[str, dict[int, str]] = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
+        #: train only the early heads: the training losses keep the segments and the final head in eval mode and
+        #: out of the optimiser, so the backbone's parameters and buffers stay bit-identical
+        self.frozen_backbone = False
+        #: where the exits went when :func:`converters.attach_exits` built the model (cuts, heads), else None
+        self.attach_info: dict[str, Any] | None = None
+        #: the user's model it came from (factory, arguments, weights' sha256), recorded in the bundle
+        self.source_record: dict[str, Any] | None = None
 
     def input_names(self, example: Any) -> list[str]:
         """The bundle names of the model inputs for an example input (tensor or tuple)."""

@@ -1,6 +1,6 @@
 """The generic exit-head types, registered in :data:`converters.models.registry.HEADS`.
 
-CNN heads take (B, C, H, W) feature maps; transformer heads take (B, tokens, dim)
+CNN heads take (B, C, H, W) feature maps (the ``1d`` ones (B, C, L)); transformer heads take (B, tokens, dim)
 token sequences whose first token is CLS. LGViT's heads register here too.
 """
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from converters.models.registry import HEADS
+from edge_runtime.errors import ConfigError
 
 
 @HEADS.register("pool_linear")
@@ -82,3 +83,51 @@ class ClsLinearHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.fc(self.norm(h)[:, 0])
+
+
+@HEADS.register("pool1d_linear")
+class Pool1dLinearHead(nn.Module):
+    """1-D feature maps (B, C, L): global average pool over L, then a linear classifier."""
+
+    input_rank = 3
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+@HEADS.register("branchy_conv1d")
+class BranchyConv1dHead(nn.Module):
+    """BranchyNet side branch for 1-D feature maps (B, C, L): conv3 + BN + ReLU, global pool, linear."""
+
+    input_rank = 3
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(channels, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.conv(h)), 1))
+
+
+@HEADS.register("token_linear")
+class TokenLinearHead(nn.Module):
+    """Token sequences (B, T, D): pool the tokens (``mean``, or ``cls``: the first token), LayerNorm, linear."""
+
+    def __init__(self, dim: int, num_classes: int, pool: str = "mean", **_: Any) -> None:
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ConfigError(f"token_linear pool: expected 'mean' or 'cls', got {pool!r}")
+        self.pool = pool
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = h.mean(dim=1) if self.pool == "mean" else h[:, 0]
+        return self.fc(self.norm(z))

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
     p.add_argument("--resume", action="store_true", help="resume interrupted training from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let the recipe's model.factory import your Python module (it runs your code)")
+    p.add_argument("--keep-trained", action="store_true",
+                   help="keep the trained weights (<out>.train/trained.pt) for 'edge-runtime export' afterwards")
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     require_workstation("convert")
     from converters import convert
     out = convert(args.recipe, args.out, overwrite=args.overwrite, resume=args.resume,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, allow_code=args.allow_code, keep_trained=args.keep_trained)
     if out is not None:  # None: a torchrun rank other than 0 (rank 0 writes the bundle)
         print(f"wrote bundle {out}")
     return 0

@@ -12,6 +12,7 @@ The bundle appears atomically, complete, at ``out_dir``.
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,14 +26,16 @@ from converters.export.bundle import export_bundle
 from converters.export.variants import add_part_variants, recalibrate_variants
 from converters.models import MODELS, create_model
 from converters.models.contract import EarlyExitModel
+from converters.models.user import build_user_model, is_user_model
 from converters.pipeline.stages import ConversionStage, PartsHook, StageContext, active_stages
-from converters.recipe import Recipe, load_recipe
+from converters.recipe import Recipe, load_recipe, parse_recipe
 from converters.training.dist import init_distributed, shutdown
+from converters.training.registry import LOSSES
 from converters.training.trainer import StageConfig, Trainer, run_fingerprint
 from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration import calibrate, evaluate_point, measure_segment_latency, oracle
-from edge_runtime.errors import ConfigError
-from edge_runtime.files import check_output_dir, replace_dir, staging_dir
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
+from edge_runtime.files import check_output_dir, replace_dir, staging_dir, write_bytes_atomic
 from edge_runtime.manifest import MANIFEST_NAME, write_manifest
 
 
@@ -51,11 +54,22 @@ def checkpoint_path(out_dir: str | Path) -> Path:
     return out.parent / f"{out.name}.train" / "checkpoint.pt"
 
 
-def build_model(recipe: Recipe) -> EarlyExitModel:
-    """The recipe's model, with the ``heads`` section passed to the builder as ``exit_heads``."""
+def build_model(recipe: Recipe, example: Any = None, *, allow_code: bool = False,
+                verbose: bool = False) -> EarlyExitModel:
+    """The recipe's model: a registered builder (the ``heads`` section passed as ``exit_heads``), or a user's model
+    (``model.factory`` / ``model.exported``) with exits attached on ``example`` (one model-ready input batch).
+
+    The user model's record (factory, weights' sha256, cuts) is kept as ``model.source_record``.
+    """
     spec = recipe.get("model")
     if spec is None:
-        raise ConfigError("recipe key 'model' is required")
+        raise ConfigError("recipe key 'model' is required (or pass the model itself: convert(..., model=...))")
+    if is_user_model(spec):
+        if example is None:
+            raise ConfigError("recipe key model: a user's model needs an example input to attach its exits: give a "
+                              "'data' section or input.shape")
+        base = recipe.source.parent if recipe.source is not None else None
+        return build_user_model(spec, example, base_dir=base, allow_code=allow_code, verbose=verbose)[0]
     kwargs = dict(spec["kwargs"])
     if recipe.get("heads") is not None:
         kwargs["exit_heads"] = recipe["heads"]
@@ -66,25 +80,37 @@ def build_model(recipe: Recipe) -> EarlyExitModel:
                           f"({exc})") from None
 
 
-def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            resume: bool = False, progress: bool = True, callbacks: Sequence[Any] = ()) -> Path | None:
+def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *, overwrite: bool = False,
+            resume: bool = False, progress: bool = True, callbacks: Sequence[Any] = (),
+            model: EarlyExitModel | None = None, allow_code: bool = False, trained: str | Path | None = None,
+            keep_trained: bool = False) -> Path | None:
     """Run a recipe end to end and write its bundle.
 
     Args:
-        recipe: a :class:`Recipe` or the path of a YAML recipe.
+        recipe: a :class:`Recipe`, the path of a YAML recipe, or recipe data (a dict).
         out_dir: the bundle directory to write (atomically).
         overwrite: replace an existing bundle.
         resume: continue an interrupted training run from its checkpoint (``<out>.train/``).
         progress: show progress bars.
         callbacks: :class:`converters.training.trainer.TrainCallback` hooks for the training stages.
+        model: an early-exit model built in Python (e.g. by :func:`converters.attach_exits`); the recipe's
+            ``model`` section is then optional and ignored.
+        allow_code: let a recipe's ``model.factory`` import the user's module (it runs their code).
+        trained: trained weights to export instead of training (``<out>.train/trained.pt``, kept by a run whose
+            export failed, or by ``keep_trained``): the ``train`` section is skipped.
+        keep_trained: keep ``<out>.train/trained.pt`` after a successful run too (for ``edge-runtime export``).
 
     Returns:
         The bundle directory; None on ranks other than 0 under ``torchrun``.
 
     Example:
         >>> convert("converters/recipes/branchynet_lenet.yaml", "out/lenet")     # doctest: +SKIP
+        >>> model = attach_exits(my_net, torch.zeros(1, 1, 28, 28), at=["layer1", "layer2"])   # doctest: +SKIP
+        >>> convert({"name": "mine", "data": {"name": "digits"}}, "out/mine", model=model)     # doctest: +SKIP
     """
-    if not isinstance(recipe, Recipe):
+    if isinstance(recipe, dict):
+        recipe = parse_recipe(recipe)
+    elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     out = check_output_dir(out_dir, overwrite=overwrite)  # before hours of training, not after
     seed_everything(recipe["seed"])
@@ -101,20 +127,36 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     writers = [st for st in stages if st.when == "bundle"]
     if writers:                                # a model family export_bundle does not cover writes its own bundle
         return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
-    model = build_model(recipe)
     text = recipe["input"].get("text")
     preprocessing = None if text else recipe["input"]["preprocessing"] or (split.normalization() if split else None)
+    pre = _input_encoder(recipe, preprocessing)
+    if model is None:
+        model = build_model(recipe, _example_input(recipe, split, pre), allow_code=allow_code, verbose=progress)
     sections: dict[str, Any] = {"recipe": recipe.resolved()}
+    extra: dict[str, Any] = {}
+    if model.source_record is not None or model.attach_info is not None:
+        extra["model_source"] = model.source_record or {"python": True, "exits": model.attach_info}
     if split is not None:
         sections["data"] = split.manifest_section()
-    if recipe.get("train"):
-        history, is_main = _train(recipe, model, split, _input_encoder(recipe, preprocessing), out, resume, progress,
-                                  callbacks)
+        check_sample_shape(model, split)
+        if not split.dataset.labelled:   # self-distillation: the final exit's own answers stand in for labels
+            check_unlabelled_training(recipe)
+            split = pseudo_labelled(split, model, pre)
+            extra["labels"] = ("the data has no labels: accuracy figures are agreement with the final exit's "
+                               "predictions (the model's own answers)")
+    trained_path = checkpoint_path(out).parent / TRAINED_NAME
+    if trained is not None:
+        extra["training"] = load_trained(model, trained, _run_id(recipe))
+    elif recipe.get("train"):
+        history, is_main = _train(recipe, model, split, pre, out, resume, progress, callbacks)
         if not is_main:
             return None
-        sections["extra"] = {"training": {"epochs": len(history),
-                                          "final": history[-1] if history else None}}
-    pre = _input_encoder(recipe, preprocessing)
+        extra["training"] = {"epochs": len(history), "final": history[-1] if history else None}
+        save_trained(model, trained_path, _run_id(recipe), extra["training"])
+    if "labels" in extra and not model.frozen_backbone:
+        split = pseudo_labelled(split, model, pre)   # the final exit trained too: agreement with its new answers
+    if extra:
+        sections["extra"] = extra
     if split is not None:  # a model whose inputs are not the data's samples (a denoiser) maps them: data_inputs
         xc, yc = split.arrays("calibration")
         gen = torch.Generator().manual_seed(recipe["seed"])
@@ -123,14 +165,18 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
     else:
         shape = recipe["input"]["shape"] or list(model.input_shape or ())
         example, verify = torch.randn(1, *shape), None
+    if split is not None and split.dataset.labels:
+        labels: list[str] | None = list(split.dataset.labels)
+    else:
+        labels = None
     exp, pol = recipe["export"], recipe["policy"]
-    kwargs = dict(name=recipe.name, policy=pol["name"], policy_kwargs=pol["kwargs"], thresholds=pol["thresholds"],
+    kwargs = dict(name=recipe.name, labels=labels, policy=pol["name"], policy_kwargs=pol["kwargs"],
+                  thresholds=pol["thresholds"],
                   preprocessing=preprocessing, tolerance=float(exp["tolerance"]),
                   verify_batch_sizes=exp["verify_batch_sizes"], verify_inputs=verify,
                   include_full_model=exp["full_model"], sections=sections, opset=exp["opset"], seed=recipe["seed"],
                   backends=exp["backends"], tflite_batch_sizes=exp["tflite_batch_sizes"], quantize=exp["quantize"],
-                  fp16_tolerance=float(exp["fp16_tolerance"]),
-                  labels=list(split.dataset.labels) if split is not None and split.dataset.labels else None)
+                  fp16_tolerance=float(exp["fp16_tolerance"]))
     if text:
         kwargs["extra_parts"] = [text_bundle_hook(text)]
     if split is not None and not text:  # static int8 calibrates on it; every quantized variant gets its own thresholds
@@ -140,16 +186,25 @@ def convert(recipe: Recipe | str | Path, out_dir: str | Path, *, overwrite: bool
                        export=kwargs, checkpoint_dir=checkpoint_path(out).parent, resume=resume, progress=progress,
                        policy=pol)
     late = [st for st in stages if st.when == "after_calibration"]
-    kwargs["extra_parts"] = kwargs.get("extra_parts", []) + _run_stages(
-        [st for st in stages if st.when == "after_training"], ctx)
-    if not recipe.get("calibrate"):
-        kwargs["extra_parts"] += _run_stages(late, ctx)    # the policy is the recipe's: final already
-        result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
-    else:
-        result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, late, ctx)
+    try:
+        kwargs["extra_parts"] = kwargs.get("extra_parts", []) + _run_stages(
+            [st for st in stages if st.when == "after_training"], ctx)
+        if not recipe.get("calibrate"):
+            kwargs["extra_parts"] += _run_stages(late, ctx)    # the policy is the recipe's: final already
+            result = export_bundle(model, example, out, overwrite=overwrite, **kwargs)
+        else:
+            result = _export_and_calibrate(model, example, out, overwrite, recipe, split, pre, kwargs, late, ctx)
+    except EdgeRuntimeError as exc:
+        if trained is None and trained_path.is_file():   # the training is kept: re-export without retraining
+            raise type(exc)(f"{exc}\nthe trained weights are kept in {trained_path}; export again without "
+                            f"retraining: edge-runtime export RECIPE --trained {trained_path} --out {out} "
+                            "(other tolerances/variants with --set export.KEY=VALUE)") from exc
+        raise
     ckpt = checkpoint_path(out)
-    if ckpt.parent.is_dir():
-        shutil.rmtree(ckpt.parent, ignore_errors=True)   # the bundle is complete; the checkpoint has served
+    if ckpt.is_file():
+        ckpt.unlink()                                    # the bundle is complete; the checkpoint has served
+    if ckpt.parent.is_dir() and not keep_trained and trained is None:
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
     return result
 
 
@@ -176,6 +231,79 @@ def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Pat
     if ckpt.parent.is_dir():
         shutil.rmtree(ckpt.parent, ignore_errors=True)
     return out
+TRAINED_NAME = "trained.pt"
+
+
+def _example_input(recipe: Recipe, split: Any, pre: Any) -> Any:
+    """One model-ready input batch (two samples) to attach a user's exits on: from the data, else input.shape."""
+    if split is not None:
+        xc, _ = split.arrays("calibration")
+        return _tensors(pre(xc[:2]))
+    shape = recipe["input"]["shape"]
+    return torch.zeros(2, *shape) if shape else None
+
+
+def check_unlabelled_training(recipe: Recipe) -> None:
+    """Unlabelled data trains only with losses that need no labels (``self_distill``)."""
+    for i, st in enumerate((recipe.get("train") or {}).get("stages") or []):
+        if getattr(LOSSES.get(st["loss"]["name"]), "needs_labels", True):
+            raise ConfigError(f"recipe key train.stages[{i}].loss: {st['loss']['name']!r} needs labels and the data "
+                              "has none; use self_distill (the final classifier teaches the exits)")
+
+
+def pseudo_labelled(split: Any, model: torch.nn.Module, pre: Any) -> Any:
+    """The split with every sample labelled by the model's final exit (for unlabelled data)."""
+    from dataclasses import replace
+
+    from converters.training.evaluation import exit_logits
+
+    final = exit_logits(model, pre(split.dataset.x))[-1]
+    return replace(split, dataset=replace(split.dataset, y=final.argmax(-1).astype(np.int64), labels=[]))
+
+
+def check_sample_shape(model: torch.nn.Module, split: Any) -> None:
+    """The data's sample shape must be the model's input shape (when the model states one; not for texts)."""
+    if split.dataset.x.dtype == object:   # texts: the tokenizer makes the model's input shape
+        return
+    want = getattr(model, "input_shape", None)
+    got = tuple(split.dataset.x.shape[1:])
+    if want is not None and tuple(want) != got:
+        raise ConfigError(f"data {split.spec.name!r}: samples have shape {list(got)} but the model takes "
+                          f"{list(want)} (recipe key data, or the model's example input)")
+
+
+def save_trained(model: torch.nn.Module, path: Path, run_id: str, training: dict[str, Any]) -> None:
+    """Keep the trained weights (``<out>.train/trained.pt``) until the bundle is written."""
+    buf = io.BytesIO()
+    torch.save({"format": "edge-runtime-trained-1", "run_id": run_id, "model": model.state_dict(),
+                "training": training}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_trained(model: torch.nn.Module, path: str | Path, run_id: str) -> dict[str, Any]:
+    """Load weights kept by :func:`save_trained` into ``model``; returns the training record.
+
+    Raises:
+        ConfigError: not such a file, another run's weights, or weights that do not fit the model.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--trained: {p} is not a file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError(f"{p}: cannot read the trained weights ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != "edge-runtime-trained-1":
+        raise ConfigError(f"{p}: not trained weights written by edge-runtime convert")
+    if state.get("run_id") != run_id:
+        raise ConfigError(f"{p}: the weights were trained from a different recipe, model or data (its training "
+                          "settings differ); export with the recipe they were trained with")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ConfigError(f"{p}: the weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return {**dict(state.get("training") or {}), "weights": f"re-exported from {p.name}"}
 
 
 def _run_stages(stages: Sequence[ConversionStage], ctx: StageContext) -> list[PartsHook]:

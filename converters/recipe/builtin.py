@@ -26,6 +26,7 @@ from typing import Any
 
 from converters.export.quantize import QUANTIZERS
 from converters.models.registry import HEADS, MODELS
+from converters.models.user import is_user_model, validate_user_model
 from converters.recipe.sections import expect_mapping, expect_type, named_component, section
 from converters.training.registry import LOSSES, OPTIMIZERS, SCHEDULES
 from converters.training.trainer import StageConfig
@@ -65,6 +66,10 @@ def _seed(value: Any, where: str) -> int:
 
 @section("model")  # required by convert unless a stage writes the bundle itself (e.g. a language model)
 def _model(value: Any, where: str) -> dict[str, Any]:
+    """A registered builder ``{name, kwargs}``, or a user's model ``{factory | exported, kwargs, weights, exits}``
+    (:mod:`converters.models.user`). Required unless ``convert`` is given the model itself."""
+    if is_user_model(value):
+        return validate_user_model(value, where)
     return named_component(value, where, MODELS)
 
 

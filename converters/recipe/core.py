@@ -85,13 +85,31 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        _set_dotted(data, dotted, value, p)
     try:
         return parse_recipe(data, source=p)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
+
+def _set_dotted(data: Any, dotted: str, value: Any, source: Path) -> None:
+    """Set ``a.b.0.c`` in nested mappings and lists (a number indexes a list)."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"{source}: override {dotted!r}: {key!r} is not an index of a list of {len(node)}")
+            node = node[int(key)]
+        elif isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"{source}: override {dotted!r}: {key!r} is inside a {type(node).__name__}")
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ConfigError(f"{source}: override {dotted!r}: {leaf!r} is not an index of a list of {len(node)}")
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"{source}: override {dotted!r}: cannot set a key inside a {type(node).__name__}")

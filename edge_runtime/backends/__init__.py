@@ -11,5 +11,7 @@ BACKENDS.register_lazy("litert", "edge_runtime.backends.litert_backend:LiteRTBac
 
 #: the backend that runs each manifest file ``format`` (known without importing any backend library)
 FORMAT_BACKENDS: dict[str, str] = {"onnx": "onnxruntime", "tflite": "litert"}
+#: backend name -> the file format it runs (without importing the backend)
+BACKEND_FORMATS: dict[str, str] = {"onnxruntime": "onnx", "litert": "tflite"}
 
-__all__ = ["BACKENDS", "FORMAT_BACKENDS", "Backend", "Session", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_FORMATS", "FORMAT_BACKENDS", "Backend", "Session", "create_backend"]

@@ -53,8 +53,10 @@ def load_bench_data(spec: str, runtime: Any, *, preprocess: bool | None = None) 
     Args:
         spec: ``NAME:SPLIT`` (a registered dataset, e.g. ``digits:test``) or a ``.npz`` file with ``x`` and ``y``.
         runtime: the loaded :class:`~edge_runtime.Runtime` (its manifest's ``data`` section and preprocessing).
-        preprocess: apply the manifest's preprocessing; None means: for a ``.npz``, no (its ``x`` is taken as
-            model-ready), for a registered dataset, whatever the dataset module says.
+        preprocess: apply the manifest's preprocessing (raw values outside the declared range are refused);
+            None means: for a ``.npz``, only when its ``x`` cannot be model-ready (another dtype than the bundle's,
+            e.g. uint8 pixels; model-ready float data outside the range raw inputs map to is refused, naming the
+            flag), for a registered dataset, yes (they return raw samples).
 
     Raises:
         InputError: the file is missing/unreadable or ``x``/``y`` do not fit the bundle.
@@ -65,7 +67,9 @@ def load_bench_data(spec: str, runtime: Any, *, preprocess: bool | None = None) 
     """
     path = Path(spec)
     if spec.endswith(".npz") or path.is_file():
-        data = _load_npz(path, spec)
+        data = _load_npz(path, spec, runtime)
+        if preprocess is None:
+            preprocess = data.x.dtype != runtime.input_spec.np_dtype and runtime.input_spec.preprocessing is not None
         if preprocess:
             data = BenchData(runtime.preprocess(data.x), data.y, data.spec, data.source, data.split_check,
                              data.indices_sha256, data.notes + ["preprocessed with the manifest's preprocessing"])
@@ -74,7 +78,7 @@ def load_bench_data(spec: str, runtime: Any, *, preprocess: bool | None = None) 
     return _fit_to_bundle(data, runtime)
 
 
-def _load_npz(path: Path, spec: str) -> BenchData:
+def _load_npz(path: Path, spec: str, runtime: Any) -> BenchData:
     if not path.is_file():
         raise InputError(f"{path}: data file not found (expected a .npz with arrays 'x' and 'y', or NAME:SPLIT)")
     try:
@@ -88,6 +92,12 @@ def _load_npz(path: Path, spec: str) -> BenchData:
         raise
     except Exception as exc:
         raise InputError(f"{path}: not a readable .npz ({exc})") from None
+    if y.dtype.kind in "US":  # class names: the bundle's labels give their indices
+        index = {name: i for i, name in enumerate(runtime.labels)}
+        unknown = sorted(set(y.astype(str).tolist()) - set(index))
+        if unknown:
+            raise InputError(f"{path}: labels {unknown[:5]} are not among the bundle's labels {runtime.labels}")
+        y = np.array([index[v] for v in y.astype(str).tolist()], dtype=np.int64)
     return BenchData(x, y, spec, f"npz file {path}", "unchecked",
                      notes=[f"{path.name}: a .npz carries no split record, so the split was not checked against "
                             f"the manifest's data section"])

@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="at larger batch sizes, time at least this many batches per row (default 16)")
     p.add_argument("--max-samples", type=int, help="use only the first N samples of the data")
     p.add_argument("--preprocess", choices=("auto", "yes", "no"), default="auto",
-                   help="apply the manifest's preprocessing: auto = yes for NAME:SPLIT data, no for .npz")
+                   help="apply the manifest's preprocessing (raw data outside the declared range is refused): "
+                        "auto = yes for NAME:SPLIT data; for .npz, yes when x is not of the bundle's dtype "
+                        "(e.g. uint8 pixels)")
     p.add_argument("--no-variants", dest="variants", action="store_false",
                    help="measure only the primary backend/precision, not every variant the bundle holds")
     p.add_argument("--torch-checkpoint", metavar="PT",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from edge_runtime.bundle import read_bundle
 from edge_runtime.calibration.risk import describe_guarantee
+from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.manifest import CalibrationRecord, Manifest
 from edge_runtime.modes import MODES
+from edge_runtime.policies import ScorePolicy, create_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +35,8 @@ def format_bundle(m: Manifest) -> str:
     lines = [f"bundle {m.name!r} (format v{m.format_version}), input {inputs}, {len(m.labels)} classes"]
     pol = m.policy
     thr = list(pol.thresholds)
-    lines.append(f"policy: {pol.name} {pol.kwargs or ''} thresholds {[f'{t:.4g}' for t in thr] if thr else '-'}")
+    shown = [_threshold(m, thr, i) for i in range(len(thr))]
+    lines.append(f"policy: {pol.name} {pol.kwargs or ''} thresholds {shown if thr else '-'}")
     ver = m.verification.exit_diffs()
     total = m.full_model_flops or sum(s.flops for s in m.segments)
     lines.append("")
@@ -44,7 +48,7 @@ def format_bundle(m: Manifest) -> str:
     lines.append(header)
     for seg, ex in zip(m.segments, m.exits):
         i = seg.index
-        t = f"{thr[i]:.4g}" if i < len(thr) else "final"
+        t = shown[i] if i < len(thr) else "final"
         cum = ex.cumulative_flops or 0
         row = (f"{i:>3}  {ex.head_type:<16} {_fmt_int(seg.flops):>9} {_fmt_int(seg.params):>8} "
                f"{_fmt_int(cum):>9} {100 * cum / max(total, 1):>5.1f}% {t:>9} {ver.get(i, float('nan')):>9.2e}")
@@ -60,6 +64,7 @@ def format_bundle(m: Manifest) -> str:
     if m.full_model is not None:
         lines.append(f"full model (one graph): {_fmt_int(m.full_model.flops)} FLOPs, "
                      f"{_fmt_int(m.full_model.params)} params")
+    lines.extend(_variant_lines(m))
     if m.calibration is not None and m.calibration.chosen is not None:
         lines.extend(_calibration_lines(m.calibration))
     modes = [MODES.get(name) for name in MODES.ordered()]
@@ -89,6 +94,46 @@ def recommendation_lines(m: Manifest) -> list[str]:
             lat = "n/a" if c.get("latency_s") is None else f"{1e3 * c['latency_s']:.3f} ms"
             lines.append(f"    {c['name']:<28} accuracy {_pct(c.get('accuracy'))}  batch-1 latency {lat}"
                          + ("" if c.get("eligible") else f"  (not eligible: {c.get('note')})"))
+    return lines
+
+
+def _threshold(m: Manifest, thr: list[float], i: int, variant: str | None = None) -> str:
+    """A threshold as printed: ``off`` when no output can pass it (calibration switched that exit off)."""
+    try:
+        policy = create_policy(m.policy.name, m.num_exits, thr, **m.policy.kwargs)
+    except EdgeRuntimeError:
+        policy = None
+    if isinstance(policy, ScorePolicy) and policy.exit_disabled(i):
+        return "off"
+    return f"{thr[i]:.4g}"
+
+
+def _variant_lines(m: Manifest) -> list[str]:
+    """Every file variant the bundle holds: files, verification against PyTorch, its own thresholds."""
+    checks: dict[tuple[str, str], dict[str, Any]] = {
+        ("onnx", "fp32"): {"exits": list(m.verification.exits), "tolerance": m.verification.tolerance,
+                           "passed": m.verification.passed}}
+    checks.update({(str(v.get("format")), str(v.get("precision"))): dict(v) for v in m.verification.variants})
+    lines = ["", "variants (run one with --backend/--precision; estimate takes the same options):"]
+    for fmt, precision in m.held_variants():
+        key = f"{fmt}/{precision}"
+        files = [f for s in m.segments for f in s.files if f.format == fmt and f.precision == precision]
+        sizes = sorted({"dynamic" if f.batch_size is None else str(f.batch_size) for f in files})
+        size = sum(f.bytes or 0 for f in files)
+        rec = checks.get((fmt, precision)) or {}
+        diffs = [float(e["max_abs_diff"]) for e in rec.get("exits", []) if e.get("max_abs_diff") is not None]
+        tol = rec.get("tolerance")
+        verdict = ("not verified" if not diffs else f"max|diff| {max(diffs):.2e}"
+                   + (f" (relative {rec['max_rel_diff']:.2e})" if rec.get("max_rel_diff") is not None else "")
+                   + (f", agreement {100 * rec['agreement']:.2f}%" if rec.get("agreement") is not None else "")
+                   + (f" <= {tol:g} passed" if rec.get("passed") else f" tolerance {tol:g} FAILED" if tol is not None
+                      and rec.get("passed") is False else " (not bounded)"))
+        own = m.policy.variants.get(key) or {}
+        thr = own.get("thresholds") or list(m.policy.thresholds)
+        shown = [_threshold(m, list(thr), i) for i in range(len(thr))]
+        acc = f", accuracy at its point {_pct(own['accuracy'])}" if own.get("accuracy") is not None else ""
+        lines.append(f"  {key:<20} {len(files)} file(s), batch {'/'.join(sizes)}, {size / 1e6:.2f} MB; {verdict}; "
+                     f"thresholds {shown if thr else '-'}{' (own)' if own.get('thresholds') else ''}{acc}")
     return lines
 
 

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle directory")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help=".npy file holding one batch (N, ...) of model-ready inputs")
-    src.add_argument("--random", type=int, metavar="N", help="run N random standard-normal inputs (a smoke test)")
+    src.add_argument("--random", type=int, metavar="N",
+                     help="run N random inputs (a smoke test): raw values drawn uniformly in the input spec's declared "
+                          "range and preprocessed, else standard normal")
     src.add_argument("--text", action="append", metavar="TEXT",
                      help="a text to classify (a bundle with a tokenizer); repeat for a batch")
     src.add_argument("--text-file", metavar="FILE", help="UTF-8 file with one text per line (empty lines skipped)")
@@ -39,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "prints the energy and its source")
     p.add_argument("--precision", help="file precision to run: fp32 (default), fp16, int8, int8_dynamic "
                                        "(the bundle's variants; thresholds re-calibrated per variant)")
-    p.add_argument("--preprocess", action="store_true", help="apply the manifest's preprocessing to raw inputs first")
+    p.add_argument("--preprocess", action="store_true",
+                   help="the --input file holds raw inputs: check them against the declared raw range and apply the "
+                        "manifest's preprocessing first")
     p.add_argument("--allow-unverified", action="store_true",
                    help="run a bundle whose export verification did not pass (refused by default)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -70,6 +74,20 @@ def load_npy(path: str) -> np.ndarray:
         raise InputError(f"{p}: not a readable .npy array ({exc})") from None
 
 
+def random_inputs(rt: Any, n: int) -> np.ndarray:
+    """``n`` random model inputs: raw values uniform in the declared raw range, preprocessed; else standard normal."""
+    shape = [n] + [d or 1 for d in rt.input_spec.shape[1:]]
+    rng = np.random.default_rng(0)
+    pre = rt.input_spec.preprocessing
+    if pre is not None and pre.input_range is not None:
+        lo, hi = pre.input_range
+        raw = rng.uniform(lo, hi, size=tuple(shape))
+        if pre.input_dtype is not None and np.dtype(pre.input_dtype).kind in "iu":
+            raw = np.round(raw).astype(pre.input_dtype)
+        return rt.preprocess(raw)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
 
@@ -92,11 +110,11 @@ def _run(rt: Any, args: argparse.Namespace) -> int:
         if not 1 <= args.random <= most:
             raise InputError(f"--random: expected a sample count from 1 to {most} (at most "
                              f"{MAX_RANDOM_BYTES >> 20} MiB of input for this bundle), got {args.random}")
-        x = np.random.default_rng(0).standard_normal([args.random, *sample]).astype(np.float32)
+        x = random_inputs(rt, args.random)
     else:
         x = load_npy(args.input)
-    if args.preprocess:
-        x = rt.preprocess(x)
+        if args.preprocess:
+            x = rt.preprocess(x)
     result = rt.infer(x, policy=args.policy, thresholds=parse_thresholds(args.thresholds), mode=args.mode)
     return _print(rt, result, args.json)
 

@@ -118,6 +118,8 @@ class ScorePolicy(ExitPolicy):
     """
 
     lower_is_confident: bool = True
+    #: the scores any output can have (entropy >= 0, confidence <= 1): a threshold past them switches its exit off
+    score_bounds: tuple[float, float] = (-np.inf, np.inf)
     #: compare strictly (``score < t`` / ``score > t``)
     strict: bool = False
 
@@ -144,6 +146,20 @@ class ScorePolicy(ExitPolicy):
     def decide_one(self, exit_index: int, output: Any, state: State) -> bool:
         score = output[SCORE_OUTPUT] if type(output) is dict else self.score(output)
         return bool(self.passes(float(score[0]), self.thresholds[exit_index]))
+
+    def exit_disabled(self, exit_index: int) -> bool:
+        """True when no output can leave at this exit (its threshold lies past every possible score: calibration
+        switched it off).
+
+        Example:
+            >>> create_policy("entropy", 3, [-0.9997, 0.4]).exit_disabled(0)
+            True
+        """
+        t = self.thresholds[exit_index]
+        lo, hi = self.score_bounds
+        if self.lower_is_confident:
+            return t <= lo if self.strict else t < lo
+        return t >= hi if self.strict else t > hi
 
 
 def create_policy(name: str, num_exits: int, thresholds: float | Sequence[float] | None = None,

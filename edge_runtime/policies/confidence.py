@@ -12,6 +12,7 @@ class ConfidencePolicy(ScorePolicy):
     """Leave at exit i when max(softmax(logits)) >= T_i."""
 
     lower_is_confident = False
+    score_bounds = (0.0, 1.0)
 
     def default_threshold(self) -> float:
         return 0.8  # LGViT's scripts

@@ -18,6 +18,7 @@ class EntropyPolicy(ScorePolicy):
     """
 
     lower_is_confident = True
+    score_bounds = (0.0, np.inf)
     strict = True
 
     def __init__(self, num_exits: int, thresholds: Any = None, *, normalized: bool = False) -> None:

@@ -261,16 +261,17 @@ def create_app(repo: ModelRepository, config: ServeConfig, metrics: ServeMetrics
             binary_out = False
             for attempt in range(2):  # a reload between decoding and queueing: decode again for the new model
                 rt = model.runtime
+                raw = codec.wants_preprocess(params, "query.")
                 if binary_length is not None:  # KServe v2 binary tensor data extension: JSON header + raw bytes
-                    breq = codec.decode_binary(body, binary_length, rt, config.max_queue)
+                    breq = codec.decode_binary(body, binary_length, rt, config.max_queue, raw)
                     x, req_id, binary_out = breq.x, breq.req_id, breq.binary_output
                     prefix, data_field = ("parameters." if breq.params else "query."), "body"
                     params = {**params, **breq.params}
                 elif ctype in _NPY_TYPES:
-                    x, req_id = await _decode(codec.decode_npy, body, rt, config.max_queue), None
+                    x, req_id = await _decode(codec.decode_npy, body, rt, config.max_queue, raw), None
                     prefix, data_field = "query.", "body"
                 elif ctype in _JSON_TYPES:
-                    x, body_params, req_id = await _decode(codec.decode_json, body, rt, config.max_queue)
+                    x, body_params, req_id = await _decode(codec.decode_json, body, rt, config.max_queue, raw)
                     prefix = "parameters." if body_params else "query."
                     params = {**params, **body_params}
                 else:

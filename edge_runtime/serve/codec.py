@@ -161,10 +161,10 @@ def expected_dtype(rt: Runtime) -> str:
 
 def parse_overrides(params: Mapping[str, Any], field_prefix: str) -> Overrides:
     """Read ``mode``, ``policy`` and ``thresholds`` from a mapping (JSON ``parameters`` or query)."""
-    unknown = sorted(set(params) - {"mode", "policy", "thresholds"})
+    unknown = sorted(set(params) - {"mode", "policy", "thresholds", "preprocess"})
     if unknown:
         raise RequestError(422, f"unknown parameter(s): {', '.join(unknown)}", field=f"{field_prefix}{unknown[0]}",
-                           expected="one of mode, policy, thresholds")
+                           expected="one of mode, policy, thresholds, preprocess")
     mode = params.get("mode") or None  # None: the model's recommended mode (Runtime.resolve_mode)
     policy = params.get("policy")
     for key, value in (("mode", mode), ("policy", policy)):
@@ -213,6 +213,28 @@ def make_policy(rt: Runtime, ov: Overrides, field_prefix: str) -> ExitPolicy:
                            expected=f"{rt.num_exits - 1} threshold(s), one per non-final exit") from None
 
 
+def wants_preprocess(params: Mapping[str, Any], field_prefix: str) -> bool:
+    """The ``preprocess`` parameter (JSON true/false, or query ``true``/``false``/``1``/``0``): the request carries
+    raw inputs, which the bundle's preprocessing turns into model inputs."""
+    value = params.get("preprocess", False)
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0", ""):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise RequestError(422, f"preprocess must be true or false, got {value!r}", field=f"{field_prefix}preprocess",
+                           expected="true or false")
+    return value
+
+
+def preprocess_raw(rt: Runtime, x: np.ndarray, field: str) -> np.ndarray:
+    """Raw inputs -> model inputs with the bundle's preprocessing; raw values outside its declared range are a 422."""
+    try:
+        return rt.preprocess(x)
+    except InputError as exc:
+        pre = rt.input_spec.preprocessing
+        rng = list(pre.input_range) if pre is not None and pre.input_range is not None else "the declared range"
+        raise RequestError(422, str(exc), field=field, expected=f"raw values in {rng}") from None
+
+
 def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.ndarray:
     """Shape/dtype/finiteness checks against the bundle's input spec, as 422s naming ``field``."""
     if x.dtype.name != rt.input_spec.dtype:
@@ -228,8 +250,9 @@ def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.
                            f"{expected_dtype(rt)}, finite values") from None
 
 
-def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
-    """A raw ``.npy`` body (no pickles)."""
+def decode_npy(body: bytes, rt: Runtime, max_samples: int, preprocess: bool = False) -> np.ndarray:
+    """A raw ``.npy`` body (no pickles); with ``preprocess``, raw inputs the bundle's preprocessing turns into
+    model inputs."""
     expected = f".npy of shape {expected_shape(rt)}, dtype {expected_dtype(rt)}"
     if not body.startswith(b"\x93NUMPY"):
         raise RequestError(400, "body is not a .npy file (no \\x93NUMPY magic)", field="body", expected=expected)
@@ -240,12 +263,16 @@ def decode_npy(body: bytes, rt: Runtime, max_samples: int) -> np.ndarray:
                            field="body", expected=expected) from None
     if not isinstance(x, np.ndarray) or x.dtype.hasobject:
         raise RequestError(400, "body is not a numeric .npy array", field="body", expected="numeric .npy")
+    if preprocess:
+        x = preprocess_raw(rt, x, "body")
     return check_array(rt, x, "body", max_samples)
 
 
-def decode_json(body: bytes, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
-    """A KServe v2 JSON body: returns (input batch, parameters, request id)."""
-    return decode_doc(loads(body), rt, max_samples)
+def decode_json(body: bytes, rt: Runtime, max_samples: int,
+                preprocess: bool = False) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """A KServe v2 JSON body: returns (input batch, parameters, request id). With ``parameters.preprocess: true``
+    (or ``preprocess``, from the query) the data are raw inputs, preprocessed by the bundle's preprocessing."""
+    return decode_doc(loads(body), rt, max_samples, preprocess)
 
 
 #: the header of KServe v2's binary tensor data extension (Triton): the length of the JSON part of the body
@@ -263,7 +290,8 @@ class BinaryRequest:
     binary_output: bool
 
 
-def decode_binary(body: bytes, header_length: str, rt: Runtime, max_samples: int) -> BinaryRequest:
+def decode_binary(body: bytes, header_length: str, rt: Runtime, max_samples: int,
+                  preprocess: bool = False) -> BinaryRequest:
     """KServe v2's binary tensor data extension: ``header_length`` bytes of JSON (the ``inputs`` entry carries
     ``parameters.binary_data_size`` instead of ``data``), then the tensor's raw little-endian bytes. No copy of the
     tensor's bytes is made before the batch is assembled.
@@ -287,7 +315,7 @@ def decode_binary(body: bytes, header_length: str, rt: Runtime, max_samples: int
     elif len(raw):
         raise RequestError(400, f"{len(raw)} bytes follow the JSON header but no input has binary_data_size",
                            field="inputs[0].parameters.binary_data_size", expected="the tensor's byte size")
-    x, params, req_id = decode_doc(doc, rt, max_samples)
+    x, params, req_id = decode_doc(doc, rt, max_samples, preprocess)
     out_params = (doc.get("parameters") or {}) if isinstance(doc, dict) else {}
     wants = bool(out_params.get("binary_data_output")) or any(
         isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in doc.get("outputs") or [])
@@ -307,9 +335,11 @@ def encode_binary(doc: dict[str, Any], tensors: list[np.ndarray]) -> tuple[bytes
     return header + b"".join(np.ascontiguousarray(t).tobytes() for t in tensors), len(header)
 
 
-def decode_doc(doc: Any, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dict[str, Any], str | None]:
+def decode_doc(doc: Any, rt: Runtime, max_samples: int,
+               preprocess: bool = False) -> tuple[np.ndarray, dict[str, Any], str | None]:
     """A parsed KServe v2 request (the JSON body, or the binary extension's header with the raw tensor bytes as
-    the input's ``data``): returns (input batch, parameters, request id)."""
+    the input's ``data``): returns (input batch, parameters, request id). ``preprocess`` (or the request's
+    ``parameters.preprocess``): the data are raw inputs for the bundle's preprocessing."""
     if not isinstance(doc, dict):
         raise RequestError(422, f"body must be a JSON object, got {type(doc).__name__}", field="body",
                            expected="object with 'inputs'")
@@ -336,8 +366,12 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dic
             type(d) is int and 0 <= d <= MAX_DIM for d in shape):
         raise RequestError(422, f"shape must be a list of integers from 0 to {MAX_DIM}, got {str(shape)[:80]}",
                            field="inputs[0].shape", expected=expected_shape(rt))
+    params = _params(doc)
+    raw = wants_preprocess(params, "parameters.") if "preprocess" in params else preprocess
     dtype = V2_TO_NUMPY.get(t["datatype"]) if isinstance(t["datatype"], str) else None
-    if dtype != rt.input_spec.dtype:
+    if raw and dtype is not None and dtype != "bool":
+        pass   # raw inputs come in their own dtype (UINT8 pixels); preprocessing makes them the model's
+    elif dtype != rt.input_spec.dtype:
         raise RequestError(422, f"datatype {str(t['datatype'])[:40]!r} does not match the model",
                            field="inputs[0].datatype", expected=expected_dtype(rt))
     if shape and shape[0] > max_samples:
@@ -349,8 +383,7 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dic
         if len(t["data"]) != need:
             raise RequestError(400, f"{len(t['data'])} bytes of binary data but shape {shape} of {dtype} needs {need}",
                                field="inputs[0].parameters.binary_data_size", expected=f"{need}")
-        x = check_array(rt, np.frombuffer(t["data"], dtype=np.dtype(dtype).newbyteorder("<")).astype(
-            dtype, copy=False).reshape(shape), "inputs[0].shape", max_samples)
+        x = np.frombuffer(t["data"], dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
     else:
         flat = _numbers(t["data"], dtype, size)
         if len(flat) != size:
@@ -363,8 +396,16 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int) -> tuple[np.ndarray, dic
                                expected=expected_dtype(rt)) from None
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise RequestError(422, "data contains NaN or Inf", field="inputs[0].data", expected="finite numbers")
-        x = check_array(rt, arr.astype(dtype).reshape(shape), "inputs[0].shape", max_samples)
-    return x, _params(doc), req_id
+        if arr.dtype.kind == "i" and dtype not in ("int64", "bool") and arr.size:
+            info = np.iinfo(dtype)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise RequestError(422, f"data holds a number outside {dtype}'s range [{info.min}, {info.max}]",
+                                   field="inputs[0].data", expected=f"{dtype} values")
+        x = arr.astype(dtype).reshape(shape)
+    if raw:
+        x = preprocess_raw(rt, x, "inputs[0].data")
+    x = check_array(rt, x, "inputs[0].shape", max_samples)
+    return x, params, req_id
 
 
 def _params(doc: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +413,7 @@ def _params(doc: dict[str, Any]) -> dict[str, Any]:
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise RequestError(422, "parameters must be an object", field="parameters",
-                           expected="{mode, policy, thresholds}")
+                           expected="{mode, policy, thresholds, preprocess}")
     return params
 
 

@@ -16,21 +16,9 @@ from torch.nn import functional as F
 
 from converters.models.contract import EarlyExitModel
 from converters.training.augment import random_shift
-from converters.training.losses import ExitLoss
+from converters.training.losses import ExitLoss, kd_loss
 from converters.training.registry import LOSSES
 from edge_runtime.errors import ConfigError
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
-    """Hinton distillation term: T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch.
-
-    Example:
-        >>> float(kd_loss(torch.zeros(1, 2), torch.zeros(1, 2)))
-        0.0
-    """
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-                    reduction="batchmean", log_target=True) * (t * t)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
