@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,3 +33,16 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int)
             fn()
             times[name].append(clock() - t0)
     return {k: np.asarray(v) for k, v in times.items()}
+
+
+def build_recipe(recipe: Path, out: Path, rebuild: bool, **convert_kwargs: Any) -> Path:
+    """Convert ``recipe`` as it is into ``out`` unless a bundle is there already (or ``rebuild``); prints the time."""
+    if out.is_dir() and not rebuild:
+        return out
+    from converters import convert
+
+    print(f"converting {recipe.name} into {out} ...", flush=True)
+    start = time.perf_counter()
+    convert(recipe, out, overwrite=True, **convert_kwargs)
+    print(f"  {time.perf_counter() - start:.0f} s", flush=True)
+    return out

@@ -38,7 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]   # this checkout's packages, not an install's
-from _common import header, interleaved  # noqa: E402
+from _common import build_recipe, header, interleaved  # noqa: E402
 
 from edge_runtime.bench.measure import latency_stats  # noqa: E402
 from edge_runtime.files import write_json_atomic  # noqa: E402
@@ -51,17 +51,7 @@ LABELS = {"full": "full model (one graph)", "early_exit": "BranchyNet early exit
 
 def build(key: str, work: Path, rebuild: bool) -> Path:
     """Convert the shipped recipe as it is into ``work/key`` unless it is there."""
-    out = work / key
-    if out.is_dir() and not rebuild:
-        return out
-    from converters import convert
-
-    path = REPO / "converters" / "recipes" / f"{RECIPES[key]}.yaml"
-    print(f"converting {path.name} into {out} ...", flush=True)
-    t0 = time.perf_counter()
-    convert(path, out, overwrite=True, progress=False)
-    print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
-    return out
+    return build_recipe(REPO / "converters" / "recipes" / f"{RECIPES[key]}.yaml", work / key, rebuild, progress=False)
 
 
 def rows_for(rt: Any) -> dict[str, Callable[[np.ndarray], Any]]:

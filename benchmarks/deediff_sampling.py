@@ -33,25 +33,15 @@ import numpy as np
 from edge_runtime.bench.measure import latency_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header  # noqa: E402
+from _common import build_recipe, header  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"paper": "deediff_paper", "probe": "deediff_probe"}
 
 
 def build(key: str, work: Path, rebuild: bool) -> Path:
-    """Convert the shipped recipe into ``work/key`` unless it is there."""
-    out = work / key
-    if out.is_dir() and not rebuild:
-        return out
-    from converters import convert
-
-    path = REPO / "converters" / "recipes" / f"{RECIPES[key]}.yaml"
-    print(f"converting {path.name} into {out} ...", flush=True)
-    start = time.perf_counter()
-    convert(path, out, overwrite=True)
-    print(f"  {time.perf_counter() - start:.0f} s", flush=True)
-    return out
+    """Convert the shipped recipe as it is into ``work/key`` unless it is there."""
+    return build_recipe(REPO / "converters" / "recipes" / f"{RECIPES[key]}.yaml", work / key, rebuild)
 
 
 def chosen_threshold(rt: Any) -> float:
