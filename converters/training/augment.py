@@ -17,7 +17,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
         generator: where the offsets come from (None: torch's global generator, which the trainer
             checkpoints; the trainer's per-epoch generator needs no saved state to resume).
         axis_major: the order the 2N offsets are drawn in: False draws (dy, dx) image after image
-            (LGViT's losses), True draws every dy, then every dx (CBNet's autoencoder). Both orders
+            (LGViT's losses), True draws every dy, then every dx (a method's converting autoencoder). Both orders
             are kept so the shipped recipes train to the same weights as before the two copies merged.
 
     Example:

@@ -2,7 +2,7 @@
 
 A loss decides which parameters train in its stage (e.g. LGViT's stage 2 freezes the
 backbone) and computes the loss of one batch. The trainer (:mod:`converters.training.trainer`)
-calls it; new objectives (LGViT's stages, CBNet's autoencoder, PALBERT's ponder loss) register
+calls it; new objectives (a paper method's stages, autoencoders, ponder losses) register
 in :data:`converters.training.registry.LOSSES` from their method's folder.
 """
 

@@ -1,7 +1,7 @@
 """Train a module in stages: the recipe's ``train.stages`` run in order, each with a registered loss
 (:data:`converters.training.registry.LOSSES`), optimiser and learning-rate schedule. Exit heads
-(BranchyNet, LGViT) train here, and so do a method's own parts (CBNet's converting autoencoder and its
-classifier, with losses registered from ``converters/methods/cbnet/``).
+(BranchyNet, LGViT) train here, and so do a method's own parts (e.g. a converting autoencoder and its
+classifier, with losses registered from the method's folder under ``converters/methods/``).
 
 Seeded and reproducible: stage s, epoch e shuffles with a generator seeded ``seed + s + e`` (as torch's
 ``DistributedSampler`` does), and a loss may draw its augmentation from that same generator
@@ -119,7 +119,7 @@ class Trainer:
         stages: the stages, in order.
         x, y: training inputs (model-ready, float32 N, ...; a tuple of arrays for a model with several inputs,
             integer ones such as token ids kept as int64) and targets: int class labels, or float tensors a loss
-            compares outputs with (CBNet's exemplars); numpy or torch.
+            compares outputs with (e.g. a method's exemplars); numpy or torch.
         eval_data: optional (x, y) to report per-exit accuracy on after each epoch (not the test split).
         seed: base seed; stage s, epoch e shuffle with ``seed + s + e``.
         checkpoint_path: where to write the per-epoch checkpoint (None: no checkpoints).
