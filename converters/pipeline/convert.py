@@ -113,6 +113,9 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     out = check_output_dir(out_dir, overwrite=overwrite)  # before hours of training, not after
+    if recipe.get("calibrate") and recipe["input"].get("text"):
+        raise ConfigError("recipe key calibrate: not supported with input.text (the calibration runs on "
+                          "model-ready arrays, not on texts); remove one of the two")
     seed_everything(recipe["seed"])
     split = None
     if recipe.get("data"):

@@ -1,0 +1,42 @@
+"""``convert`` refuses, before training and writing anything, recipes and arguments it cannot honour: each a
+one-line project error naming the recipe key or argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from converters import convert
+from converters.training.trainer import TrainCallback
+from edge_runtime.errors import ConfigError
+
+
+class _Trained(TrainCallback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_batch_end(self, trainer, stage, epoch, step, loss) -> None:
+        self.batches += 1
+
+
+def _digits(**extra) -> dict:
+    return {"name": "r", "seed": 0, "model": {"name": "tiny_cnn", "kwargs": {}},
+            "data": {"name": "digits", "kwargs": {"size": 16}},
+            "train": {"stages": [{"name": "s", "epochs": 1, "batch_size": 64}]}, **extra}
+
+
+def _refused(recipe: dict, tmp_path: Path, match: str, **kwargs) -> None:
+    cb = _Trained()
+    with pytest.raises(ConfigError, match=match) as exc:
+        convert(recipe, tmp_path / "b", progress=False, callbacks=[cb], **kwargs)
+    assert len(str(exc.value).splitlines()) == 1, str(exc.value)
+    assert cb.batches == 0                        # before training
+    assert list(tmp_path.iterdir()) == []         # nothing written
+
+
+def test_calibrate_with_a_text_input_is_refused_before_training(tmp_path):
+    recipe = _digits(input={"text": {"tokenizer": "tokenizer.json"}},
+                     calibrate={"measure_latency": False, "recommend": False})
+    _refused(recipe, tmp_path, r"recipe key calibrate: .*input\.text")
+
