@@ -40,3 +40,8 @@ def test_calibrate_with_a_text_input_is_refused_before_training(tmp_path):
                      calibrate={"measure_latency": False, "recommend": False})
     _refused(recipe, tmp_path, r"recipe key calibrate: .*input\.text")
 
+
+def test_calibrate_with_an_empty_test_split_is_refused_before_training(tmp_path):
+    recipe = _digits(calibrate={"measure_latency": False, "recommend": False})
+    recipe["data"]["split"] = {"seed": 0, "fractions": {"train": 0.7, "calibration": 0.3, "test": 0.0}}
+    _refused(recipe, tmp_path, r"recipe key data\.split\.fractions\.test: .*calibrate")

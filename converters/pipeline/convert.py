@@ -126,6 +126,9 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
         if recipe.get(key) and split is None:
             what = "what to train on" if key == "train" else "the calibration split"
             raise ConfigError(f"recipe key '{key}' needs a 'data' section ({what})")
+    if recipe.get("calibrate") and split is not None and not len(split.indices["test"]):
+        raise ConfigError("recipe key data.split.fractions.test: calibrate reports accuracy on the test split, "
+                          "which is empty; give it a fraction > 0")
     stages = active_stages(recipe, split)     # a method's stages refuse a recipe they cannot run on, now
     writers = [st for st in stages if st.when == "bundle"]
     if writers:                                # a model family export_bundle does not cover writes its own bundle
