@@ -188,3 +188,20 @@ def test_max_abs_diff_counts_a_non_finite_value_unmatched_on_the_other_side_as_i
     assert max_abs_diff(a, np.array([[1.0, nan, -inf]])) == inf       # opposite infinities
     assert max_abs_diff(a, np.array([[1.0, inf, inf]])) == inf        # NaN against inf
     assert max_abs_diff(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+
+
+def test_variant_recalibration_uses_the_recorded_calibrate_levels(monkeypatch):
+    import converters.export.variants as variants
+    from edge_runtime.calibration import calibrate
+    rs = np.random.RandomState(0)
+    outs = [rs.randn(60, 3).astype(np.float32) for _ in range(2)]
+    y = rs.randint(0, 3, 60)
+    section = calibrate(outs, y, "confidence", {}, flops=[1, 2], max_accuracy_drop=5.0, levels=3).to_manifest()
+    assert section["levels"] == 3                                     # the bundle says how it was calibrated
+    manifest = {"policy": {"name": "confidence", "kwargs": {}, "thresholds": [0.5]},
+                "exits": [{"cumulative_flops": 1}, {"cumulative_flops": 2}]}
+    seen = {}
+    real = variants.calibrate
+    monkeypatch.setattr(variants, "calibrate", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
+    variants._calibrate_like_fp32(None, manifest, section, outs, np.zeros((60, 1)), y, outs)
+    assert seen["levels"] == 3
