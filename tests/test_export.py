@@ -205,3 +205,17 @@ def test_variant_recalibration_uses_the_recorded_calibrate_levels(monkeypatch):
     monkeypatch.setattr(variants, "calibrate", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
     variants._calibrate_like_fp32(None, manifest, section, outs, np.zeros((60, 1)), y, outs)
     assert seen["levels"] == 3
+
+
+def test_part_variants_get_the_export_options_fp16_tolerance_too(monkeypatch):
+    import converters.export.variants as variants
+
+    class Hook:
+        def graphs(self, manifest):
+            return []
+
+    seen = {}
+    monkeypatch.setattr(variants, "variant_exporters", lambda *a, **k: (seen.update(k), [])[1])
+    variants.add_part_variants(Hook(), None, {}, {"verify_inputs": torch.zeros(2, 3), "quantize": ["onnx/fp16"],
+                                                  "tolerance": 1e-4, "fp16_tolerance": 0.25})
+    assert seen["fp16_tolerance"] == 0.25 and seen["tolerance"] == 1e-4
