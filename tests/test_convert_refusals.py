@@ -45,3 +45,28 @@ def test_calibrate_with_an_empty_test_split_is_refused_before_training(tmp_path)
     recipe = _digits(calibrate={"measure_latency": False, "recommend": False})
     recipe["data"]["split"] = {"seed": 0, "fractions": {"train": 0.7, "calibration": 0.3, "test": 0.0}}
     _refused(recipe, tmp_path, r"recipe key data\.split\.fractions\.test: .*calibrate")
+
+
+KANGAROO_TINY = Path(__file__).resolve().parents[1] / "converters" / "recipes" / "kangaroo_tiny.yaml"
+
+
+@pytest.mark.parametrize("arg", ["model", "trained", "callbacks"])
+def test_a_bundle_writing_stage_refuses_arguments_it_would_ignore(tmp_path, arg):
+    from converters.models import create_model
+    given = {"model": {"model": create_model("tiny_cnn")},
+             "trained": {"trained": tmp_path / "b.train" / "trained.pt"},
+             "callbacks": {}}[arg]   # _refused passes a callback itself
+    if arg == "trained":
+        given["trained"].parent.mkdir()
+        given["trained"].write_bytes(b"weights")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    cb = _Trained()
+    with pytest.raises(ConfigError, match=rf"recipe section 'kangaroo' writes the whole bundle itself.*\b{arg}\b"):
+        convert(KANGAROO_TINY, tmp_path / "b", progress=False, callbacks=[cb] if arg == "callbacks" else (),
+                **given)
+    assert cb.batches == 0 and sorted(p.name for p in tmp_path.rglob("*")) == before   # the weights are kept
+
+
+def test_a_bundle_writing_stage_honours_keep_trained(tmp_path):
+    out = convert(KANGAROO_TINY, tmp_path / "lm", progress=False, keep_trained=True)
+    assert out is not None and (tmp_path / "lm.train").is_dir()

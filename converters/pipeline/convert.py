@@ -132,7 +132,13 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     stages = active_stages(recipe, split)     # a method's stages refuse a recipe they cannot run on, now
     writers = [st for st in stages if st.when == "bundle"]
     if writers:                                # a model family export_bundle does not cover writes its own bundle
-        return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
+        ignored = [n for n, v in (("model", model is not None), ("trained", trained is not None),
+                                  ("callbacks", bool(callbacks))) if v]
+        if ignored:
+            raise ConfigError(f"recipe section {writers[0].section!r} writes the whole bundle itself: it takes no "
+                              f"{', '.join(ignored)} argument (its own section says what to build and train)")
+        return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress,
+                               keep_trained=keep_trained)
     text = recipe["input"].get("text")
     preprocessing = None if text else recipe["input"]["preprocessing"] or (split.normalization() if split else None)
     pre = _input_encoder(recipe, preprocessing)
@@ -216,9 +222,10 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
 
 
 def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Path, *, overwrite: bool, resume: bool,
-                    progress: bool) -> Path | None:
+                    progress: bool, keep_trained: bool = False) -> Path | None:
     """Let the one ``bundle`` stage write the whole bundle into a staging directory; check it as the device will
-    and move it into place. None when the stage wrote nothing (a rank other than 0 under ``torchrun``)."""
+    and move it into place. None when the stage wrote nothing (a rank other than 0 under ``torchrun``).
+    ``<out>.train/`` (the stage's checkpoints) is removed then, unless ``keep_trained``."""
     if len(writers) > 1:
         raise ConfigError(f"recipe sections {', '.join(repr(w.section) for w in writers)} each write a whole bundle; "
                           "keep one")
@@ -235,7 +242,7 @@ def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Pat
         read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
         replace_dir(staging, out, overwrite=overwrite)
     ckpt = checkpoint_path(out)
-    if ckpt.parent.is_dir():
+    if ckpt.parent.is_dir() and not keep_trained:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
     return out
 TRAINED_NAME = "trained.pt"
