@@ -70,3 +70,15 @@ def test_a_bundle_writing_stage_refuses_arguments_it_would_ignore(tmp_path, arg)
 def test_a_bundle_writing_stage_honours_keep_trained(tmp_path):
     out = convert(KANGAROO_TINY, tmp_path / "lm", progress=False, keep_trained=True)
     assert out is not None and (tmp_path / "lm.train").is_dir()
+
+
+@pytest.mark.parametrize("how", ["factory", "model="])
+def test_a_heads_section_with_a_users_model_is_refused(tmp_path, how):
+    from converters.models import create_model
+    recipe = _digits(heads=[{"name": "flatten_linear", "kwargs": {"in_features": 4}}])
+    kwargs = {}
+    if how == "factory":
+        recipe["model"] = {"factory": "mymod:build", "exits": {"at": ["layer1"]}}
+    else:
+        kwargs["model"] = create_model("tiny_cnn")
+    _refused(recipe, tmp_path, r"recipe key heads: .*registered model", **kwargs)

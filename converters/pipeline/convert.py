@@ -116,6 +116,9 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     if recipe.get("calibrate") and recipe["input"].get("text"):
         raise ConfigError("recipe key calibrate: not supported with input.text (the calibration runs on "
                           "model-ready arrays, not on texts); remove one of the two")
+    if recipe.get("heads") is not None and (model is not None or is_user_model(recipe.get("model"))):
+        raise ConfigError("recipe key heads: only a registered model (model.name) takes its exit heads from the "
+                          "recipe; a user's model has its exits attached (model.exits, or attach_exits): remove it")
     seed_everything(recipe["seed"])
     split = None
     if recipe.get("data"):
