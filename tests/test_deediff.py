@@ -382,3 +382,10 @@ def test_shipped_recipe_converts_and_samples_with_shortened_training(recipe, tmp
     assert all(e["max_abs_diff"] <= float(data["export"]["tolerance"]) for e in rt.manifest.verification.exits)
     res = rt.sample(3, seed=0)
     assert res.images.shape == (3, 1, 16, 16) and res.layers.shape == (3, 3)
+
+
+@pytest.mark.parametrize("model", [None, {"factory": "mymod:build"}])
+def test_the_stage_refuses_a_user_or_python_model_with_a_config_error(model):
+    from converters.methods.deediff.stage import DeeDiffStage
+    with pytest.raises(ConfigError, match=r"recipe key 'deediff' needs model\.name deediff_uvit, got None"):
+        DeeDiffStage().check({"model": model, "seed": 0}, split=object())

@@ -154,3 +154,68 @@ def test_transformer_encoder_helper_accepts_torch_encoder_layers(tmp_path):
     )
     path = export_bundle(model, torch.randn(1, 1, 8, 8), tmp_path / "enc", name="enc", policy="never")
     assert edge_runtime.load_bundle(path).num_exits == 3
+
+
+class _NanInEagerOnly(torch.nn.Module):
+    """A head that is NaN wherever its linear output is negative in PyTorch, but not in the exported graph."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, h):
+        y = self.inner(h)
+        return y if torch.onnx.is_in_onnx_export() else torch.where(y < 0, torch.full_like(y, float("nan")), y)
+
+
+def test_an_output_nan_on_one_side_only_fails_verification_naming_the_exit(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tiny_cnn")
+    model.heads[0] = _NanInEagerOnly(model.heads[0])
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError, match=r"verification failed.*exit 0: inf"):
+        export_bundle(model, torch.randn(1, 1, 16, 16), out, name="nan", policy="never")
+    assert not out.exists()
+
+
+def test_max_abs_diff_counts_a_non_finite_value_unmatched_on_the_other_side_as_infinite():
+    from converters.export.verify import max_abs_diff
+    nan, inf = float("nan"), float("inf")
+    a = np.array([[1.0, nan, inf]])
+    assert max_abs_diff(a, np.array([[1.5, nan, inf]])) == 0.5        # same non-finite values, same places
+    assert max_abs_diff(a, np.array([[1.0, 0.0, inf]])) == inf        # NaN on one side only
+    assert max_abs_diff(np.array([[1.0, 0.0, inf]]), a) == inf        # either side
+    assert max_abs_diff(a, np.array([[1.0, nan, -inf]])) == inf       # opposite infinities
+    assert max_abs_diff(a, np.array([[1.0, inf, inf]])) == inf        # NaN against inf
+    assert max_abs_diff(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+
+
+def test_variant_recalibration_uses_the_recorded_calibrate_levels(monkeypatch):
+    import converters.export.variants as variants
+    from edge_runtime.calibration import calibrate
+    rs = np.random.RandomState(0)
+    outs = [rs.randn(60, 3).astype(np.float32) for _ in range(2)]
+    y = rs.randint(0, 3, 60)
+    section = calibrate(outs, y, "confidence", {}, flops=[1, 2], max_accuracy_drop=5.0, levels=3).to_manifest()
+    assert section["levels"] == 3                                     # the bundle says how it was calibrated
+    manifest = {"policy": {"name": "confidence", "kwargs": {}, "thresholds": [0.5]},
+                "exits": [{"cumulative_flops": 1}, {"cumulative_flops": 2}]}
+    seen = {}
+    real = variants.calibrate
+    monkeypatch.setattr(variants, "calibrate", lambda *a, **k: (seen.update(k), real(*a, **k))[1])
+    variants._calibrate_like_fp32(None, manifest, section, outs, np.zeros((60, 1)), y, outs)
+    assert seen["levels"] == 3
+
+
+def test_part_variants_get_the_export_options_fp16_tolerance_too(monkeypatch):
+    import converters.export.variants as variants
+
+    class Hook:
+        def graphs(self, manifest):
+            return []
+
+    seen = {}
+    monkeypatch.setattr(variants, "variant_exporters", lambda *a, **k: (seen.update(k), [])[1])
+    variants.add_part_variants(Hook(), None, {}, {"verify_inputs": torch.zeros(2, 3), "quantize": ["onnx/fp16"],
+                                                  "tolerance": 1e-4, "fp16_tolerance": 0.25})
+    assert seen["fp16_tolerance"] == 0.25 and seen["tolerance"] == 1e-4

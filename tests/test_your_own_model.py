@@ -653,3 +653,49 @@ def test_efficientnet_lite0_with_its_imagenet_weights(tmp_path):
     assert m.extra["model_source"]["weights"]["sha256"].startswith("57934424")
     raw = mod.random_crops(mod.photo_paths(), 2, seed=9)
     assert rt.infer(rt.preprocess(raw)).predictions.shape == (2,)
+
+
+def _mlp_exits(freeze: bool):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    return attach_exits(net, torch.zeros(1, 8), at=["1", "3"], freeze_backbone=freeze, verbose=False)
+
+
+def _distil_recipe(path: Path) -> dict:
+    return {"name": "sd", "seed": 0, "data": {"name": "npz", "kwargs": {"path": str(path)}},
+            "train": {"stages": [{"name": "d", "loss": {"name": "self_distill", "kwargs": {}}, "epochs": 1,
+                                  "batch_size": 32, "lr": 0.01}]},
+            "calibrate": {"measure_latency": False, "recommend": False}}
+
+
+def test_self_distillation_on_unlabelled_data_with_a_trainable_backbone_is_refused_before_training(tmp_path):
+    np.savez(tmp_path / "u.npz", x=np.random.RandomState(0).randn(120, 8).astype(np.float32))
+    model = _mlp_exits(freeze=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"recipe key train\.stages\[0\]\.loss: 'self_distill'.*freeze the backbone"):
+        convert(_distil_recipe(tmp_path / "u.npz"), tmp_path / "b", progress=False, model=model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # nothing trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.npz"]                   # nothing written
+
+
+def test_partly_labelled_data_trains_on_its_real_labels_and_pseudo_labels_only_the_missing_ones(tmp_path,
+                                                                                               monkeypatch):
+    from converters.pipeline.convert import pseudo_labelled
+    from converters.training.losses import SelfDistillLoss
+    rs = np.random.RandomState(0)
+    x = rs.randn(120, 8).astype(np.float32)
+    y = np.where(np.arange(120) % 2 == 0, rs.randint(0, 3, 120), -1).astype(np.int64)
+    np.savez(tmp_path / "p.npz", x=x, y=y)
+    seen = []
+    call = SelfDistillLoss.__call__
+    monkeypatch.setattr(SelfDistillLoss, "__call__", lambda self, m, xb, yb, step: (seen.append(yb.clone()),
+                                                                                     call(self, m, xb, yb, step))[1])
+    model = _mlp_exits(freeze=False)
+    convert(_distil_recipe(tmp_path / "p.npz"), tmp_path / "b", progress=False, model=model)
+    got = torch.cat(seen)
+    assert (got == -1).sum() > 0 and (got >= 0).sum() > 0      # the loss saw the real labels and the missing ones
+    from edge_runtime.datasets import build_split
+    split = build_split(parse_recipe(_distil_recipe(tmp_path / "p.npz"))["data"])
+    filled = pseudo_labelled(split, model, lambda a: torch.from_numpy(a))
+    keep = split.dataset.y >= 0
+    assert np.array_equal(filled.dataset.y[keep], split.dataset.y[keep]) and (filled.dataset.y >= 0).all()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from converters.export.verify import model_feeds, staged_bundle
+from converters.export.verify import max_abs_diff, model_feeds, staged_bundle
 from edge_runtime.backends import create_backend
 from edge_runtime.manifest import EXIT_OUTPUT, SCORE_OUTPUT
 from edge_runtime.policies import ScorePolicy, create_policy
@@ -87,7 +87,7 @@ def score_max_diffs(root: Any, manifest: dict[str, Any], inputs: list[Any]) -> d
             outs = runner.run(feeds)
             if SCORE_OUTPUT in outs:
                 ref = policy.score(outs[EXIT_OUTPUT])
-                d = float(abs(outs[SCORE_OUTPUT].astype("float64") - ref).max()) if len(ref) else 0.0
+                d = max_abs_diff(ref, outs[SCORE_OUTPUT])
                 diffs[i] = max(diffs.get(i, 0.0), d)
             feeds = {**feeds, **{k: v for k, v in outs.items() if k not in (EXIT_OUTPUT, SCORE_OUTPUT)}}
     return diffs

@@ -362,7 +362,8 @@ def add_part_variants(hook: Any, root: Path, manifest: dict[str, Any], export_kw
     """
     if not hasattr(hook, "graphs"):
         return
-    names = ("backends", "tflite_batch_sizes", "quantize", "calibration_inputs", "calibration_labels", "tolerance")
+    names = ("backends", "tflite_batch_sizes", "quantize", "calibration_inputs", "calibration_labels", "tolerance",
+             "fp16_tolerance")
     kw = {k: export_kwargs[k] for k in names if export_kwargs.get(k) is not None}
     verify = export_kwargs.get("verify_inputs")
     if verify is None:

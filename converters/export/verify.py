@@ -2,7 +2,8 @@
 
 ``verify_bundle_dir`` checks a bundle's segment chain (every exit) and its one-graph model;
 ``graph_max_diff`` checks any other graph (a method's extra part) alone against its module.
-Both return the max absolute difference; the callers compare it with their tolerance.
+Both return the max absolute difference (``max_abs_diff``: a NaN or infinity unmatched on the other side is an
+infinite difference); the callers compare it with their tolerance.
 """
 
 from __future__ import annotations
@@ -128,4 +129,20 @@ def graph_max_diff(module: nn.Module, root: Path, graph: GraphSpec | Mapping[str
 def _max_abs(ref: np.ndarray, got: np.ndarray, what: str) -> float:
     if ref.shape != got.shape:
         raise ExportError(f"{what}: exported output shape {got.shape} != PyTorch {ref.shape}")
-    return float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
+    return max_abs_diff(ref, got)
+
+
+def max_abs_diff(ref: Any, got: Any) -> float:
+    """The max absolute difference of two same-shape arrays, where a NaN or infinity on one side that the other
+    side does not have at the same place (NaN for NaN, the same infinity) counts as an infinite difference, so a
+    tolerance check fails on it (a plain ``max`` would read NaN as 0.0, and ``nan > tol`` is False).
+    Returns 0.0 for empty arrays."""
+    a = np.asarray(ref, dtype=np.float64)
+    b = np.asarray(got, dtype=np.float64)
+    if not a.size:
+        return 0.0
+    finite = np.isfinite(a) & np.isfinite(b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    if not np.all(finite | same):
+        return float("inf")
+    return float(np.max(np.abs(a[finite] - b[finite]))) if finite.any() else 0.0

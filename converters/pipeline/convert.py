@@ -113,6 +113,12 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
     elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     out = check_output_dir(out_dir, overwrite=overwrite)  # before hours of training, not after
+    if recipe.get("calibrate") and recipe["input"].get("text"):
+        raise ConfigError("recipe key calibrate: not supported with input.text (the calibration runs on "
+                          "model-ready arrays, not on texts); remove one of the two")
+    if recipe.get("heads") is not None and (model is not None or is_user_model(recipe.get("model"))):
+        raise ConfigError("recipe key heads: only a registered model (model.name) takes its exit heads from the "
+                          "recipe; a user's model has its exits attached (model.exits, or attach_exits): remove it")
     seed_everything(recipe["seed"])
     split = None
     if recipe.get("data"):
@@ -123,10 +129,19 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
         if recipe.get(key) and split is None:
             what = "what to train on" if key == "train" else "the calibration split"
             raise ConfigError(f"recipe key '{key}' needs a 'data' section ({what})")
+    if recipe.get("calibrate") and split is not None and not len(split.indices["test"]):
+        raise ConfigError("recipe key data.split.fractions.test: calibrate reports accuracy on the test split, "
+                          "which is empty; give it a fraction > 0")
     stages = active_stages(recipe, split)     # a method's stages refuse a recipe they cannot run on, now
     writers = [st for st in stages if st.when == "bundle"]
     if writers:                                # a model family export_bundle does not cover writes its own bundle
-        return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress)
+        ignored = [n for n, v in (("model", model is not None), ("trained", trained is not None),
+                                  ("callbacks", bool(callbacks))) if v]
+        if ignored:
+            raise ConfigError(f"recipe section {writers[0].section!r} writes the whole bundle itself: it takes no "
+                              f"{', '.join(ignored)} argument (its own section says what to build and train)")
+        return _write_by_stage(writers, recipe, out, overwrite=overwrite, resume=resume, progress=progress,
+                               keep_trained=keep_trained)
     text = recipe["input"].get("text")
     preprocessing = None if text else recipe["input"]["preprocessing"] or (split.normalization() if split else None)
     pre = _input_encoder(recipe, preprocessing)
@@ -140,10 +155,11 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
         sections["data"] = split.manifest_section()
         check_sample_shape(model, split)
         if not split.dataset.labelled:   # self-distillation: the final exit's own answers stand in for labels
-            check_unlabelled_training(recipe)
-            split = pseudo_labelled(split, model, pre)
-            extra["labels"] = ("the data has no labels: accuracy figures are agreement with the final exit's "
-                               "predictions (the model's own answers)")
+            check_unlabelled_training(recipe, split, model)
+            partly = bool((split.dataset.y >= 0).any())
+            extra["labels"] = (("the data is partly labelled: for samples without a label, accuracy figures are "
+                                if partly else "the data has no labels: accuracy figures are ")
+                               + "agreement with the final exit's predictions (the model's own answers)")
     trained_path = checkpoint_path(out).parent / TRAINED_NAME
     if trained is not None:
         extra["training"] = load_trained(model, trained, _run_id(recipe))
@@ -153,8 +169,8 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
             return None
         extra["training"] = {"epochs": len(history), "final": history[-1] if history else None}
         save_trained(model, trained_path, _run_id(recipe), extra["training"])
-    if "labels" in extra and not model.frozen_backbone:
-        split = pseudo_labelled(split, model, pre)   # the final exit trained too: agreement with its new answers
+    if "labels" in extra:   # trained on the real labels (-1: none); now the trained final exit fills the gaps
+        split = pseudo_labelled(split, model, pre)
     if extra:
         sections["extra"] = extra
     if split is not None:  # a model whose inputs are not the data's samples (a denoiser) maps them: data_inputs
@@ -209,9 +225,10 @@ def convert(recipe: Recipe | str | Path | dict[str, Any], out_dir: str | Path, *
 
 
 def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Path, *, overwrite: bool, resume: bool,
-                    progress: bool) -> Path | None:
+                    progress: bool, keep_trained: bool = False) -> Path | None:
     """Let the one ``bundle`` stage write the whole bundle into a staging directory; check it as the device will
-    and move it into place. None when the stage wrote nothing (a rank other than 0 under ``torchrun``)."""
+    and move it into place. None when the stage wrote nothing (a rank other than 0 under ``torchrun``).
+    ``<out>.train/`` (the stage's checkpoints) is removed then, unless ``keep_trained``."""
     if len(writers) > 1:
         raise ConfigError(f"recipe sections {', '.join(repr(w.section) for w in writers)} each write a whole bundle; "
                           "keep one")
@@ -228,7 +245,7 @@ def _write_by_stage(writers: Sequence[ConversionStage], recipe: Recipe, out: Pat
         read_bundle(staging)  # schema, cross-field rules and hashes, as the device will check them
         replace_dir(staging, out, overwrite=overwrite)
     ckpt = checkpoint_path(out)
-    if ckpt.parent.is_dir():
+    if ckpt.parent.is_dir() and not keep_trained:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
     return out
 TRAINED_NAME = "trained.pt"
@@ -243,22 +260,34 @@ def _example_input(recipe: Recipe, split: Any, pre: Any) -> Any:
     return torch.zeros(2, *shape) if shape else None
 
 
-def check_unlabelled_training(recipe: Recipe) -> None:
-    """Unlabelled data trains only with losses that need no labels (``self_distill``)."""
+def check_unlabelled_training(recipe: Recipe, split: Any, model: Any) -> None:
+    """Data with samples without labels trains only with losses that need no labels (``self_distill``), and a
+    backbone that is not frozen only when such a loss can train it (some training sample has a label)."""
+    _, y = split.arrays("train")
     for i, st in enumerate((recipe.get("train") or {}).get("stages") or []):
-        if getattr(LOSSES.get(st["loss"]["name"]), "needs_labels", True):
+        loss = LOSSES.get(st["loss"]["name"])
+        if getattr(loss, "needs_labels", True):
             raise ConfigError(f"recipe key train.stages[{i}].loss: {st['loss']['name']!r} needs labels and the data "
                               "has none; use self_distill (the final classifier teaches the exits)")
+        why = getattr(loss, "unlabelled_backbone", None)
+        if why and not getattr(model, "frozen_backbone", False) and not (y >= 0).any():
+            raise ConfigError(f"recipe key train.stages[{i}].loss: {st['loss']['name']!r}: the training split has "
+                              f"no labels: {why} (attach_exits(..., freeze_backbone=True))")
 
 
 def pseudo_labelled(split: Any, model: torch.nn.Module, pre: Any) -> Any:
-    """The split with every sample labelled by the model's final exit (for unlabelled data)."""
+    """The split with every sample without a label (-1) labelled by the model's final exit; real labels are kept."""
     from dataclasses import replace
 
     from converters.training.evaluation import exit_logits
 
-    final = exit_logits(model, pre(split.dataset.x))[-1]
-    return replace(split, dataset=replace(split.dataset, y=final.argmax(-1).astype(np.int64), labels=[]))
+    y = split.dataset.y
+    missing = y < 0
+    final = exit_logits(model, pre(split.dataset.x[missing]))[-1]
+    filled = y.astype(np.int64).copy()
+    filled[missing] = final.argmax(-1)
+    return replace(split, dataset=replace(split.dataset, y=filled,
+                                          labels=split.dataset.labels if (~missing).any() else []))
 
 
 def check_sample_shape(model: torch.nn.Module, split: Any) -> None:
@@ -373,8 +402,9 @@ def _train(recipe: Recipe, model: torch.nn.Module, split: Any, pre: Any, out: Pa
     try:
         x, y = split.arrays("train")
         xc, yc = split.arrays("calibration")
+        has = yc >= 0   # accuracy per exit, on the calibration samples with a label
         trainer = Trainer(model, [StageConfig.from_dict(s) for s in spec["stages"]], pre(x), y,
-                          eval_data=(pre(xc), yc) if model.output_kind == "logits" else None,  # accuracy per exit
+                          eval_data=(pre(xc[has]), yc[has]) if model.output_kind == "logits" and has.any() else None,
                           seed=recipe["seed"], checkpoint_path=checkpoint_path(out),
                           resume=resume, run_id=_run_id(recipe), progress=progress, callbacks=callbacks, dist=ctx)
         history = trainer.fit()

@@ -33,6 +33,9 @@ class ExitLoss(ABC):
     generator: torch.Generator | None = None
     #: whether the objective needs class labels (False: it trains on unlabelled data, e.g. self-distillation)
     needs_labels: bool = True
+    #: for a loss that needs no labels: why it cannot train a backbone that is not frozen on samples without
+    #: labels (``convert`` refuses such a run before training); None: it can
+    unlabelled_backbone: str | None = None
 
     def __init__(self, model: nn.Module, **kwargs: Any) -> None:
         if kwargs:
@@ -136,6 +139,8 @@ class SelfDistillLoss(ExitLoss):
     """
 
     needs_labels = False
+    unlabelled_backbone = ("a batch without labels cannot train the backbone (the final classifier is the "
+                           "teacher); freeze the backbone or give labels")
 
     def __init__(self, model: EarlyExitModel, temperature: float = 2.0, alpha: float = 0.0) -> None:
         super().__init__(model)
@@ -169,8 +174,7 @@ class SelfDistillLoss(ExitLoss):
             if not frozen:
                 loss = loss + F.cross_entropy(final[labelled], y[labelled])
         elif not frozen:
-            raise ConfigError("loss self_distill: a batch without labels cannot train the backbone (the final "
-                              "classifier is the teacher); freeze the backbone or give labels")
+            raise ConfigError(f"loss self_distill: {self.unlabelled_backbone}")
         return loss, [*logits, final]
 
 

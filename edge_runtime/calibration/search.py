@@ -55,6 +55,7 @@ class Calibration:
     max_accuracy_drop: float
     cost: str
     extra: dict[str, Any] = field(default_factory=dict)
+    levels: int | None = None   # the grid levels per exit asked for (None: the default); recalibration reuses it
 
     def to_manifest(self) -> dict[str, Any]:
         """The manifest's ``calibration`` section."""
@@ -69,6 +70,7 @@ class Calibration:
             "curve": [p.to_dict() for p in self.front],
             "chosen": self.chosen.to_dict(),
             "oracle": self.oracle,
+            "levels": self.levels,
             **self.extra,
         }
 
@@ -266,7 +268,7 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, policy: str, policy_
             extra["guarantee"] = _single_point_guarantee(outputs, y, pt, policy, policy_kwargs, max_accuracy_drop,
                                                          confidence, risk, bound)
         return Calibration(policy, policy_kwargs, [pt], pt, final_acc, exit_acc,
-                           oracle(outputs, y, *args), 1, max_accuracy_drop, cost, extra)
+                           oracle(outputs, y, *args), 1, max_accuracy_drop, cost, extra, levels)
     ev = _Evaluator(outputs, y, policy, policy_kwargs, probe, args)
     if confidence is None:
         points, best = _search(ev, probe, max_accuracy_drop, key, levels, refine_rounds)
@@ -274,7 +276,7 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, policy: str, policy_
         return Calibration(policy, dict(probe.config()), front, best, final_acc, exit_acc,
                            oracle(outputs, y, *args), len(points), max_accuracy_drop, cost,
                            {"oracle_at_chosen_accuracy": oracle(outputs, y, *args, accuracy=best.accuracy),
-                            "confidence": None})
+                            "confidence": None}, levels)
     return _calibrate_with_guarantee(ev, outputs, y, policy_kwargs, probe, args, max_accuracy_drop, key, cost,
                                      levels, refine_rounds, confidence, risk, bound, selection_fraction, seed,
                                      final_acc, exit_acc, ramp_steps)
@@ -366,7 +368,7 @@ def _calibrate_with_guarantee(ev: _Evaluator, outputs: Sequence[np.ndarray], y: 
     return Calibration(ev.policy, dict(probe.config()), front, chosen, final_acc, exit_acc,
                        oracle(outputs, y, *args), len(points_sel) + len(full_points), max_accuracy_drop, cost,
                        {"oracle_at_chosen_accuracy": oracle(outputs, y, *args, accuracy=chosen.accuracy),
-                        "confidence": float(confidence), "guarantee": guarantee})
+                        "confidence": float(confidence), "guarantee": guarantee}, levels)
 
 
 def _path(probe: ScorePolicy, scores: Sequence[np.ndarray], stops: Sequence[tuple[float, ...]],

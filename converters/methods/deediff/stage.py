@@ -247,8 +247,9 @@ class DeeDiffStage(ConversionStage):
         if recipe.get("calibrate"):
             raise ConfigError(f"recipe key 'calibrate' calibrates a classifier's exits; a '{SECTION}' recipe chooses "
                               f"its threshold on the quality sweep ({SECTION}.sweep): remove 'calibrate'")
-        if recipe["model"]["name"] != "deediff_uvit":
-            raise ConfigError(f"recipe key '{SECTION}' needs model.name deediff_uvit, got {recipe['model']['name']!r}")
+        name = (recipe.get("model") or {}).get("name")   # None: a user's model (factory/exported) or model=
+        if name != "deediff_uvit":
+            raise ConfigError(f"recipe key '{SECTION}' needs model.name deediff_uvit, got {name!r}")
 
     def run(self, ctx: StageContext) -> list[PartsHook]:
         return [build_parts(ctx.model, ctx.split, ctx.preprocess, ctx.recipe[SECTION], seed=ctx.recipe["seed"],
