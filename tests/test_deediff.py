@@ -267,6 +267,17 @@ def test_infer_in_sample_mode_denoises_the_given_noise(rt):
     assert res.info["mean_layers"] == pytest.approx(ref.mean_layers)
 
 
+def test_sample_mode_uses_the_given_policy_object_not_only_its_thresholds(rt):
+    sampler = DiffusionSampler(rt)
+    noise, classes = starting_noise(3, sampler.sample_shape, 8), np.array([4, 5, 6])
+    feeds = {"x_t": noise, "t": np.zeros(3, np.int64), "y": classes}
+    never = rt.infer(feeds, mode="sample", policy=create_policy("never", rt.num_exits))
+    assert (np.array(never.info["layers"]) == rt.num_exits).all()       # nobody leaves: every block, every step
+    np.testing.assert_allclose(never.outputs, sampler.run(noise, classes, threshold=0.0).images, atol=1e-6)
+    with pytest.raises(ConfigError, match="lambda"):                       # PALBERT's policy: the blocks have no lambda
+        rt.infer(feeds, mode="sample", policy=create_policy("q_exit", rt.num_exits, 0.5))
+
+
 def test_sample_refuses_a_classifier_bundle(cnn_bundle):
     with pytest.raises(ConfigError, match="cannot run mode 'sample'.*deediff"):
         edge_runtime.load_bundle(cnn_bundle).sample(2)

@@ -53,8 +53,8 @@ class SampleMode(Mode):
     def run(self, runtime: Any, feeds: Tensors, policy: ExitPolicy | None, *,
             on_exit: OnExit | None = None) -> InferenceResult:
         sampler = sampler_of(runtime)
-        thresholds = list(policy.thresholds) if policy is not None else None
-        res = sampler.run(feeds[IMAGE_INPUT], feeds.get(CLASS_INPUT), threshold=thresholds)
+        # the policy object itself: a policy reading outputs the blocks lack gets the executor's ConfigError
+        res = sampler.run(feeds[IMAGE_INPUT], feeds.get(CLASS_INPUT), threshold=policy)
         n = len(res)
         deepest = res.layers.max(axis=0) - 1
         if on_exit is not None:
