@@ -213,13 +213,19 @@ class Runtime:
         input, after checking they lie in its declared raw range.
 
         Raises:
-            InputError: raw values outside the input spec's ``input_range`` (or not numbers).
+            InputError: raw values outside the input spec's ``input_range`` (or not numbers), or a batch of another
+                rank or channel count than the input's shape.
         """
         pre = self.input_spec.preprocessing
         dtype = self.input_spec.np_dtype
         raw = np.asarray(raw)
         if raw.dtype.kind not in "biuf":
             raise InputError(f"raw input must hold numbers, got dtype {raw.dtype}")
+        want = self.input_spec.shape
+        if raw.ndim != len(want) or (want[1:] and want[1] is not None and raw.shape[1] != want[1]):
+            dims = ", ".join("?" if d is None else str(d) for d in want[1:])
+            raise InputError(f"raw input: expected shape (N{', ' + dims if dims else ''}) (channels on axis 1), "
+                             f"got {tuple(raw.shape)}")
         if pre is None:
             return raw.astype(dtype)
         pre.check_raw(raw, "raw input")
