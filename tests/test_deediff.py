@@ -308,6 +308,21 @@ def test_request_arguments_are_checked_by_name():
                           ([{"name": "n", "data": [1, 2]}], "one number")]:
         with pytest.raises(InputError, match=match):
             _request_args({"inputs": inputs})
+    for inputs, field in [([{"name": "n", "data": [1]}, {"name": "steps", "data": [0]}], "inputs[1].data"),
+                          ([{"name": "steps", "data": [-3]}], "inputs[0].data"),
+                          ([{"name": "steps", "data": [1001]}], "inputs[0].data"),
+                          ([{"name": "seed", "data": [-1]}], "inputs[0].data")]:
+        with pytest.raises(InputError, match=r"(steps: expected 1\.\.1000|seed: expected a non-negative)") as exc:
+            _request_args({"inputs": inputs}, train_steps=1000)
+        assert exc.value.field == field
+
+
+def test_steps_zero_is_refused_not_the_default(rt):
+    sampler = DiffusionSampler(rt)
+    with pytest.raises(ConfigError, match="steps must be in 1..1000, got 0"):
+        sampler.run(starting_noise(1, sampler.sample_shape, 0), sampler.classes(1), steps=0)
+    with pytest.raises(InputError, match="seed"):
+        rt.sample(1, steps=1, seed=-1)
 
 
 def test_daemon_serves_samples_as_kserve_v2(diffusion_bundle):
@@ -328,6 +343,10 @@ def test_daemon_serves_samples_as_kserve_v2(diffusion_bundle):
         np.testing.assert_allclose(np.array(outs["images"]["data"]).reshape(2, 1, 16, 16), ref.images, atol=1e-5)
         bad = d.client.post("/v2/models/tiny/infer", json={**body, "inputs": [{"name": "n", "data": [0]}]})
         assert bad.status_code == 422 and "n" in bad.text
+        for inputs in ([{"name": "steps", "data": [0]}], [{"name": "steps", "data": [5000]}],
+                       [{"name": "seed", "data": [-1]}]):
+            bad = d.client.post("/v2/models/tiny/infer", json={**body, "inputs": inputs})
+            assert bad.status_code == 422 and bad.json()["field"] == "inputs[0].data", bad.text
     finally:
         d.stop()
 

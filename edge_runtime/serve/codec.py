@@ -538,10 +538,10 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
 
 
 def serve_with_mode(mode: Any, rt: Runtime, doc: dict[str, Any]) -> dict[str, Any]:
-    """Run a self-served request; project input errors become 422s naming the field when they say one."""
+    """Run a self-served request; project input and settings errors become 422s naming the field when they say one."""
     try:
         return mode.serve_request(rt, doc)
     except RequestError:
         raise
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise RequestError(422, str(exc), field=getattr(exc, "field", None)) from None

@@ -88,9 +88,7 @@ class LMMode(Mode):
 
 
 def _field_error(message: str, field: str) -> InputError:
-    err = InputError(message)
-    err.field = field  # type: ignore[attr-defined]  # the daemon's 422 names it
-    return err
+    return InputError(message, field=field)  # the daemon's 422 names it
 
 
 def _request_prompt(doc: dict[str, Any]) -> str:
