@@ -76,6 +76,7 @@ class Runtime:
         self.in_graph_score = _in_graph_score(m, self.segments)
         self.default_policy = self._bundle_policy()
         self._default_mode = self.default_mode
+        self._policy_mode = "early_exit" if "early_exit" in self.modes() else self._default_mode
 
     def _bundle_policy(self) -> ExitPolicy:
         """The manifest's policy; a bundle whose policy cannot be built is refused naming the field."""
@@ -256,17 +257,20 @@ class Runtime:
     @property
     def default_mode(self) -> str:
         """The mode :meth:`infer` runs when none is asked for: the bundle's recommended one (its ``deployment``
-        record) when this runtime runs the recommended files, else ``early_exit``."""
+        record) when this runtime runs the recommended files, else ``early_exit``, else (a bundle that cannot run
+        early exit, e.g. a diffusion or LM bundle) the first mode it supports."""
         dep = self.manifest.deployment
-        if dep is not None and dep.variant == self.variant and dep.mode in self.modes():
+        modes = self.modes()
+        if dep is not None and dep.variant == self.variant and dep.mode in modes:
             return dep.mode
-        return "early_exit"
+        return "early_exit" if "early_exit" in modes or not modes else modes[0]
 
     def resolve_mode(self, mode: str | None, policy_given: bool = False) -> str:
-        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given."""
+        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given (and
+        the bundle can run it)."""
         if mode is not None:
             return mode
-        return "early_exit" if policy_given else self._default_mode
+        return self._policy_mode if policy_given else self._default_mode
 
     def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
               mode: str | None = None, on_exit: OnExit | None = None) -> InferenceResult:

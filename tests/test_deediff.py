@@ -278,6 +278,11 @@ def test_sample_mode_uses_the_given_policy_object_not_only_its_thresholds(rt):
         rt.infer(feeds, mode="sample", policy=create_policy("q_exit", rt.num_exits, 0.5))
 
 
+def test_the_default_mode_of_a_diffusion_bundle_is_one_it_can_run(rt):
+    assert "early_exit" not in rt.modes() and rt.default_mode == rt.modes()[0] == "sample"
+    assert rt.resolve_mode(None) == rt.resolve_mode(None, policy_given=True) == "sample"
+
+
 def test_sample_refuses_a_classifier_bundle(cnn_bundle):
     with pytest.raises(ConfigError, match="cannot run mode 'sample'.*deediff"):
         edge_runtime.load_bundle(cnn_bundle).sample(2)
