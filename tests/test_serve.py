@@ -170,6 +170,16 @@ def test_nan_and_garbage_and_oversized_bodies(daemon):
     assert c.get("/v2/health/ready").status_code == 200  # still healthy after all that
 
 
+def test_bodies_are_not_parsed_for_self_served_modes_a_bundle_lacks(runtimes, monkeypatch):
+    from edge_runtime.serve import codec
+
+    calls = []
+    monkeypatch.setattr(codec, "loads", lambda body: calls.append(body) or json.loads(body))
+    body = json.dumps(_v2(_good())).encode()
+    assert codec.self_served_request(runtimes["tiny_cnn"], body, "application/json", {}) is None
+    assert calls == []      # no mode of a classifier answers whole requests: the tensor path parses it once
+
+
 def test_concurrent_requests_share_micro_batches(daemon, runtimes):
     rt = runtimes["tiny_transformer"]
     xs = np.random.default_rng(9).standard_normal((12, 1, 16, 16)).astype(np.float32)

@@ -515,6 +515,8 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
     (:attr:`edge_runtime.modes.Mode.handles_requests`); None for the usual tensor path."""
     if ctype not in ("application/json", ""):
         return None
+    if not any(MODES.get(m).handles_requests for m in rt.modes()):
+        return None  # no mode of this bundle answers whole requests: the tensor path parses the body, once
     name = params.get("mode")
     doc: Any = None
     if name is None:
