@@ -170,6 +170,25 @@ def test_nan_and_garbage_and_oversized_bodies(daemon):
     assert c.get("/v2/health/ready").status_code == 200  # still healthy after all that
 
 
+def test_value_problems_name_the_data_and_shape_problems_the_shape(runtimes):
+    from edge_runtime.serve.codec import RequestError, decode_doc
+
+    rt = runtimes["tiny_cnn"]
+    x = _good()
+    x[1, 0, 2, 2] = np.nan
+
+    def binary(arr: np.ndarray) -> dict:   # the binary extension's tensor bytes skip the JSON number checks
+        return {"inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
+                            "data": memoryview(arr.tobytes())}]}
+
+    with pytest.raises(RequestError) as exc:
+        decode_doc(binary(x), rt, 64)
+    assert exc.value.status == 422 and exc.value.field == "inputs[0].data" and "NaN" in str(exc.value)
+    with pytest.raises(RequestError) as exc:
+        decode_doc(binary(np.zeros((2, 1, 16, 15), np.float32)), rt, 64)
+    assert exc.value.field == "inputs[0].shape"
+
+
 def test_bodies_are_not_parsed_for_self_served_modes_a_bundle_lacks(runtimes, monkeypatch):
     from edge_runtime.serve import codec
 

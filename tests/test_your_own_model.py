@@ -537,6 +537,7 @@ def test_the_daemon_preprocesses_raw_inputs_when_asked(pixel_bundle):
         as_float = {"inputs": [{**body["inputs"][0], "datatype": "FP32"}]}
         refused = d.client.post("/v2/models/pixels/infer", json=as_float)
         assert refused.status_code == 422 and "preprocess" in refused.json()["error"]
+        assert refused.json()["field"] == "inputs[0].data"           # a value problem, not the shape's
         too_big = {"inputs": [{**body["inputs"][0], "datatype": "FP32", "data": [300.0] * 128}],
                    "parameters": {"preprocess": True}}
         r = d.client.post("/v2/models/pixels/infer", json=too_big)
