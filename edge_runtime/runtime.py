@@ -72,8 +72,10 @@ class Runtime:
         self._full: GraphRunner | None = None
         if m.full_model is not None and self._graph_files(m.full_model, "full_model") is not None:
             self._full = self.open_graph(m.full_model, "full_model")
-        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph
-        self.in_graph_score = _in_graph_score(m, self.segments)
+        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph;
+        #: used at fp32 only (the score was verified at fp32; a quantized variant's thresholds were calibrated on the
+        #: numpy score of its own logits, so it decides on that)
+        self.in_graph_score = _in_graph_score(m, self.segments) if precision == "fp32" else None
         self.default_policy = self._bundle_policy()
         self._default_mode = self.default_mode
         self._policy_mode = "early_exit" if "early_exit" in self.modes() else self._default_mode
