@@ -33,7 +33,15 @@ class BundleError(EdgeRuntimeError):
 
 
 class InputError(EdgeRuntimeError):
-    """An input tensor does not match the bundle's input spec (rank, shape, dtype, finiteness)."""
+    """An input tensor does not match the bundle's input spec (rank, shape, dtype, finiteness).
+
+    Attributes:
+        field: the request field involved (e.g. ``inputs[0].data``), when there is one: the daemon's 422 names it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class ConfigError(EdgeRuntimeError):

@@ -116,8 +116,27 @@ class Preprocessing:
                            "resize": _list(self.resize), "input_range": _list(self.input_range),
                            "input_dtype": self.input_dtype, "description": self.description})
 
+    def check_shape(self, x: np.ndarray, what: str = "input") -> None:
+        """Refuse a raw batch that is not ``(N, C, ...)`` (or ``(N, D)``) with C matching ``mean``/``std`` (a scale
+        alone: any batch with a batch axis).
+
+        Raises:
+            InputError: naming the shape expected and the one given.
+        """
+        channels = max(len(self.mean or ()), len(self.std or ()))
+        expected = f"(N, {channels}, ...)" if channels > 1 else "(N, C, ...) or (N, D)"
+        shape = np.shape(x)
+        rank = 2 if channels else 1   # a scale alone applies to any batch
+        if len(shape) < rank or (channels > 1 and shape[1] != channels):
+            raise InputError(f"{what}: expected shape {expected} (channels on axis 1), got {tuple(shape)}")
+
     def apply(self, x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-        """Apply to a raw batch ``(N, C, ...)`` (or ``(N, D)``: per feature); returns ``dtype``."""
+        """Apply to a raw batch ``(N, C, ...)`` (or ``(N, D)``: per feature); returns ``dtype``.
+
+        Raises:
+            InputError: ``x`` is not a batch of that shape (:meth:`check_shape`).
+        """
+        self.check_shape(x, "raw input")
         out = np.asarray(x, dtype=np.float64) * self.scale
         shape = (1, -1) + (1,) * max(out.ndim - 2, 0)
         if self.mean is not None:
@@ -138,8 +157,9 @@ class Preprocessing:
         """Refuse raw inputs outside ``input_range`` (or of another kind than ``input_dtype``).
 
         Raises:
-            InputError: naming how many samples are outside and the range expected.
+            InputError: naming how many samples are outside and the range expected (or the shape expected).
         """
+        self.check_shape(x, what)
         if self.input_dtype is not None and np.dtype(self.input_dtype).kind in "iu" and x.dtype.kind == "f" \
                 and self.input_range is not None and float(np.max(x)) <= 1.0 < self.input_range[1] and x.size:
             raise InputError(f"{what}: raw inputs are expected as {self.input_dtype} in {list(self.input_range)}; "

@@ -72,10 +72,13 @@ class Runtime:
         self._full: GraphRunner | None = None
         if m.full_model is not None and self._graph_files(m.full_model, "full_model") is not None:
             self._full = self.open_graph(m.full_model, "full_model")
-        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph
-        self.in_graph_score = _in_graph_score(m, self.segments)
+        #: (policy name, kwargs) whose score every non-final segment file of this variant computes in its graph;
+        #: used at fp32 only (the score was verified at fp32; a quantized variant's thresholds were calibrated on the
+        #: numpy score of its own logits, so it decides on that)
+        self.in_graph_score = _in_graph_score(m, self.segments) if precision == "fp32" else None
         self.default_policy = self._bundle_policy()
         self._default_mode = self.default_mode
+        self._policy_mode = "early_exit" if "early_exit" in self.modes() else self._default_mode
 
     def _bundle_policy(self) -> ExitPolicy:
         """The manifest's policy; a bundle whose policy cannot be built is refused naming the field."""
@@ -213,13 +216,19 @@ class Runtime:
         input, after checking they lie in its declared raw range.
 
         Raises:
-            InputError: raw values outside the input spec's ``input_range`` (or not numbers).
+            InputError: raw values outside the input spec's ``input_range`` (or not numbers), or a batch of another
+                rank or channel count than the input's shape.
         """
         pre = self.input_spec.preprocessing
         dtype = self.input_spec.np_dtype
         raw = np.asarray(raw)
         if raw.dtype.kind not in "biuf":
             raise InputError(f"raw input must hold numbers, got dtype {raw.dtype}")
+        want = self.input_spec.shape
+        if raw.ndim != len(want) or (want[1:] and want[1] is not None and raw.shape[1] != want[1]):
+            dims = ", ".join("?" if d is None else str(d) for d in want[1:])
+            raise InputError(f"raw input: expected shape (N{', ' + dims if dims else ''}) (channels on axis 1), "
+                             f"got {tuple(raw.shape)}")
         if pre is None:
             return raw.astype(dtype)
         pre.check_raw(raw, "raw input")
@@ -250,17 +259,20 @@ class Runtime:
     @property
     def default_mode(self) -> str:
         """The mode :meth:`infer` runs when none is asked for: the bundle's recommended one (its ``deployment``
-        record) when this runtime runs the recommended files, else ``early_exit``."""
+        record) when this runtime runs the recommended files, else ``early_exit``, else (a bundle that cannot run
+        early exit, e.g. a diffusion or LM bundle) the first mode it supports."""
         dep = self.manifest.deployment
-        if dep is not None and dep.variant == self.variant and dep.mode in self.modes():
+        modes = self.modes()
+        if dep is not None and dep.variant == self.variant and dep.mode in modes:
             return dep.mode
-        return "early_exit"
+        return "early_exit" if "early_exit" in modes or not modes else modes[0]
 
     def resolve_mode(self, mode: str | None, policy_given: bool = False) -> str:
-        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given."""
+        """``mode``, or when None: :attr:`default_mode`, or ``early_exit`` when a policy or thresholds were given (and
+        the bundle can run it)."""
         if mode is not None:
             return mode
-        return "early_exit" if policy_given else self._default_mode
+        return self._policy_mode if policy_given else self._default_mode
 
     def infer(self, x: Any, *, policy: str | ExitPolicy | None = None, thresholds: Any = None,
               mode: str | None = None, on_exit: OnExit | None = None) -> InferenceResult:

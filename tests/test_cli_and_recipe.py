@@ -85,3 +85,17 @@ def test_recipe_yaml_cannot_run_code(tmp_path):
 def test_shipped_recipes_validate():
     for path in sorted((REPO / "converters" / "recipes").glob("*.yaml")):
         assert load_recipe(path).name
+
+
+def test_run_defaults_to_the_bundles_recommended_mode(cnn_bundle, monkeypatch, capsys):
+    from edge_runtime.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "default_mode", property(lambda self: "full"))  # as a deployment record would say
+    assert main(["run", str(cnn_bundle), "--random", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "full"
+
+
+@pytest.mark.parametrize("source", [["--random", "2"], ["--text", "a dog"]])
+def test_run_refuses_preprocess_without_an_input_file(cnn_bundle, capsys, source):
+    assert main(["run", str(cnn_bundle), *source, "--preprocess"]) == 2
+    assert "--preprocess" in capsys.readouterr().err

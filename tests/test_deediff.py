@@ -267,6 +267,22 @@ def test_infer_in_sample_mode_denoises_the_given_noise(rt):
     assert res.info["mean_layers"] == pytest.approx(ref.mean_layers)
 
 
+def test_sample_mode_uses_the_given_policy_object_not_only_its_thresholds(rt):
+    sampler = DiffusionSampler(rt)
+    noise, classes = starting_noise(3, sampler.sample_shape, 8), np.array([4, 5, 6])
+    feeds = {"x_t": noise, "t": np.zeros(3, np.int64), "y": classes}
+    never = rt.infer(feeds, mode="sample", policy=create_policy("never", rt.num_exits))
+    assert (np.array(never.info["layers"]) == rt.num_exits).all()       # nobody leaves: every block, every step
+    np.testing.assert_allclose(never.outputs, sampler.run(noise, classes, threshold=0.0).images, atol=1e-6)
+    with pytest.raises(ConfigError, match="lambda"):                       # PALBERT's policy: the blocks have no lambda
+        rt.infer(feeds, mode="sample", policy=create_policy("q_exit", rt.num_exits, 0.5))
+
+
+def test_the_default_mode_of_a_diffusion_bundle_is_one_it_can_run(rt):
+    assert "early_exit" not in rt.modes() and rt.default_mode == rt.modes()[0] == "sample"
+    assert rt.resolve_mode(None) == rt.resolve_mode(None, policy_given=True) == "sample"
+
+
 def test_sample_refuses_a_classifier_bundle(cnn_bundle):
     with pytest.raises(ConfigError, match="cannot run mode 'sample'.*deediff"):
         edge_runtime.load_bundle(cnn_bundle).sample(2)
@@ -297,6 +313,21 @@ def test_request_arguments_are_checked_by_name():
                           ([{"name": "n", "data": [1, 2]}], "one number")]:
         with pytest.raises(InputError, match=match):
             _request_args({"inputs": inputs})
+    for inputs, field in [([{"name": "n", "data": [1]}, {"name": "steps", "data": [0]}], "inputs[1].data"),
+                          ([{"name": "steps", "data": [-3]}], "inputs[0].data"),
+                          ([{"name": "steps", "data": [1001]}], "inputs[0].data"),
+                          ([{"name": "seed", "data": [-1]}], "inputs[0].data")]:
+        with pytest.raises(InputError, match=r"(steps: expected 1\.\.1000|seed: expected a non-negative)") as exc:
+            _request_args({"inputs": inputs}, train_steps=1000)
+        assert exc.value.field == field
+
+
+def test_steps_zero_is_refused_not_the_default(rt):
+    sampler = DiffusionSampler(rt)
+    with pytest.raises(ConfigError, match="steps must be in 1..1000, got 0"):
+        sampler.run(starting_noise(1, sampler.sample_shape, 0), sampler.classes(1), steps=0)
+    with pytest.raises(InputError, match="seed"):
+        rt.sample(1, steps=1, seed=-1)
 
 
 def test_daemon_serves_samples_as_kserve_v2(diffusion_bundle):
@@ -317,6 +348,10 @@ def test_daemon_serves_samples_as_kserve_v2(diffusion_bundle):
         np.testing.assert_allclose(np.array(outs["images"]["data"]).reshape(2, 1, 16, 16), ref.images, atol=1e-5)
         bad = d.client.post("/v2/models/tiny/infer", json={**body, "inputs": [{"name": "n", "data": [0]}]})
         assert bad.status_code == 422 and "n" in bad.text
+        for inputs in ([{"name": "steps", "data": [0]}], [{"name": "steps", "data": [5000]}],
+                       [{"name": "seed", "data": [-1]}]):
+            bad = d.client.post("/v2/models/tiny/infer", json={**body, "inputs": inputs})
+            assert bad.status_code == 422 and bad.json()["field"] == "inputs[0].data", bad.text
     finally:
         d.stop()
 

@@ -277,7 +277,11 @@ def test_serve_request_answers_kserve_v2_bytes(rt):
     for doc, field in (({"inputs": []}, "inputs"),
                        ({"inputs": [{"datatype": "FP32", "data": [1]}]}, "inputs[0].datatype"),
                        ({"inputs": [{"data": [""]}]}, "inputs[0].data"),
-                       ({"inputs": [{"data": ["x"]}], "parameters": {"gamma": "3"}}, "parameters.gamma")):
+                       ({"inputs": [{"data": ["x"]}], "parameters": {"gamma": "3"}}, "parameters.gamma"),
+                       ({"inputs": [{"data": ["x"]}], "parameters": {"max_new_tokens": 10**9}},   # would tie up
+                        "parameters.max_new_tokens"),                                           # a worker thread
+                       ({"inputs": [{"data": ["x"]}], "parameters": {"max_new_tokens": 0}},
+                        "parameters.max_new_tokens")):
         with pytest.raises(edge_runtime.InputError) as exc:
             mode.serve_request(rt, doc)
         assert exc.value.field == field

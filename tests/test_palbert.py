@@ -233,6 +233,25 @@ def test_infer_text_reports_truncation_and_refuses_bad_text(text_bundle: Path) -
         rt.infer(np.zeros((1, 4), np.float32))
 
 
+def test_accuracy_monitor_reruns_text_batches_to_the_final_exit(text_bundle: Path) -> None:
+    """The daemon's monitor gets the micro-batch's texts (an object array): it tokenizes them like the batcher."""
+    import edge_runtime
+    from edge_runtime.serve.adaptive import AdaptiveModel
+    from edge_runtime.serve.codec import batch_feeds
+
+    rt = edge_runtime.load_bundle(text_bundle, threads=1)
+    texts, _ = _texts(4, seed=3)
+    x = np.asarray(texts, dtype=object)
+    res = rt.infer(batch_feeds(rt, x), thresholds=0.0)  # every text leaves at the first exit: all re-run
+    assert (res.exit_index < rt.num_exits - 1).all()
+    monitor = AdaptiveModel(rt, None, monitor_fraction=1.0)
+    monitor.after_batch(x, res, [], 0)
+    full = rt.infer(batch_feeds(rt, x), mode="full").predictions
+    state = monitor.state()
+    assert state["live_checked"] == len(texts)
+    assert state["live_agreement"] == pytest.approx(float(np.mean(res.predictions == full)))
+
+
 def test_palbert_section_is_checked_before_training() -> None:
     from converters.methods.palbert.stage import parse_palbert_section
 

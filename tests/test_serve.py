@@ -170,6 +170,35 @@ def test_nan_and_garbage_and_oversized_bodies(daemon):
     assert c.get("/v2/health/ready").status_code == 200  # still healthy after all that
 
 
+def test_value_problems_name_the_data_and_shape_problems_the_shape(runtimes):
+    from edge_runtime.serve.codec import RequestError, decode_doc
+
+    rt = runtimes["tiny_cnn"]
+    x = _good()
+    x[1, 0, 2, 2] = np.nan
+
+    def binary(arr: np.ndarray) -> dict:   # the binary extension's tensor bytes skip the JSON number checks
+        return {"inputs": [{"name": "input", "shape": list(arr.shape), "datatype": "FP32",
+                            "data": memoryview(arr.tobytes())}]}
+
+    with pytest.raises(RequestError) as exc:
+        decode_doc(binary(x), rt, 64)
+    assert exc.value.status == 422 and exc.value.field == "inputs[0].data" and "NaN" in str(exc.value)
+    with pytest.raises(RequestError) as exc:
+        decode_doc(binary(np.zeros((2, 1, 16, 15), np.float32)), rt, 64)
+    assert exc.value.field == "inputs[0].shape"
+
+
+def test_bodies_are_not_parsed_for_self_served_modes_a_bundle_lacks(runtimes, monkeypatch):
+    from edge_runtime.serve import codec
+
+    calls = []
+    monkeypatch.setattr(codec, "loads", lambda body: calls.append(body) or json.loads(body))
+    body = json.dumps(_v2(_good())).encode()
+    assert codec.self_served_request(runtimes["tiny_cnn"], body, "application/json", {}) is None
+    assert calls == []      # no mode of a classifier answers whole requests: the tensor path parses it once
+
+
 def test_concurrent_requests_share_micro_batches(daemon, runtimes):
     rt = runtimes["tiny_transformer"]
     xs = np.random.default_rng(9).standard_normal((12, 1, 16, 16)).astype(np.float32)

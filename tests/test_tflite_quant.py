@@ -159,6 +159,21 @@ def test_thresholds_are_recalibrated_per_variant(bundle_for, backend, variants):
     assert fp32.default_policy.thresholds == m["policy"]["thresholds"]
 
 
+@pytest.mark.parametrize("precision", ["int8", "int8_dynamic"])
+def test_a_quantized_runtime_decides_on_the_numpy_score_of_its_logits(onnx_bundle, precision):
+    """The in-graph score was verified at fp32 only; the variant's thresholds were calibrated on the numpy score."""
+    fp32 = edge_runtime.load_bundle(onnx_bundle, threads=1)
+    assert fp32.in_graph_score is not None                        # the files do carry the score
+    rt = edge_runtime.load_bundle(onnx_bundle, precision=precision, threads=1)
+    assert rt.in_graph_score is None and rt.default_policy.reads == ("exit",)
+    x = _x(64, 3)
+    spec = rt.manifest.policy
+    numpy_side = edge_runtime.create_policy(spec.name, rt.num_exits, list(rt.default_policy.thresholds),
+                                            **spec.kwargs)
+    want = edge_runtime.simulate_exits(rt.exit_outputs(x), numpy_side)
+    np.testing.assert_array_equal(rt.infer(x).exit_index, want)
+
+
 def test_recalibration_restores_exit_rates_when_confidences_shift():
     from converters.export.quantize import recalibrate_thresholds
 

@@ -491,6 +491,22 @@ def test_raw_pixels_are_preprocessed_on_request_and_refused_otherwise(pixel_bund
     assert edge_runtime.load_bundle(out, check_range=False).infer(raw.astype(np.float32)).predictions.shape == (4,)
 
 
+def test_raw_inputs_of_the_wrong_rank_or_channel_count_are_input_errors_naming_the_shape(pixel_bundle):
+    from edge_runtime.manifest import Preprocessing
+
+    rt = edge_runtime.load_bundle(pixel_bundle[0])
+    for raw in (np.array(7, np.uint8), np.zeros((2, 64), np.uint8), np.zeros((2, 8, 8, 1), np.uint8)):
+        with pytest.raises(InputError, match=r"raw input: expected shape \(N, 1, 8, 8\)"):
+            rt.preprocess(raw)
+    rgb = Preprocessing(scale=1 / 255, mean=(0.5,) * 3, std=(0.25,) * 3, input_range=(0.0, 255.0))
+    assert rgb.apply(np.zeros((1, 3, 2, 2))).shape == (1, 3, 2, 2)
+    for raw in (np.zeros((1, 8, 8, 3)), np.zeros(3), np.float64(1.0)):    # NHWC; no batch axis; 0-d
+        with pytest.raises(InputError, match=r"expected shape \(N, 3, \.\.\.\)"):
+            rgb.apply(raw)
+        with pytest.raises(InputError, match=r"expected shape \(N, 3, \.\.\.\)"):
+            rgb.check_raw(raw)
+
+
 def test_bench_preprocesses_a_uint8_npz_and_maps_string_labels(pixel_bundle, tmp_path):
     from edge_runtime.bench.data import load_bench_data
 
@@ -521,10 +537,15 @@ def test_the_daemon_preprocesses_raw_inputs_when_asked(pixel_bundle):
         as_float = {"inputs": [{**body["inputs"][0], "datatype": "FP32"}]}
         refused = d.client.post("/v2/models/pixels/infer", json=as_float)
         assert refused.status_code == 422 and "preprocess" in refused.json()["error"]
+        assert refused.json()["field"] == "inputs[0].data"           # a value problem, not the shape's
         too_big = {"inputs": [{**body["inputs"][0], "datatype": "FP32", "data": [300.0] * 128}],
                    "parameters": {"preprocess": True}}
         r = d.client.post("/v2/models/pixels/infer", json=too_big)
         assert r.status_code == 422 and "declared range" in r.json()["error"]
+        scalar = {"inputs": [{"name": "input", "shape": [], "datatype": "UINT8", "data": [7]}],
+                  "parameters": {"preprocess": True}}
+        r = d.client.post("/v2/models/pixels/infer", json=scalar)   # a 0-d raw input: a 422 naming the field
+        assert r.status_code == 422 and r.json()["field"] == "inputs[0].data" and "(N, 1, 8, 8)" in r.json()["error"]
         buf = io.BytesIO()
         np.save(buf, raw)
         npy = d.client.post("/v2/models/pixels/infer?preprocess=true", content=buf.getvalue(),

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import InputError
+from edge_runtime.errors import ConfigError, InputError
 
 #: the most input ``--random`` generates (a smoke test, not a load test: 10,000,000 samples were OOM-killed)
 MAX_RANDOM_BYTES = 256 << 20
@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--text-file", metavar="FILE", help="UTF-8 file with one text per line (empty lines skipped)")
     p.add_argument("--policy", help="exit policy name (default: the bundle's)")
     p.add_argument("--thresholds", help="comma-separated per-exit thresholds, or one number")
-    p.add_argument("--mode", default="early_exit",
-                   help="inference mode: early_exit (default), full, or a mode the bundle adds (inspect lists them)")
+    p.add_argument("--mode",
+                   help="inference mode: early_exit, full, or a mode the bundle adds (inspect lists them); default: "
+                        "the bundle's recommended mode (early_exit when --policy or --thresholds is given)")
     p.add_argument("--backend", help="inference backend (default: the profile's, else onnxruntime)")
     p.add_argument("--threads", type=int, help="backend threads")
     p.add_argument("--profile",
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "(the bundle's variants; thresholds re-calibrated per variant)")
     p.add_argument("--preprocess", action="store_true",
                    help="the --input file holds raw inputs: check them against the declared raw range and apply the "
-                        "manifest's preprocessing first")
+                        "manifest's preprocessing first (--input only: --random preprocesses its own raw draws)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="run a bundle whose export verification did not pass (refused by default)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -90,6 +91,10 @@ def random_inputs(rt: Any, n: int) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from edge_runtime import load_bundle
+
+    if args.preprocess and args.input is None:
+        raise ConfigError("--preprocess applies to an --input file of raw inputs only (--random draws raw inputs and "
+                          "preprocesses them itself; --text/--text-file are tokenized)")
 
     rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, precision=args.precision,
                      profile=args.profile, meter=args.meter, allow_unverified=args.allow_unverified)

@@ -21,6 +21,7 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.policies import ExitPolicy
 from edge_runtime.runtime import InferenceResult, Runtime
+from edge_runtime.serve.codec import batch_feeds
 from edge_runtime.serve.controller import SLO, AccuracyMonitor, SLOController, front_points
 
 #: the batching-key tag of requests the controller chose the thresholds for
@@ -102,7 +103,7 @@ class AdaptiveModel:
         early = picked[result.exit_index[picked] < last]
         agree = np.ones(len(picked), dtype=bool)  # answered by the final exit: agreement by definition
         if len(early):
-            full = self.runtime.infer(x[early], mode="full").predictions
+            full = self.runtime.infer(batch_feeds(self.runtime, x[early]), mode="full").predictions
             agree[np.searchsorted(picked, early)] = result.predictions[early] == full
         with self._lock:
             self.monitor.record(index, agree)

@@ -235,8 +235,15 @@ def preprocess_raw(rt: Runtime, x: np.ndarray, field: str) -> np.ndarray:
         raise RequestError(422, str(exc), field=field, expected=f"raw values in {rng}") from None
 
 
-def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.ndarray:
-    """Shape/dtype/finiteness checks against the bundle's input spec, as 422s naming ``field``."""
+def _shape_fits(rt: Runtime, x: np.ndarray) -> bool:
+    """Whether ``x`` has the rank and the fixed dimensions of the bundle's input."""
+    want = rt.input_spec.shape
+    return x.ndim == len(want) and all(d is None or d == n for d, n in zip(want, x.shape))
+
+
+def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int, data_field: str | None = None) -> np.ndarray:
+    """Shape/dtype/finiteness/range checks against the bundle's input spec, as 422s naming ``field`` (shape and
+    dtype problems) or ``data_field`` (value problems of a well-shaped batch; default ``field``)."""
     if x.dtype.name != rt.input_spec.dtype:
         raise RequestError(422, f"dtype is {NUMPY_TO_V2.get(x.dtype.name, x.dtype.name)} ({x.dtype.name})",
                            field=field, expected=expected_dtype(rt))
@@ -246,6 +253,9 @@ def check_array(rt: Runtime, x: np.ndarray, field: str, max_samples: int) -> np.
     try:
         return rt.check_input(x)
     except InputError as exc:
+        if data_field is not None and _shape_fits(rt, x):
+            raise RequestError(422, str(exc), field=data_field, expected="finite values in the range model-ready "
+                               "inputs have") from None
         raise RequestError(422, str(exc), field=field, expected=f"shape {expected_shape(rt)}, dtype "
                            f"{expected_dtype(rt)}, finite values") from None
 
@@ -404,7 +414,7 @@ def decode_doc(doc: Any, rt: Runtime, max_samples: int,
         x = arr.astype(dtype).reshape(shape)
     if raw:
         x = preprocess_raw(rt, x, "inputs[0].data")
-    x = check_array(rt, x, "inputs[0].shape", max_samples)
+    x = check_array(rt, x, "inputs[0].shape", max_samples, data_field="inputs[0].data")
     return x, params, req_id
 
 
@@ -515,6 +525,8 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
     (:attr:`edge_runtime.modes.Mode.handles_requests`); None for the usual tensor path."""
     if ctype not in ("application/json", ""):
         return None
+    if not any(MODES.get(m).handles_requests for m in rt.modes()):
+        return None  # no mode of this bundle answers whole requests: the tensor path parses the body, once
     name = params.get("mode")
     doc: Any = None
     if name is None:
@@ -538,10 +550,10 @@ def self_served_request(rt: Runtime, body: bytes, ctype: str, params: Mapping[st
 
 
 def serve_with_mode(mode: Any, rt: Runtime, doc: dict[str, Any]) -> dict[str, Any]:
-    """Run a self-served request; project input errors become 422s naming the field when they say one."""
+    """Run a self-served request; project input and settings errors become 422s naming the field when they say one."""
     try:
         return mode.serve_request(rt, doc)
     except RequestError:
         raise
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise RequestError(422, str(exc), field=getattr(exc, "field", None)) from None

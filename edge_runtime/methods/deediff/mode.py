@@ -53,8 +53,8 @@ class SampleMode(Mode):
     def run(self, runtime: Any, feeds: Tensors, policy: ExitPolicy | None, *,
             on_exit: OnExit | None = None) -> InferenceResult:
         sampler = sampler_of(runtime)
-        thresholds = list(policy.thresholds) if policy is not None else None
-        res = sampler.run(feeds[IMAGE_INPUT], feeds.get(CLASS_INPUT), threshold=thresholds)
+        # the policy object itself: a policy reading outputs the blocks lack gets the executor's ConfigError
+        res = sampler.run(feeds[IMAGE_INPUT], feeds.get(CLASS_INPUT), threshold=policy)
         n = len(res)
         deepest = res.layers.max(axis=0) - 1
         if on_exit is not None:
@@ -83,8 +83,9 @@ class SampleMode(Mode):
         return lines
 
     def serve_request(self, runtime: Any, doc: dict[str, Any]) -> dict[str, Any]:
-        args = _request_args(doc)
-        res = sampler_of(runtime).sample(**args)
+        sampler = sampler_of(runtime)
+        args = _request_args(doc, train_steps=sampler.spec.schedule.train_steps)
+        res = sampler.sample(**args)
         n, steps = len(res), len(res.timesteps)
         outputs = [{"name": "images", "shape": list(res.images.shape), "datatype": "FP32",
                     "data": res.images.reshape(-1).tolist()},
@@ -117,13 +118,18 @@ class SampleMode(Mode):
         p.set_defaults(func=_sample_command)
 
 
-def _request_args(doc: dict[str, Any]) -> dict[str, Any]:
+def _request_args(doc: dict[str, Any], train_steps: int | None = None) -> dict[str, Any]:
     """The sampler's arguments from a KServe v2 body: ``inputs`` named n, seed, class, steps, threshold (scalars),
-    and ``parameters.sampling``."""
+    and ``parameters.sampling``.
+
+    Raises:
+        InputError: a bad value; ``field`` names its input (``steps`` outside 1..``train_steps``, ``seed`` < 0).
+    """
     inputs = doc.get("inputs") or []
     if not isinstance(inputs, list):
         raise InputError("inputs: expected a list of named inputs")
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for k, item in enumerate(inputs):
         if not isinstance(item, dict) or "name" not in item or "data" not in item:
             raise InputError(f"inputs[{k}]: expected an object with 'name' and 'data'")
@@ -131,6 +137,7 @@ def _request_args(doc: dict[str, Any]) -> dict[str, Any]:
         if data.size != 1 or not np.issubdtype(data.dtype, np.number):
             raise InputError(f"inputs[{k}] ({item['name']!r}): expected one number")
         values[str(item["name"])] = data[0].item()
+        where[str(item["name"])] = f"inputs[{k}].data"
     unknown = sorted(set(values) - {"n", "seed", "class", "steps", "threshold"})
     if unknown:
         raise InputError(f"inputs: unknown name(s) {', '.join(unknown)}; expected n, seed, class, steps, threshold")
@@ -138,10 +145,16 @@ def _request_args(doc: dict[str, Any]) -> dict[str, Any]:
     if not 1 <= n <= MAX_REQUEST_SAMPLES:
         raise InputError(f"n: expected 1..{MAX_REQUEST_SAMPLES}, got {n}")
     args: dict[str, Any] = {"n": n, "seed": _int(values.get("seed", 0), "seed")}
+    if args["seed"] < 0:
+        raise InputError(f"seed: expected a non-negative integer, got {args['seed']}", field=where["seed"])
     if "class" in values:
         args["cls"] = _int(values["class"], "class")
     if "steps" in values:
         args["steps"] = _int(values["steps"], "steps")
+        if args["steps"] < 1 or (train_steps is not None and args["steps"] > train_steps):
+            top = train_steps if train_steps is not None else "T"
+            raise InputError(f"steps: expected 1..{top} (the schedule's train steps), got {args['steps']}",
+                             field=where["steps"])
     if "threshold" in values:
         args["threshold"] = float(values["threshold"])
     sampling = (doc.get("parameters") or {}).get("sampling", "early_exit")
@@ -163,7 +176,7 @@ def _sample_command(args: argparse.Namespace) -> int:
 
     rt = load_bundle(args.bundle, backend=args.backend, threads=args.threads, meter=args.meter)
     try:
-        bar = _bar(args.steps or sampler_of(rt).spec.steps)
+        bar = _bar(args.steps if args.steps is not None else sampler_of(rt).spec.steps)
         res = rt.sample(args.n, steps=args.steps, seed=args.seed, threshold=args.threshold, mode=args.sampling,
                         cls=args.cls, on_step=(lambda k, total: bar.update(1)) if bar is not None else None)
         if bar is not None:

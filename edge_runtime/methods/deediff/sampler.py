@@ -227,10 +227,12 @@ class DiffusionSampler:
             on_step: ``on_step(step, steps)`` after each step.
 
         Raises:
-            InputError: ``n`` < 1 or a bad class; ConfigError: a bad mode or steps.
+            InputError: ``n`` < 1, ``seed`` < 0 or a bad class; ConfigError: a bad mode or steps.
         """
         if n < 1:
             raise InputError(f"n: expected a positive number of samples, got {n}")
+        if seed < 0:
+            raise InputError(f"seed: expected a non-negative integer, got {seed}")
         res = self.run(starting_noise(n, self.sample_shape, seed), self.classes(n, cls), steps=steps,
                        threshold=threshold, mode=mode, on_step=on_step)
         res.seed = seed
@@ -256,7 +258,7 @@ class DiffusionSampler:
                              f"got {tuple(x.shape)}")
         if self.conditional and (classes is None or np.shape(classes) != (n,)):
             raise InputError(f"classes: a class-conditional bundle needs one class per sample ({n})")
-        timesteps = ddim_timesteps(self.spec.schedule.train_steps, steps or self.spec.steps)
+        timesteps = ddim_timesteps(self.spec.schedule.train_steps, steps if steps is not None else self.spec.steps)
         policy = self.policy(threshold) if mode == "early_exit" else None
         full = rt.full_model_runner if mode == "full" else None
         if mode == "full" and full is None:  # no one-graph file: every segment, nobody leaving

@@ -22,6 +22,10 @@ from edge_runtime.methods.kangaroo.session import METHOD, generate, record, unsu
 from edge_runtime.modes import InferenceResult, Mode, register_mode
 from edge_runtime.policies import ExitPolicy
 
+#: the most tokens one daemon request may ask for (``parameters.max_new_tokens``): a request cannot tie a worker
+#: thread up for long
+MAX_REQUEST_NEW_TOKENS = 4096
+
 
 class LMMode(Mode):
     """A greedy-generation mode of a Kangaroo LM bundle (shared by ``kangaroo`` and ``autoregressive``)."""
@@ -60,7 +64,11 @@ class LMMode(Mode):
 
     def serve_request(self, runtime: Any, doc: dict[str, Any]) -> dict[str, Any]:
         """KServe v2: ``inputs[0]`` a ``BYTES`` prompt of shape [1]; ``parameters``: ``max_new_tokens``, ``eta``,
-        ``gamma``. Answers ``outputs`` ``text`` (BYTES) and ``tokens`` (INT64), and the generation's figures."""
+        ``gamma``. Answers ``outputs`` ``text`` (BYTES) and ``tokens`` (INT64), and the generation's figures.
+
+        Raises:
+            InputError: naming the field; ``max_new_tokens`` outside 1..:data:`MAX_REQUEST_NEW_TOKENS` among them.
+        """
         prompt = _request_prompt(doc)
         params = doc.get("parameters") or {}
         options: dict[str, Any] = {}
@@ -72,6 +80,10 @@ class LMMode(Mode):
                 raise _field_error(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}",
                                    f"parameters.{key}")
             options[key] = kind(value)
+        n = options.get("max_new_tokens")
+        if n is not None and not 1 <= n <= MAX_REQUEST_NEW_TOKENS:
+            raise _field_error(f"max_new_tokens must be in 1..{MAX_REQUEST_NEW_TOKENS} for a daemon request, got {n}",
+                               "parameters.max_new_tokens")
         try:
             res = self.generate(runtime, prompt, **options)
         except InputError as exc:
@@ -88,9 +100,7 @@ class LMMode(Mode):
 
 
 def _field_error(message: str, field: str) -> InputError:
-    err = InputError(message)
-    err.field = field  # type: ignore[attr-defined]  # the daemon's 422 names it
-    return err
+    return InputError(message, field=field)  # the daemon's 422 names it
 
 
 def _request_prompt(doc: dict[str, Any]) -> str:
