@@ -14,6 +14,7 @@ the blocker stays off; the subprocess fixtures below still start their Python wi
 from __future__ import annotations
 
 import importlib.abc
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -109,3 +110,11 @@ def device_python() -> Callable[..., subprocess.CompletedProcess[str]]:
                               text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture()
+def bundle_copy(make_bundle: Callable[..., Path], tmp_path: Path) -> Path:
+    """A private copy of a 3-exit synthetic bundle, to tamper with."""
+    dst = tmp_path / "copy"
+    shutil.copytree(make_bundle(num_exits=3), dst)
+    return dst

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,26 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_edits import edit_manifest
 
 import edge_runtime
 from edge_runtime.bundle import read_bundle
 from edge_runtime.errors import BundleError
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.synthetic import synthetic_weights
-
-
-@pytest.fixture()
-def bundle_copy(make_bundle: Callable[..., Path], tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(make_bundle(num_exits=3), dst)
-    return dst
-
-
-def _edit(bundle: Path, fn: Callable[[dict[str, Any]], Any]) -> None:
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
-    fn(m)
-    path.write_text(json.dumps(m))
 
 
 def test_loads_and_describes_itself(make_bundle: Callable[..., Path]) -> None:
@@ -65,7 +51,7 @@ def test_missing_file(bundle_copy: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["../outside.onnx", "/etc/hostname", "segments/../../x.onnx"])
 def test_path_outside_the_bundle(bundle_copy: Path, bad: str) -> None:
-    _edit(bundle_copy, lambda m: m["full_model"]["files"][0].update(path=bad))
+    edit_manifest(bundle_copy, lambda m: m["full_model"]["files"][0].update(path=bad))
     with pytest.raises(BundleError, match=r"full_model\.files\.0\.path.*points outside the bundle"):
         read_bundle(bundle_copy, verify_hashes=False)  # refused before any file is opened
 
@@ -80,7 +66,7 @@ def test_symlink_out_of_the_bundle(bundle_copy: Path, tmp_path: Path) -> None:
 
 
 def test_format_version_1_names_the_version(bundle_copy: Path) -> None:
-    _edit(bundle_copy, lambda m: m.update(format_version=1))
+    edit_manifest(bundle_copy, lambda m: m.update(format_version=1))
     with pytest.raises(BundleError, match=r"manifest\.json.*format_version.*unsupported bundle format version 1 "
                                           r"\(written by edge-runtime 0\.1"):
         edge_runtime.load_bundle(bundle_copy)
@@ -94,7 +80,7 @@ def test_format_version_1_names_the_version(bundle_copy: Path) -> None:
 ])
 def test_inconsistent_manifest_names_the_field(bundle_copy: Path, edit: Callable[[dict[str, Any]], Any],
                                                field: str) -> None:
-    _edit(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError) as info:
         edge_runtime.load_bundle(bundle_copy)
     assert info.value.field == field and info.value.path == str(bundle_copy / "manifest.json")
@@ -105,6 +91,6 @@ def test_graph_that_does_not_match_its_manifest(bundle_copy: Path) -> None:
         m["segments"][0]["outputs"][0]["name"] = "h0"
         m["segments"][1]["inputs"][0]["name"] = "h0"
 
-    _edit(bundle_copy, rename)
+    edit_manifest(bundle_copy, rename)
     with pytest.raises(BundleError, match=r"field 'segments\.0'.*the manifest names \['h0'\]"):
         edge_runtime.load_bundle(bundle_copy)

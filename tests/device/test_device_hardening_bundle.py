@@ -5,7 +5,6 @@ symlinked manifest, unverified bundles. Every refusal is a :class:`BundleError` 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_edits import edit_manifest
 
 import edge_runtime
 from edge_runtime import _onnx_proto as P
@@ -27,20 +27,6 @@ from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.runtime import Runtime
 from edge_runtime.synthetic import synthetic_weights
-
-
-@pytest.fixture()
-def bundle_copy(make_bundle: Callable[..., Path], tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(make_bundle(num_exits=3), dst)
-    return dst
-
-
-def _edit(bundle: Path, fn: Callable[[dict[str, Any]], Any]) -> None:
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
-    fn(m)
-    path.write_text(json.dumps(m))
 
 
 def _replace_graph(bundle: Path, rel: str, data: bytes, edit: Callable[[dict[str, Any]], Any] | None = None) -> None:
@@ -56,7 +42,7 @@ def _replace_graph(bundle: Path, rel: str, data: bytes, edit: Callable[[dict[str
         if edit is not None:
             edit(m)
 
-    _edit(bundle, pin)
+    edit_manifest(bundle, pin)
 
 
 def _segment0(w_tensor: bytes, features: int = 8, classes: int = 4, batch: int | str = "N") -> bytes:
@@ -247,7 +233,7 @@ def test_a_non_regular_file_is_refused_without_blocking(bundle_copy: Path) -> No
     ("segments\\segment_0.onnx", "backslash"),
 ])
 def test_bad_file_paths_name_the_field(bundle_copy: Path, path: str, why: str) -> None:
-    _edit(bundle_copy, lambda m: m["segments"][0]["files"][0].update(path=path))
+    edit_manifest(bundle_copy, lambda m: m["segments"][0]["files"][0].update(path=path))
     with pytest.raises(BundleError, match=why) as info:
         edge_runtime.load_bundle(bundle_copy, threads=1)
     assert info.value.field == "segments.0.files.0.path"
@@ -279,7 +265,7 @@ def test_deeply_nested_manifest(bundle_copy: Path, depth: int) -> None:
 ])
 def test_manifest_errors_name_the_field(bundle_copy: Path, edit: Callable[[dict[str, Any]], Any], field: str,
                                         message: str) -> None:
-    _edit(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError, match=message) as info:
         edge_runtime.load_bundle(bundle_copy, threads=1)
     assert info.value.field == field, str(info.value)
@@ -290,7 +276,7 @@ def test_manifest_errors_name_the_field(bundle_copy: Path, edit: Callable[[dict[
     ("1e400", "policy.thresholds.0"), ("-1e999", "policy.thresholds.0"),
 ])
 def test_non_finite_numbers_are_refused(bundle_copy: Path, literal: str, field: str) -> None:
-    _edit(bundle_copy, lambda m: m["policy"]["thresholds"].__setitem__(0, "@literal@"))
+    edit_manifest(bundle_copy, lambda m: m["policy"]["thresholds"].__setitem__(0, "@literal@"))
     text = (bundle_copy / "manifest.json").read_text()
     (bundle_copy / "manifest.json").write_text(text.replace('"@literal@"', literal))
     with pytest.raises(BundleError, match="not a finite number") as info:
@@ -314,7 +300,7 @@ def test_fewer_labels_than_the_graph_has_classes(bundle_copy: Path) -> None:
             seg["outputs"][-1]["shape"] = [None, 3]
         m["full_model"]["outputs"] = [{"name": EXIT_OUTPUT, "shape": [None, 3], "dtype": "float32"}]
 
-    _edit(bundle_copy, three)
+    edit_manifest(bundle_copy, three)
     with pytest.raises(BundleError, match=r"output 'exit'.*\[None, 4\].*\[None, 3\]") as info:
         edge_runtime.load_bundle(bundle_copy, threads=1)
     assert info.value.field == "segments.0.outputs"
@@ -350,7 +336,7 @@ def test_a_graph_declaring_a_huge_fixed_batch_is_refused(bundle_copy: Path) -> N
 def test_a_fixed_batch_file_whose_graph_disagrees(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     dst = tmp_path / "b"
     shutil.copytree(make_bundle(num_exits=3, batch_sizes=(2,), dynamic_batch=False), dst)
-    _edit(dst, lambda m: m["segments"][0]["files"][0].update(batch_size=4))
+    edit_manifest(dst, lambda m: m["segments"][0]["files"][0].update(batch_size=4))
     with pytest.raises(BundleError, match="batch size 2.*manifest says 4") as info:
         edge_runtime.load_bundle(dst, threads=1)
     assert info.value.field == "segments.0.files.0"
@@ -373,7 +359,7 @@ def test_a_symlinked_manifest_is_refused(bundle_copy: Path, tmp_path: Path) -> N
 
 
 def test_an_unverified_bundle_runs_only_when_allowed(bundle_copy: Path) -> None:
-    _edit(bundle_copy, lambda m: m["verification"].update(passed=False))
+    edit_manifest(bundle_copy, lambda m: m["verification"].update(passed=False))
     with pytest.raises(BundleError, match="allow_unverified") as info:
         edge_runtime.load_bundle(bundle_copy, threads=1)
     assert info.value.field == "verification.passed"

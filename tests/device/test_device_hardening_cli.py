@@ -5,9 +5,7 @@ unverified bundles unless ``--allow-unverified``."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,25 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_edits import edit_manifest
 
 from edge_runtime import _onnx_proto as P
 from edge_runtime.cli import main
 from edge_runtime.manifest import EXIT_OUTPUT
 from edge_runtime.synthetic import synthetic_weights
-
-
-@pytest.fixture()
-def bundle_copy(make_bundle: Callable[..., Path], tmp_path: Path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(make_bundle(num_exits=3), dst)
-    return dst
-
-
-def _edit(bundle: Path, fn: Callable[[dict[str, Any]], Any]) -> None:
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
-    fn(m)
-    path.write_text(json.dumps(m))
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -90,7 +75,7 @@ def test_non_finite_answers_are_an_error(make_bundle: Callable[..., Path], tmp_p
 
 
 def test_unverified_bundles_need_the_flag(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit(bundle_copy, lambda m: m["verification"].update(passed=False))
+    edit_manifest(bundle_copy, lambda m: m["verification"].update(passed=False))
     rc, err = _run(capsys, "run", str(bundle_copy), "--random", "2")
     _one_line(rc, err)
     assert "verification.passed" in err and "--allow-unverified" in err
@@ -107,7 +92,7 @@ def test_unverified_bundles_need_the_flag(bundle_copy: Path, capsys: pytest.Capt
 ])
 def test_broken_manifests_are_one_line_errors(bundle_copy: Path, capsys: pytest.CaptureFixture[str],
                                               edit: Callable[[dict[str, Any]], Any], field: str) -> None:
-    _edit(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     for command in ("run", "inspect"):
         argv = [command, str(bundle_copy)] + (["--random", "2"] if command == "run" else [])
         rc, err = _run(capsys, *argv)
@@ -127,7 +112,7 @@ def test_a_backend_run_failure_is_one_line(bundle_copy: Path, capsys: pytest.Cap
                    [P.value_info("hidden_0", ["N", 8]), P.value_info(EXIT_OUTPUT, ["N", 4])],
                    [P.tensor("w0", w.w), P.tensor("head0", w.head), shape])
     (bundle_copy / "segments" / "segment_0.onnx").write_bytes(data)
-    _edit(bundle_copy, lambda m: m["segments"][0]["files"][0].update(sha256=hashlib.sha256(data).hexdigest()))
+    edit_manifest(bundle_copy, lambda m: m["segments"][0]["files"][0].update(sha256=hashlib.sha256(data).hexdigest()))
     rc, err = _run(capsys, "run", str(bundle_copy), "--random", "3")
     _one_line(rc, err)
     assert "segment_0.onnx" in err and "onnxruntime failed to run the graph" in err and ".cc:" not in err
